@@ -1,0 +1,51 @@
+# Everything a fresh machine needs: `make run` and `make test` create the venv, install
+# shmbroker (compiling the C core) with what its tests need, and go.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
+CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
+
+.PHONY: dev build run test test-system lint typecheck check bench bench-smoke clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) csrc/build_ffi.py | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+dev build: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/shmbroker demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q tests
+
+test-system: $(STAMP)
+	$(BIN)/pytest -q -m system tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check shmbroker tests benchmarks tools csrc/build_ffi.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+benchmarks/bench_ring_c: benchmarks/bench_ring_c.c $(CSRC) $(wildcard csrc/*.h)
+	$(CC) $(CFLAGS_BENCH) -o $@ $< $(CSRC) -lpthread
+
+bench: $(STAMP) benchmarks/bench_ring_c
+	$(BIN)/python benchmarks/bench_ring.py
+	benchmarks/bench_ring_c
+
+bench-smoke: $(STAMP) benchmarks/bench_ring_c
+	$(BIN)/python benchmarks/bench_ring.py --smoke
+	benchmarks/bench_ring_c --smoke
+
+clean:
+	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

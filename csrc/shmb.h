@@ -1,0 +1,168 @@
+/* shmbroker C core: partition rings in shared memory, the Kafka RecordBatch v2 codec,
+ * CRC32C and Kafka's murmur2 partitioner.
+ *
+ * Return convention: an int >= 0 is success or a count; a negative int is a shmb_rc.
+ * SHMB_FULL, SHMB_EMPTY and SHMB_LAPPED are normal outcomes to retry or redirect; the
+ * rest are errors. After SHMB_ESYS, errno says why. */
+#ifndef SHMB_H
+#define SHMB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    SHMB_OK = 0,
+    SHMB_FULL = -1,         /* no room above the spill position within the timeout */
+    SHMB_EMPTY = -2,        /* no new data within the timeout */
+    SHMB_EINVAL = -3,       /* bad argument */
+    SHMB_ECORRUPT = -4,     /* batch fails validation: length, magic, CRC, records */
+    SHMB_ESYS = -5,         /* a system call failed; errno says why */
+    SHMB_LAPPED = -6,       /* the writer overwrote the reader's position */
+    SHMB_ETIMEDOUT = -7,    /* writer lock not acquired within the timeout */
+    SHMB_ELAYOUT = -8,      /* not a ring, or a ring of another layout version */
+    SHMB_ETOOBIG = -9,      /* batch larger than the ring, or than the caller's buffer */
+    SHMB_EUNSUPPORTED = -10, /* compressed batch where records are needed */
+    SHMB_NOTFOUND = -11     /* offset no longer (or not yet) in the ring */
+} shmb_rc;
+
+const char *shmb_strerror(int rc);
+
+/* ---- CRC32C (Castagnoli), as Kafka's RecordBatch uses it ---------------------------
+ * zlib-style chaining: shmb_crc32c(0, buf, n) is the CRC of buf. */
+uint32_t shmb_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
+int shmb_crc32c_hardware(void); /* 1 if the SSE4.2 instruction is used */
+
+/* ---- Kafka's murmur2 partitioner ----------------------------------------------------- */
+int32_t shmb_murmur2(const uint8_t *key, size_t len);
+/* toPositive(murmur2(key)) % partitions, as the Java client and librdkafka's "murmur2" */
+int32_t shmb_partition_for_key(const uint8_t *key, size_t len, int32_t partitions);
+
+/* ---- RecordBatch v2 codec ------------------------------------------------------------ */
+#define SHMB_TIMESTAMP_NOW INT64_MIN /* "use the wall clock now", in ms */
+
+/* N records as flat arrays. Values (and keys) are concatenated in one buffer each, with
+ * one length per record; a length of -1 is a null. keys == NULL: all keys null.
+ * timestamps == NULL: every record gets `timestamp`. header_counts == NULL: no headers;
+ * otherwise header keys/values are concatenated over all records in order. */
+typedef struct shmb_records {
+    int32_t count;
+    const uint8_t *values;
+    const int32_t *value_lens;
+    const uint8_t *keys;
+    const int32_t *key_lens;
+    const int64_t *timestamps;
+    int64_t timestamp;
+    const int32_t *header_counts;
+    const uint8_t *header_keys;
+    const int32_t *header_key_lens;
+    const uint8_t *header_values;
+    const int32_t *header_value_lens;
+} shmb_records_t;
+
+/* Size of the batch shmb_batch_encode would write, or a negative shmb_rc. */
+int64_t shmb_batch_encoded_bytes(const shmb_records_t *records);
+/* Encode one uncompressed batch (CreateTime, no producer id) into out. Returns bytes. */
+int64_t shmb_batch_encode(const shmb_records_t *records, int64_t base_offset,
+                          uint8_t *out, int64_t out_len);
+
+#define SHMB_VALIDATE_RECORDS 1 /* also parse every record of an uncompressed batch */
+/* Validate one batch that is exactly len bytes: sizes, magic 2, CRC32C, counts.
+ * Returns its record count. */
+int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
+
+/* Decoded records as flat arrays; the caller owns them and sets the two capacities.
+ * Positions index into the decoded buffer; a length of -1 is a null key or value.
+ * Headers of record i follow those of record i-1 in the h* arrays. */
+typedef struct shmb_decoded {
+    int32_t max_records;
+    int32_t max_headers;
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos;
+    int32_t *key_len;
+    int32_t *value_pos;
+    int32_t *value_len;
+    int32_t *header_count;
+    int32_t *hkey_pos;
+    int32_t *hkey_len;
+    int32_t *hvalue_pos;
+    int32_t *hvalue_len;
+    /* results */
+    int32_t records;
+    int32_t headers;
+    int32_t batches;
+    int64_t bytes_consumed; /* whole batches decoded; the rest did not fit or is partial */
+} shmb_decoded_t;
+
+#define SHMB_DECODE_VERIFY_CRC 1
+/* Decode as many whole batches from buf as the arrays hold. Returns the record count.
+ * A partial batch at the end is left for the next call. Control batches are skipped.
+ * SHMB_EUNSUPPORTED if the first batch is compressed, SHMB_ETOOBIG if the first batch
+ * alone does not fit the arrays. buf may be at most 2 GiB. */
+int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *out, int flags);
+
+/* ---- Partition ring in shared memory -------------------------------------------------- */
+typedef struct shmb_ring shmb_ring_t;
+
+typedef struct shmb_ring_stat {
+    int64_t capacity_bytes;
+    int64_t tail_position;
+    int64_t claim_position;
+    int64_t spill_position;
+    int64_t next_offset;
+    int64_t log_start_offset;
+    int64_t ring_start_offset;
+    uint64_t batches_appended;
+    uint64_t records_appended;
+    uint64_t bytes_appended;
+    uint64_t full_waits;
+    uint64_t lock_recoveries;
+    uint32_t data_waiters;
+    uint32_t spill_waiters;
+    int32_t partition_leader_epoch;
+    uint32_t layout_version;
+    uint32_t creator_pid;
+    int64_t created_unix_ns;
+} shmb_ring_stat_t;
+
+/* Bytes the shared-memory object of a ring needs (header + data), or SHMB_EINVAL when
+ * capacity is not a power of two multiple of the page size. */
+int64_t shmb_ring_object_bytes(int64_t capacity_bytes);
+/* Map a ring from a shared-memory fd (the caller keeps or closes the fd). create != 0
+ * initialises a new ring whose first offset is base_offset; otherwise the header is
+ * checked (SHMB_ELAYOUT) and capacity_bytes / base_offset are ignored. */
+int shmb_ring_map(int fd, int create, int64_t capacity_bytes, int64_t base_offset,
+                  int32_t partition_leader_epoch, shmb_ring_t **out);
+void shmb_ring_unmap(shmb_ring_t *ring);
+
+/* Appends. timeout_ms: 0 = don't wait, < 0 = wait forever. On success *base_offset is
+ * the offset given to the first record. The batch is in place when this returns. */
+int shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
+                           int flags, int32_t timeout_ms, int64_t *base_offset);
+int shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
+                             int32_t timeout_ms, int64_t *base_offset);
+/* One record, no headers: the per-record fast path. */
+int shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
+                            const uint8_t *value, int32_t value_len, int64_t timestamp,
+                            int32_t timeout_ms, int64_t *offset);
+
+/* Copy whole committed batches from *position into buf, at most buf_len bytes, and
+ * advance *position. Waits up to timeout_ms for data: spins for spin_ns first, then
+ * sleeps on the futex. Returns bytes copied, SHMB_EMPTY, SHMB_LAPPED (*position was
+ * overwritten: read it from the segments), or SHMB_ETOOBIG (the next batch is larger than
+ * buf_len; *position is unchanged and the return says nothing more: use
+ * shmb_ring_batch_bytes to size the buffer). */
+int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
+                       int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);
+/* Total size of the committed batch at position, or SHMB_LAPPED / SHMB_EMPTY. */
+int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
+/* Position of the batch that holds offset, or of the tail when offset == next_offset.
+ * SHMB_NOTFOUND when the ring no longer (or does not yet) hold it. */
+int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
+
+/* The durable log has persisted everything below position: appenders may reuse it. */
+int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position);
+int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
+void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
+
+#endif

@@ -1,0 +1,301 @@
+/* Kafka RecordBatch v2: encode N records as one uncompressed batch, validate a batch
+ * from a producer, and decode batches into flat arrays for Python.
+ *
+ * Batch header (61 bytes, big-endian): see shmb_layout.h SHMB_BATCH_OFF_*. Record:
+ *   length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |
+ *   keyLength varint (-1 null) | key | valueLength varint (-1 null) | value |
+ *   headerCount varint | { keyLength varint | key | valueLength varint | value }*
+ * The CRC32C covers attributes..end, not baseOffset or partitionLeaderEpoch, so the
+ * ring patches those two without recomputing it. */
+#define _POSIX_C_SOURCE 200809L
+#include "shmb.h"
+
+#include <time.h>
+
+#include "shmb_codec.h"
+#include "shmb_layout.h"
+
+int64_t shmb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *shmb_strerror(int rc) {
+    switch (rc) {
+    case SHMB_OK: return "ok";
+    case SHMB_FULL: return "ring full: no room above the spill position";
+    case SHMB_EMPTY: return "no new data";
+    case SHMB_EINVAL: return "invalid argument";
+    case SHMB_ECORRUPT: return "corrupt record batch";
+    case SHMB_ESYS: return "system call failed";
+    case SHMB_LAPPED: return "position overwritten by the writer";
+    case SHMB_ETIMEDOUT: return "timed out waiting for the writer lock";
+    case SHMB_ELAYOUT: return "not a ring of this layout version";
+    case SHMB_ETOOBIG: return "batch too large";
+    case SHMB_EUNSUPPORTED: return "compressed batch";
+    case SHMB_NOTFOUND: return "offset not in the ring";
+    default: return "unknown error";
+    }
+}
+
+/* Per-record walk over shmb_records_t, shared by the sizing and encoding passes so
+ * that both agree byte for byte. */
+typedef struct {
+    const shmb_records_t *r;
+    int64_t value_at, key_at, hkey_at, hvalue_at;
+    int32_t header_at;
+    int64_t base_timestamp;
+} walk_t;
+
+static inline int64_t record_timestamp(const walk_t *w, int32_t i) {
+    return w->r->timestamps ? w->r->timestamps[i] : w->base_timestamp;
+}
+
+/* Body size of record i (without its length prefix), or -1 for a bad length. */
+static inline int64_t record_body_bytes(const walk_t *w, int32_t i) {
+    const shmb_records_t *r = w->r;
+    int32_t kl = r->keys ? r->key_lens[i] : -1;
+    int32_t vl = r->value_lens[i];
+    if (kl < -1 || vl < -1) return -1;
+    int64_t n = 1 + shmb_varint_bytes(record_timestamp(w, i) - w->base_timestamp) +
+                shmb_varint_bytes(i) + shmb_varint_bytes(kl) + (kl > 0 ? kl : 0) +
+                shmb_varint_bytes(vl) + (vl > 0 ? vl : 0);
+    int32_t hc = r->header_counts ? r->header_counts[i] : 0;
+    if (hc < 0) return -1;
+    n += shmb_varint_bytes(hc);
+    for (int32_t h = w->header_at; h < w->header_at + hc; h++) {
+        int32_t hk = r->header_key_lens[h], hv = r->header_value_lens[h];
+        if (hk < 0 || hv < -1) return -1; /* header keys are non-null strings */
+        n += shmb_varint_bytes(hk) + hk + shmb_varint_bytes(hv) + (hv > 0 ? hv : 0);
+    }
+    return n;
+}
+
+static inline void walk_init(walk_t *w, const shmb_records_t *r) {
+    w->r = r;
+    w->value_at = w->key_at = w->hkey_at = w->hvalue_at = 0;
+    w->header_at = 0;
+    int64_t t0 = r->timestamps ? r->timestamps[0] : r->timestamp;
+    w->base_timestamp = t0 == SHMB_TIMESTAMP_NOW ? shmb_now_ms() : t0;
+}
+
+int64_t shmb_batch_encoded_bytes(const shmb_records_t *r) {
+    if (!r || r->count <= 0 || !r->value_lens || (r->keys && !r->key_lens)) return SHMB_EINVAL;
+    walk_t w;
+    walk_init(&w, r);
+    int64_t total = SHMB_BATCH_HEADER_BYTES;
+    for (int32_t i = 0; i < r->count; i++) {
+        int64_t body = record_body_bytes(&w, i);
+        if (body < 0) return SHMB_EINVAL;
+        total += shmb_varint_bytes(body) + body;
+        w.header_at += r->header_counts ? r->header_counts[i] : 0;
+    }
+    if (total - SHMB_BATCH_LOG_OVERHEAD > INT32_MAX) return SHMB_ETOOBIG;
+    return total;
+}
+
+static inline uint8_t *put_bytes(uint8_t *p, const uint8_t *src, int64_t *at, int32_t len) {
+    p = shmb_put_varint(p, len);
+    if (len > 0) {
+        memcpy(p, src + *at, (size_t)len);
+        p += len;
+        *at += len;
+    }
+    return p;
+}
+
+static void put_header(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
+                       int64_t base_ts, int64_t max_ts) {
+    shmb_put_be64(out + SHMB_BATCH_OFF_BASE_OFFSET, (uint64_t)base_offset);
+    shmb_put_be32(out + SHMB_BATCH_OFF_LENGTH, (uint32_t)(total - SHMB_BATCH_LOG_OVERHEAD));
+    shmb_put_be32(out + SHMB_BATCH_OFF_LEADER_EPOCH, 0);
+    out[SHMB_BATCH_OFF_MAGIC] = 2;
+    shmb_put_be16(out + SHMB_BATCH_OFF_ATTRIBUTES, 0); /* no compression, CreateTime */
+    shmb_put_be32(out + SHMB_BATCH_OFF_LAST_OFFSET_DELTA, (uint32_t)(count - 1));
+    shmb_put_be64(out + SHMB_BATCH_OFF_BASE_TIMESTAMP, (uint64_t)base_ts);
+    shmb_put_be64(out + SHMB_BATCH_OFF_MAX_TIMESTAMP, (uint64_t)max_ts);
+    shmb_put_be64(out + SHMB_BATCH_OFF_PRODUCER_ID, UINT64_MAX); /* -1: no producer id */
+    shmb_put_be16(out + SHMB_BATCH_OFF_PRODUCER_EPOCH, 0xffff);
+    shmb_put_be32(out + SHMB_BATCH_OFF_BASE_SEQUENCE, UINT32_MAX);
+    shmb_put_be32(out + SHMB_BATCH_OFF_RECORD_COUNT, (uint32_t)count);
+    shmb_put_be32(out + SHMB_BATCH_OFF_CRC,
+                  shmb_crc32c(0, out + SHMB_BATCH_OFF_ATTRIBUTES,
+                              (size_t)(total - SHMB_BATCH_OFF_ATTRIBUTES)));
+}
+
+int64_t shmb_batch_encode(const shmb_records_t *r, int64_t base_offset, uint8_t *out,
+                          int64_t out_len) {
+    int64_t total = shmb_batch_encoded_bytes(r);
+    if (total < 0) return total;
+    if (!out || out_len < total) return SHMB_ETOOBIG;
+    walk_t w;
+    walk_init(&w, r);
+    uint8_t *p = out + SHMB_BATCH_HEADER_BYTES;
+    int64_t max_ts = INT64_MIN;
+    for (int32_t i = 0; i < r->count; i++) {
+        int64_t ts = record_timestamp(&w, i);
+        if (ts > max_ts) max_ts = ts;
+        p = shmb_put_varint(p, record_body_bytes(&w, i));
+        *p++ = 0; /* record attributes: unused */
+        p = shmb_put_varint(p, ts - w.base_timestamp);
+        p = shmb_put_varint(p, i);
+        p = put_bytes(p, r->keys, &w.key_at, r->keys ? r->key_lens[i] : -1);
+        p = put_bytes(p, r->values, &w.value_at, r->value_lens[i]);
+        int32_t hc = r->header_counts ? r->header_counts[i] : 0;
+        p = shmb_put_varint(p, hc);
+        for (int32_t h = w.header_at; h < w.header_at + hc; h++) {
+            p = put_bytes(p, r->header_keys, &w.hkey_at, r->header_key_lens[h]);
+            p = put_bytes(p, r->header_values, &w.hvalue_at, r->header_value_lens[h]);
+        }
+        w.header_at += hc;
+    }
+    put_header(out, total, base_offset, r->count, w.base_timestamp, max_ts);
+    return total;
+}
+
+/* Parses one record at p. Returns the end of the record or NULL if malformed. */
+typedef struct {
+    int64_t ts_delta, offset_delta, key_len, value_len, header_count;
+    const uint8_t *key, *value, *headers;
+} record_view_t;
+
+static const uint8_t *parse_record(const uint8_t *p, const uint8_t *end, record_view_t *v) {
+    int64_t len;
+    if (!(p = shmb_get_varint(p, end, 5, &len)) || len < 0 || len > end - p) return NULL;
+    const uint8_t *rend = p + len;
+    if (p >= rend) return NULL;
+    p++; /* attributes */
+    if (!(p = shmb_get_varint(p, rend, 10, &v->ts_delta))) return NULL;
+    if (!(p = shmb_get_varint(p, rend, 5, &v->offset_delta))) return NULL;
+    if (!(p = shmb_get_varint(p, rend, 5, &v->key_len)) || v->key_len < -1 ||
+        v->key_len > rend - p)
+        return NULL;
+    v->key = p;
+    if (v->key_len > 0) p += v->key_len;
+    if (!(p = shmb_get_varint(p, rend, 5, &v->value_len)) || v->value_len < -1 ||
+        v->value_len > rend - p)
+        return NULL;
+    v->value = p;
+    if (v->value_len > 0) p += v->value_len;
+    if (!(p = shmb_get_varint(p, rend, 5, &v->header_count)) || v->header_count < 0)
+        return NULL;
+    v->headers = p;
+    for (int64_t h = 0; h < v->header_count; h++) {
+        int64_t kl, vl;
+        if (!(p = shmb_get_varint(p, rend, 5, &kl)) || kl < 0 || kl > rend - p) return NULL;
+        p += kl;
+        if (!(p = shmb_get_varint(p, rend, 5, &vl)) || vl < -1 || vl > rend - p) return NULL;
+        if (vl > 0) p += vl;
+    }
+    return p == rend ? rend : NULL;
+}
+
+int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
+    if (!b || len < SHMB_BATCH_HEADER_BYTES) return SHMB_ECORRUPT;
+    if ((int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD != len ||
+        b[SHMB_BATCH_OFF_MAGIC] != 2)
+        return SHMB_ECORRUPT;
+    uint32_t crc = shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
+                               (size_t)(len - SHMB_BATCH_OFF_ATTRIBUTES));
+    if (crc != shmb_be32(b + SHMB_BATCH_OFF_CRC)) return SHMB_ECORRUPT;
+    int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
+    int32_t last_delta = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
+    if (count <= 0 || last_delta != count - 1) return SHMB_ECORRUPT;
+    uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
+    if ((attributes & 7) > 4) return SHMB_ECORRUPT; /* codecs: none gzip snappy lz4 zstd */
+    if ((flags & SHMB_VALIDATE_RECORDS) && (attributes & 7) == 0) {
+        const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *end = b + len;
+        for (int32_t i = 0; i < count; i++) {
+            record_view_t v;
+            if (!(p = parse_record(p, end, &v)) || v.offset_delta != i) return SHMB_ECORRUPT;
+        }
+        if (p != end) return SHMB_ECORRUPT;
+    }
+    return count;
+}
+
+int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *o, int flags) {
+    if (!buf || !o || len < 0 || len > INT32_MAX) return SHMB_EINVAL;
+    o->records = o->headers = o->batches = 0;
+    o->bytes_consumed = 0;
+    int64_t at = 0;
+    while (len - at >= SHMB_BATCH_LOG_OVERHEAD) {
+        const uint8_t *b = buf + at;
+        int64_t total = (int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD;
+        if (total < SHMB_BATCH_HEADER_BYTES) return SHMB_ECORRUPT;
+        if (total > len - at) break; /* partial batch: the next call gets it */
+        if (b[SHMB_BATCH_OFF_MAGIC] != 2) return SHMB_ECORRUPT;
+        if ((flags & SHMB_DECODE_VERIFY_CRC) &&
+            shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
+                        (size_t)(total - SHMB_BATCH_OFF_ATTRIBUTES)) !=
+                shmb_be32(b + SHMB_BATCH_OFF_CRC))
+            return SHMB_ECORRUPT;
+        uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
+        int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
+        if (attributes & 0x20) { /* control batch (transaction markers): not for users */
+            at += total;
+            o->batches++;
+            o->bytes_consumed = at;
+            continue;
+        }
+        if (attributes & 7) {
+            if (o->batches == 0) return SHMB_EUNSUPPORTED;
+            break;
+        }
+        if (count < 0) return SHMB_ECORRUPT;
+        if (o->records + (int64_t)count > o->max_records) {
+            if (o->batches == 0) return SHMB_ETOOBIG;
+            break;
+        }
+        int64_t base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+        int64_t base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
+        int64_t max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
+        int log_append_time = (attributes & 0x08) != 0;
+        const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *end = b + total;
+        int32_t r0 = o->records, h0 = o->headers, n = o->records;
+        int32_t h = o->headers;
+        int overflow = 0;
+        for (int32_t i = 0; i < count; i++) {
+            record_view_t v;
+            if (!(p = parse_record(p, end, &v))) return SHMB_ECORRUPT;
+            o->offsets[n] = base_offset + v.offset_delta;
+            o->timestamps[n] = log_append_time ? max_ts : base_ts + v.ts_delta;
+            o->key_pos[n] = (int32_t)(v.key - buf);
+            o->key_len[n] = (int32_t)v.key_len;
+            o->value_pos[n] = (int32_t)(v.value - buf);
+            o->value_len[n] = (int32_t)v.value_len;
+            o->header_count[n] = (int32_t)v.header_count;
+            if (h + v.header_count > o->max_headers) {
+                overflow = 1;
+                break;
+            }
+            const uint8_t *q = v.headers;
+            for (int64_t k = 0; k < v.header_count; k++, h++) {
+                int64_t kl = 0, vl = -1;
+                q = shmb_get_varint(q, end, 5, &kl); /* parse_record checked these */
+                o->hkey_pos[h] = (int32_t)(q - buf);
+                o->hkey_len[h] = (int32_t)kl;
+                q += kl;
+                q = shmb_get_varint(q, end, 5, &vl);
+                o->hvalue_pos[h] = (int32_t)(q - buf);
+                o->hvalue_len[h] = (int32_t)vl;
+                if (vl > 0) q += vl;
+            }
+            n++;
+        }
+        if (overflow) {
+            o->records = r0;
+            o->headers = h0;
+            if (o->batches == 0) return SHMB_ETOOBIG;
+            break;
+        }
+        if (p != end) return SHMB_ECORRUPT;
+        o->records = n;
+        o->headers = h;
+        o->batches++;
+        at += total;
+        o->bytes_consumed = at;
+    }
+    return o->records;
+}

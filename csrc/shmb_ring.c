@@ -1,0 +1,530 @@
+/* Partition ring: one writer at a time (robust process-shared mutex), any number of
+ * readers, no reader state in shared memory. See shmb_layout.h for the bytes.
+ *
+ * Invariants:
+ *   spill_position <= tail_position <= claim_position (claim is the highest end ever
+ *   claimed, also by a writer that died), and claim - capacity <= spill: an appender
+ *   never overwrites bytes the durable log has not persisted.
+ *   Bytes in [tail, claim) are never visible: tail moves only after a whole batch is in
+ *   place, so a writer killed at any instruction leaves nothing torn behind; the next
+ *   lock holder writes over its bytes.
+ *   A reader's copy of [p, p + n) is good if claim - capacity <= p after the copy
+ *   (seqlock): no writer reached those ring bytes on its next lap. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmb.h"
+#include "shmb_atomic.h"
+#include "shmb_codec.h"
+#include "shmb_layout.h"
+
+struct shmb_ring {
+    shmb_ring_header_t *hdr;
+    uint8_t *data; /* capacity bytes, then the same bytes again */
+    int64_t capacity;
+    int64_t mask;
+    int slot_shift; /* index slot of position p: (p >> slot_shift) % SLOTS */
+    size_t reserved_bytes;
+};
+
+/* Bound on waiting for the writer lock when the caller asked not to wait for space:
+ * the lock is held only while copying one batch, so this is reached only when the
+ * holder is stopped (SIGSTOP, debugger), never when it died. */
+#define LOCK_NOWAIT_BOUND_MS 1000
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t deadline_ns(int32_t timeout_ms) {
+    return timeout_ms < 0 ? INT64_MAX : mono_ns() + (int64_t)timeout_ms * 1000000;
+}
+
+/* Sleep while *word == expected, until deadline. Shared (not private) futex: the
+ * word lives in memory mapped by other processes. */
+static void futex_wait(uint32_t *word, uint32_t expected, int64_t deadline) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline != INT64_MAX) {
+        int64_t left = deadline - mono_ns();
+        if (left <= 0) return;
+        ts.tv_sec = left / 1000000000;
+        ts.tv_nsec = left % 1000000000;
+        tsp = &ts;
+    }
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+}
+
+static void futex_wake_all(uint32_t *word) {
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int64_t shmb_ring_object_bytes(int64_t capacity) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0 || page > SHMB_RING_HEADER_BYTES) return SHMB_EINVAL;
+    if (capacity < SHMB_RING_HEADER_BYTES || (capacity & (capacity - 1)) ||
+        capacity % page || capacity > ((int64_t)1 << 40))
+        return SHMB_EINVAL;
+    return SHMB_RING_HEADER_BYTES + capacity;
+}
+
+static int init_header(shmb_ring_header_t *h, int64_t capacity, int64_t base_offset,
+                       int32_t epoch) {
+    memset(h, 0, sizeof *h);
+    h->meta.layout_version = SHMB_RING_LAYOUT_VERSION;
+    h->meta.header_bytes = SHMB_RING_HEADER_BYTES;
+    h->meta.capacity_bytes = capacity;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    h->meta.created_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    h->meta.partition_leader_epoch = epoch;
+    h->meta.creator_pid = (uint32_t)getpid();
+    h->offsets.next_offset = h->offsets.log_start_offset = base_offset;
+    h->offsets.ring_start_offset = base_offset;
+    for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) h->index[i].position = -1;
+    pthread_mutexattr_t attr;
+    int e = pthread_mutexattr_init(&attr);
+    /* robust: the kernel hands the lock on (EOWNERDEAD) when its holder dies, by the
+     * futex's owner tid, so a reused pid can never pass for the dead owner */
+    if (!e) e = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (!e) e = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (!e) e = pthread_mutex_init(&h->lock.mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (e) {
+        errno = e;
+        return SHMB_ESYS;
+    }
+    /* magic goes last, with release: an opener that sees it sees an initialised header */
+    shmb_store_release(&h->meta.magic, SHMB_RING_MAGIC);
+    return SHMB_OK;
+}
+
+int shmb_ring_map(int fd, int create, int64_t capacity, int64_t base_offset, int32_t epoch,
+                  shmb_ring_t **out) {
+    if (!out) return SHMB_EINVAL;
+    *out = NULL;
+    struct stat st;
+    if (fstat(fd, &st) < 0) return SHMB_ESYS;
+    if (!create) {
+        if (st.st_size < SHMB_RING_HEADER_BYTES) return SHMB_ELAYOUT;
+        shmb_ring_header_t *h = mmap(NULL, SHMB_RING_HEADER_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+        if (h == MAP_FAILED) return SHMB_ESYS;
+        int ok = shmb_load_acquire(&h->meta.magic) == SHMB_RING_MAGIC &&
+                 h->meta.layout_version == SHMB_RING_LAYOUT_VERSION &&
+                 h->meta.header_bytes == SHMB_RING_HEADER_BYTES;
+        capacity = h->meta.capacity_bytes;
+        munmap(h, SHMB_RING_HEADER_BYTES);
+        if (!ok) return SHMB_ELAYOUT;
+    }
+    int64_t object_bytes = shmb_ring_object_bytes(capacity);
+    if (object_bytes < 0) return create ? SHMB_EINVAL : SHMB_ELAYOUT;
+    if (st.st_size != object_bytes) return create ? SHMB_EINVAL : SHMB_ELAYOUT;
+
+    /* reserve header + 2 x capacity, then map the data area twice into it */
+    size_t reserved = (size_t)(SHMB_RING_HEADER_BYTES + 2 * capacity);
+    uint8_t *base = mmap(NULL, reserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+    if (base == MAP_FAILED) return SHMB_ESYS;
+    if (mmap(base, (size_t)object_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+             0) == MAP_FAILED ||
+        mmap(base + object_bytes, (size_t)capacity, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_FIXED, fd, SHMB_RING_HEADER_BYTES) == MAP_FAILED) {
+        int saved = errno;
+        munmap(base, reserved);
+        errno = saved;
+        return SHMB_ESYS;
+    }
+    shmb_ring_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        munmap(base, reserved);
+        errno = ENOMEM;
+        return SHMB_ESYS;
+    }
+    r->hdr = (shmb_ring_header_t *)base;
+    r->data = base + SHMB_RING_HEADER_BYTES;
+    r->capacity = capacity;
+    r->mask = capacity - 1;
+    r->slot_shift = __builtin_ctzll((uint64_t)capacity) - __builtin_ctz(SHMB_RING_INDEX_SLOTS);
+    r->reserved_bytes = reserved;
+    if (create) {
+        int rc = init_header(r->hdr, capacity, base_offset, epoch);
+        if (rc < 0) {
+            shmb_ring_unmap(r);
+            return rc;
+        }
+    }
+    *out = r;
+    return SHMB_OK;
+}
+
+void shmb_ring_unmap(shmb_ring_t *r) {
+    if (!r) return;
+    munmap(r->hdr, r->reserved_bytes);
+    free(r);
+}
+
+/* ---- writer side ------------------------------------------------------------------- */
+
+static inline shmb_ring_index_entry_t *slot_of(shmb_ring_t *r, int64_t position) {
+    return &r->hdr->index[(position >> r->slot_shift) & (SHMB_RING_INDEX_SLOTS - 1)];
+}
+
+/* The first batch that starts in a slot's stretch of the ring on this lap records
+ * itself there. Stateless, so lock recovery applies the same rule. */
+static void index_note(shmb_ring_t *r, int64_t position, int64_t base_offset) {
+    shmb_ring_index_entry_t *e = slot_of(r, position);
+    int64_t old = shmb_load_relaxed(&e->position);
+    if (old >= 0 && (old >> r->slot_shift) == (position >> r->slot_shift)) return;
+    /* -1 first, so a reader never pairs the new position with the old offset */
+    shmb_store_relaxed(&e->position, -1);
+    shmb_fence_release();
+    shmb_store_relaxed(&e->base_offset, base_offset);
+    shmb_store_release(&e->position, position);
+}
+
+/* Called with the lock just taken over from a dead holder. tail is the truth; the dead
+ * writer may have published tail but died before next_offset or the index. */
+static void recover_dead_writer(shmb_ring_t *r) {
+    shmb_ring_header_t *h = r->hdr;
+    int64_t tail = shmb_load_relaxed(&h->tail.tail_position);
+    int64_t start = h->writer.start_position, end = h->writer.end_position;
+    if (end == tail && start < tail) {
+        const uint8_t *b = r->data + (start & r->mask);
+        int64_t base = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+        int64_t next = base + (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+        shmb_store_release(&h->offsets.next_offset, next);
+        index_note(r, start, base);
+    }
+    h->counters.lock_recoveries++;
+    /* the dead writer may have published without waking anyone */
+    shmb_fetch_add(&h->data.futex_word, 1);
+    futex_wake_all(&h->data.futex_word);
+}
+
+static int lock_writer(shmb_ring_t *r, int64_t deadline) {
+    pthread_mutex_t *m = &r->hdr->lock.mutex;
+    int e = pthread_mutex_trylock(m);
+    if (e == EBUSY) {
+        if (deadline == INT64_MAX) {
+            e = pthread_mutex_lock(m);
+        } else {
+            /* timedlock wants CLOCK_REALTIME; convert the monotonic deadline */
+            int64_t left = deadline - mono_ns();
+            if (left < 0) left = 0;
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t abs_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + left;
+            ts.tv_sec = abs_ns / 1000000000;
+            ts.tv_nsec = abs_ns % 1000000000;
+            e = pthread_mutex_timedlock(m, &ts);
+        }
+    }
+    if (e == 0) return SHMB_OK;
+    if (e == EOWNERDEAD) {
+        recover_dead_writer(r);
+        pthread_mutex_consistent(m);
+        return SHMB_OK;
+    }
+    if (e == ETIMEDOUT) return SHMB_ETIMEDOUT;
+    errno = e;
+    return SHMB_ESYS;
+}
+
+static inline void unlock_writer(shmb_ring_t *r) { pthread_mutex_unlock(&r->hdr->lock.mutex); }
+
+/* Sleep until spill_position >= need or the deadline passes. */
+static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
+    shmb_ring_header_t *h = r->hdr;
+    int rc = SHMB_FULL;
+    shmb_fetch_add(&h->spill.waiters, 1);
+    for (;;) {
+        uint32_t word = shmb_load_acquire(&h->spill.futex_word);
+        if (shmb_load_acquire(&h->spill.spill_position) >= need) {
+            rc = SHMB_OK;
+            break;
+        }
+        if (mono_ns() >= deadline) break;
+        futex_wait(&h->spill.futex_word, word, deadline);
+    }
+    shmb_fetch_add(&h->spill.waiters, (uint32_t)-1);
+    return rc;
+}
+
+/* Take the lock with room for len bytes at the tail; returns with the lock held and
+ * the claim stored, or an error with the lock released. */
+static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *position) {
+    shmb_ring_header_t *h = r->hdr;
+    if (len > r->capacity) return SHMB_ETOOBIG;
+    int64_t deadline = deadline_ns(timeout_ms);
+    int64_t lock_deadline = timeout_ms == 0 ? deadline_ns(LOCK_NOWAIT_BOUND_MS) : deadline;
+    int waited = 0;
+    for (;;) {
+        int rc = lock_writer(r, lock_deadline);
+        if (rc < 0) return rc;
+        int64_t tail = shmb_load_relaxed(&h->tail.tail_position);
+        int64_t end = tail + len;
+        if (end - r->capacity <= shmb_load_acquire(&h->spill.spill_position)) {
+            h->writer.start_position = tail;
+            h->writer.end_position = end;
+            if (end > shmb_load_relaxed(&h->claim.claim_position))
+                shmb_store_relaxed(&h->claim.claim_position, end);
+            /* claim before the bytes: a reader that sees new bytes then sees the claim */
+            shmb_fence_release();
+            *position = tail;
+            return SHMB_OK;
+        }
+        unlock_writer(r);
+        if (!waited) {
+            __atomic_fetch_add(&h->counters.full_waits, 1, __ATOMIC_RELAXED);
+            waited = 1;
+        }
+        if (timeout_ms == 0 || wait_for_spill(r, end - r->capacity, deadline) < 0)
+            return SHMB_FULL;
+    }
+}
+
+/* Publish the batch at position (whose baseOffset is already patched), release the
+ * lock, wake sleeping readers. */
+static void commit(shmb_ring_t *r, int64_t position, int64_t len, int64_t base_offset,
+                   int64_t records) {
+    shmb_ring_header_t *h = r->hdr;
+    /* tail goes with release: a reader that sees the new tail sees the whole batch */
+    shmb_store_release(&h->tail.tail_position, position + len);
+    shmb_store_release(&h->offsets.next_offset, base_offset + records);
+    index_note(r, position, base_offset);
+    h->counters.batches_appended++;
+    h->counters.records_appended += (uint64_t)records;
+    h->counters.bytes_appended += (uint64_t)len;
+    unlock_writer(r);
+    /* store(tail) ; full fence ; load(waiters) pairs with the reader's
+     * add(waiters) ; load(tail): one of the two sees the other, so no lost wake-up */
+    shmb_fence_seq_cst();
+    if (shmb_load_relaxed(&h->data.waiters)) {
+        shmb_fetch_add(&h->data.futex_word, 1);
+        futex_wake_all(&h->data.futex_word);
+    }
+}
+
+static inline void patch_batch(shmb_ring_t *r, uint8_t *b, int64_t base_offset) {
+    shmb_put_be64(b + SHMB_BATCH_OFF_BASE_OFFSET, (uint64_t)base_offset);
+    shmb_put_be32(b + SHMB_BATCH_OFF_LEADER_EPOCH, (uint32_t)r->hdr->meta.partition_leader_epoch);
+}
+
+int shmb_ring_append_batch(shmb_ring_t *r, const uint8_t *batch, int64_t len, int flags,
+                           int32_t timeout_ms, int64_t *base_offset) {
+    if (!r || !base_offset) return SHMB_EINVAL;
+    int rc = shmb_batch_validate(batch, len, flags);
+    if (rc < 0) return rc;
+    /* offsets come from lastOffsetDelta: compressed batches are not opened */
+    int64_t records = (int32_t)shmb_be32(batch + SHMB_BATCH_OFF_LAST_OFFSET_DELTA) + 1;
+    int64_t pos;
+    if ((rc = claim(r, len, timeout_ms, &pos)) < 0) return rc;
+    uint8_t *dst = r->data + (pos & r->mask);
+    int64_t base = shmb_load_relaxed(&r->hdr->offsets.next_offset);
+    memcpy(dst, batch, (size_t)len);
+    patch_batch(r, dst, base);
+    commit(r, pos, len, base, records);
+    *base_offset = base;
+    return SHMB_OK;
+}
+
+int shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
+                             int32_t timeout_ms, int64_t *base_offset) {
+    if (!r || !base_offset) return SHMB_EINVAL;
+    int64_t len = shmb_batch_encoded_bytes(records);
+    if (len < 0) return (int)len;
+    int64_t pos;
+    int rc = claim(r, len, timeout_ms, &pos);
+    if (rc < 0) return rc;
+    /* encode in place: one copy of every value, straight into the ring */
+    uint8_t *dst = r->data + (pos & r->mask);
+    int64_t base = shmb_load_relaxed(&r->hdr->offsets.next_offset);
+    shmb_batch_encode(records, base, dst, len);
+    patch_batch(r, dst, base);
+    commit(r, pos, len, base, records->count);
+    *base_offset = base;
+    return SHMB_OK;
+}
+
+int shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_len,
+                            const uint8_t *value, int32_t value_len, int64_t timestamp,
+                            int32_t timeout_ms, int64_t *offset) {
+    shmb_records_t one = {
+        .count = 1,
+        .values = value,
+        .value_lens = &value_len,
+        .keys = key,
+        .key_lens = key ? &key_len : NULL,
+        .timestamp = timestamp,
+    };
+    if (!key) key_len = -1;
+    if (!value) value_len = -1;
+    return shmb_ring_append_records(r, &one, timeout_ms, offset);
+}
+
+int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position) {
+    shmb_ring_header_t *h = r->hdr;
+    int64_t spill = shmb_load_relaxed(&h->spill.spill_position);
+    if (position < spill || position > shmb_load_acquire(&h->tail.tail_position))
+        return SHMB_EINVAL;
+    shmb_store_release(&h->spill.spill_position, position);
+    shmb_fetch_add(&h->spill.futex_word, 1);
+    if (shmb_load_relaxed(&h->spill.waiters)) futex_wake_all(&h->spill.futex_word);
+    return SHMB_OK;
+}
+
+int shmb_ring_set_log_start_offset(shmb_ring_t *r, int64_t offset) {
+    if (offset < 0) return SHMB_EINVAL;
+    shmb_store_release(&r->hdr->offsets.log_start_offset, offset);
+    return SHMB_OK;
+}
+
+/* ---- reader side ------------------------------------------------------------------- */
+
+static inline int is_lapped(shmb_ring_t *r, int64_t position) {
+    shmb_fence_acquire(); /* the copy (or header reads) above happen before this load */
+    return shmb_load_relaxed(&r->hdr->claim.claim_position) - r->capacity > position;
+}
+
+/* Wait until tail > position; spin for spin_ns, then sleep on the data futex. */
+static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_ms,
+                             int64_t spin_ns) {
+    shmb_ring_header_t *h = r->hdr;
+    int64_t tail = shmb_load_acquire(&h->tail.tail_position);
+    if (tail > position || timeout_ms == 0) return tail;
+    int64_t now = mono_ns();
+    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now + (int64_t)timeout_ms * 1000000;
+    int64_t spin_end = spin_ns < deadline - now ? now + spin_ns : deadline;
+    for (unsigned i = 1;; i++) {
+        shmb_cpu_relax();
+        if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) return tail;
+        if ((i & 63) == 0 && mono_ns() >= spin_end) break;
+    }
+    shmb_fetch_add(&h->data.waiters, 1);
+    for (;;) {
+        uint32_t word = shmb_load_acquire(&h->data.futex_word);
+        if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) break;
+        if (mono_ns() >= deadline) break;
+        futex_wait(&h->data.futex_word, word, deadline);
+    }
+    shmb_fetch_add(&h->data.waiters, (uint32_t)-1);
+    return tail;
+}
+
+/* Size of the batch at position, read from ring bytes that may be under rewrite:
+ * a bad size is either a lap (caller checks) or corruption. */
+static inline int64_t batch_total(shmb_ring_t *r, int64_t position) {
+    return (int64_t)shmb_be32(r->data + (position & r->mask) + SHMB_BATCH_OFF_LENGTH) +
+           SHMB_BATCH_LOG_OVERHEAD;
+}
+
+int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t buf_len,
+                       int32_t timeout_ms, int64_t spin_ns) {
+    if (!r || !position || !buf || buf_len <= 0) return SHMB_EINVAL;
+    int64_t pos = *position;
+    int64_t tail = wait_for_data(r, pos, timeout_ms, spin_ns);
+    if (pos > tail || pos < 0) return SHMB_EINVAL;
+    if (pos == tail) return SHMB_EMPTY;
+    if (tail - pos > r->capacity) return SHMB_LAPPED;
+    int64_t p = pos;
+    while (p < tail) {
+        int64_t total = batch_total(r, p);
+        if (total < SHMB_BATCH_HEADER_BYTES || p + total > tail)
+            return is_lapped(r, pos) ? SHMB_LAPPED : SHMB_ECORRUPT;
+        if (p + total - pos > buf_len) break;
+        p += total;
+    }
+    if (p == pos) return is_lapped(r, pos) ? SHMB_LAPPED : SHMB_ETOOBIG;
+    /* one copy: the double mapping makes [pos, p) contiguous even across the end */
+    memcpy(buf, r->data + (pos & r->mask), (size_t)(p - pos));
+    if (is_lapped(r, pos)) return SHMB_LAPPED;
+    *position = p;
+    return p - pos;
+}
+
+int64_t shmb_ring_batch_bytes(shmb_ring_t *r, int64_t position) {
+    int64_t tail = shmb_load_acquire(&r->hdr->tail.tail_position);
+    if (position < 0 || position > tail) return SHMB_EINVAL;
+    if (position == tail) return SHMB_EMPTY;
+    int64_t total = batch_total(r, position);
+    if (is_lapped(r, position)) return SHMB_LAPPED;
+    if (total < SHMB_BATCH_HEADER_BYTES || position + total > tail) return SHMB_ECORRUPT;
+    return total;
+}
+
+int shmb_ring_seek(shmb_ring_t *r, int64_t offset, int64_t *position) {
+    shmb_ring_header_t *h = r->hdr;
+    for (int attempt = 0; attempt < 4; attempt++) {
+        /* tail before next_offset: a batch committed in between is then scanned past
+         * (the writer stores tail first), never skipped */
+        int64_t tail = shmb_load_acquire(&h->tail.tail_position);
+        int64_t next = shmb_load_acquire(&h->offsets.next_offset);
+        if (offset > next || offset < h->offsets.ring_start_offset) return SHMB_NOTFOUND;
+        int64_t oldest = shmb_load_acquire(&h->claim.claim_position) - r->capacity;
+        /* the best start: the index entry with the highest base offset <= offset */
+        int64_t start = -1, start_offset = -1;
+        for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) {
+            shmb_ring_index_entry_t *e = &h->index[i];
+            int64_t p = shmb_load_acquire(&e->position);
+            int64_t o = shmb_load_relaxed(&e->base_offset);
+            shmb_fence_acquire();
+            if (p < 0 || p != shmb_load_relaxed(&e->position)) continue;
+            if (p >= oldest && p <= tail && o <= offset && o > start_offset) {
+                start = p;
+                start_offset = o;
+            }
+        }
+        if (start < 0) return SHMB_NOTFOUND;
+        int64_t p = start;
+        int found = 0;
+        while (p < tail) {
+            const uint8_t *b = r->data + (p & r->mask);
+            int64_t total = batch_total(r, p);
+            if (total < SHMB_BATCH_HEADER_BYTES || p + total > tail) break; /* lapped */
+            int64_t base = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+            int64_t last = base + (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
+            if (offset <= last) {
+                found = base <= offset;
+                break;
+            }
+            p += total;
+        }
+        if (p == tail) found = 1; /* offset is the next one to be appended */
+        if (is_lapped(r, start)) continue;
+        if (!found) return SHMB_NOTFOUND;
+        *position = p;
+        return SHMB_OK;
+    }
+    return SHMB_NOTFOUND;
+}
+
+void shmb_ring_stat(shmb_ring_t *r, shmb_ring_stat_t *o) {
+    shmb_ring_header_t *h = r->hdr;
+    o->capacity_bytes = r->capacity;
+    o->tail_position = shmb_load_acquire(&h->tail.tail_position);
+    o->claim_position = shmb_load_acquire(&h->claim.claim_position);
+    o->spill_position = shmb_load_acquire(&h->spill.spill_position);
+    o->next_offset = shmb_load_acquire(&h->offsets.next_offset);
+    o->log_start_offset = shmb_load_acquire(&h->offsets.log_start_offset);
+    o->ring_start_offset = h->offsets.ring_start_offset;
+    o->batches_appended = shmb_load_relaxed(&h->counters.batches_appended);
+    o->records_appended = shmb_load_relaxed(&h->counters.records_appended);
+    o->bytes_appended = shmb_load_relaxed(&h->counters.bytes_appended);
+    o->full_waits = shmb_load_relaxed(&h->counters.full_waits);
+    o->lock_recoveries = shmb_load_relaxed(&h->counters.lock_recoveries);
+    o->data_waiters = shmb_load_relaxed(&h->data.waiters);
+    o->spill_waiters = shmb_load_relaxed(&h->spill.waiters);
+    o->partition_leader_epoch = h->meta.partition_leader_epoch;
+    o->layout_version = h->meta.layout_version;
+    o->creator_pid = h->meta.creator_pid;
+    o->created_unix_ns = h->meta.created_unix_ns;
+}

@@ -1,0 +1,3 @@
+from shmbroker.cli import main
+
+main()

@@ -1,0 +1,283 @@
+"""The only importer of the compiled C core (shmbroker._shmb).
+
+C returns >= 0 for success or a count, and a negative shmb_rc otherwise; `_check` turns
+those codes into exceptions, here and nowhere else. Everything else in the package
+calls the typed wrappers below and never touches `ffi` or `lib`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from shmbroker import errors
+from shmbroker._shmb import ffi, lib
+
+TIMESTAMP_NOW: int = lib.SHMB_TIMESTAMP_NOW
+VALIDATE_RECORDS: int = lib.SHMB_VALIDATE_RECORDS
+DECODE_VERIFY_CRC: int = lib.SHMB_DECODE_VERIFY_CRC
+LAYOUT_HEADER_BYTES = 4096
+BATCH_HEADER_BYTES = 61
+
+_RAISES: dict[int, type[errors.ShmbrokerError]] = {
+    lib.SHMB_FULL: errors.RingFull,
+    lib.SHMB_EMPTY: errors.WouldBlock,
+    lib.SHMB_EINVAL: errors.InvalidArgument,
+    lib.SHMB_ECORRUPT: errors.CorruptError,
+    lib.SHMB_LAPPED: errors.Lapped,
+    lib.SHMB_ETIMEDOUT: errors.LockTimeout,
+    lib.SHMB_ELAYOUT: errors.CorruptError,
+    lib.SHMB_ETOOBIG: errors.InvalidArgument,
+    lib.SHMB_EUNSUPPORTED: errors.InvalidArgument,
+    lib.SHMB_NOTFOUND: errors.OffsetOutOfRange,
+}
+
+FULL: int = lib.SHMB_FULL
+EMPTY: int = lib.SHMB_EMPTY
+LAPPED: int = lib.SHMB_LAPPED
+ETOOBIG: int = lib.SHMB_ETOOBIG
+NOTFOUND: int = lib.SHMB_NOTFOUND
+
+
+def strerror(rc: int) -> str:
+    return str(ffi.string(lib.shmb_strerror(rc)).decode())
+
+
+def error(rc: int, what: str) -> errors.ShmbrokerError | OSError:
+    """The exception for a negative C result, with `what` naming the action."""
+    if rc == lib.SHMB_ESYS:  # errno saved by cffi right after the call
+        return OSError(ffi.errno, f"{what}: {os.strerror(ffi.errno)}")
+    return _RAISES.get(rc, errors.ShmbrokerError)(f"{what}: {strerror(rc)}")
+
+
+def _check(rc: int, what: str) -> int:
+    if rc >= 0:
+        return rc
+    raise error(rc, what)
+
+
+# ---- CRC32C and murmur2 -------------------------------------------------------------
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    return int(lib.shmb_crc32c(crc, data, len(data)))
+
+
+def crc32c_hardware() -> bool:
+    return bool(lib.shmb_crc32c_hardware())
+
+
+def murmur2(key: bytes) -> int:
+    return int(lib.shmb_murmur2(key, len(key)))
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    return _check(lib.shmb_partition_for_key(key, len(key), partitions), "partition")
+
+
+# ---- RecordBatch v2 codec -----------------------------------------------------------
+
+
+Header = tuple[str, "bytes | None"]
+
+
+class RecordArrays:
+    """N records as the flat arrays of shmb_records_t; keeps every buffer alive."""
+
+    __slots__ = ("_keep", "count", "struct")
+
+    def __init__(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        timestamps: Sequence[int] | None = None,
+        timestamp: int = TIMESTAMP_NOW,
+        headers: Sequence[Sequence[Header]] | None = None,
+    ) -> None:
+        n = len(values)
+        s = ffi.new("shmb_records_t *")
+        s.count = n
+        keep: list[Any] = []
+
+        def column(items: Sequence[bytes | None]) -> tuple[Any, Any]:
+            lens = ffi.new("int32_t[]", [-1 if b is None else len(b) for b in items])
+            blob = ffi.from_buffer(b"".join([b for b in items if b]))
+            keep.extend((lens, blob))
+            return blob, lens
+
+        s.values, s.value_lens = column(values)
+        if keys is not None:
+            if len(keys) != n:
+                raise errors.InvalidArgument(f"{len(keys)} keys for {n} values")
+            s.keys, s.key_lens = column(keys)
+        if timestamps is not None:
+            if len(timestamps) != n:
+                raise errors.InvalidArgument(f"{len(timestamps)} timestamps for {n} values")
+            ts = ffi.new("int64_t[]", timestamps)
+            keep.append(ts)
+            s.timestamps = ts
+        s.timestamp = timestamp
+        if headers is not None:
+            if len(headers) != n:
+                raise errors.InvalidArgument(f"{len(headers)} header lists for {n} values")
+            counts = ffi.new("int32_t[]", [len(h) for h in headers])
+            flat = [kv for h in headers for kv in h]
+            s.header_keys, s.header_key_lens = column([k.encode() for k, _ in flat])
+            s.header_values, s.header_value_lens = column([v for _, v in flat])
+            keep.append(counts)
+            s.header_counts = counts
+        self.struct = s
+        self.count = n
+        self._keep = keep
+
+
+def batch_encode(records: RecordArrays, base_offset: int = 0) -> bytes:
+    size = _check(lib.shmb_batch_encoded_bytes(records.struct), "encode batch")
+    out = ffi.new("uint8_t[]", size)
+    _check(lib.shmb_batch_encode(records.struct, base_offset, out, size), "encode batch")
+    return bytes(ffi.buffer(out, size))
+
+
+def batch_validate(batch: bytes, records: bool = True) -> int:
+    """Validate one whole batch; returns its record count."""
+    flags = VALIDATE_RECORDS if records else 0
+    return _check(lib.shmb_batch_validate(batch, len(batch), flags), "validate batch")
+
+
+class Decoded:
+    """Flat arrays that shmb_batches_decode fills, reused call after call."""
+
+    def __init__(self, max_records: int = 4096, max_headers: int = 4096) -> None:
+        self.resize(max_records, max_headers)
+
+    def resize(self, max_records: int, max_headers: int) -> None:
+        d = ffi.new("shmb_decoded_t *")
+        d.max_records, d.max_headers = max_records, max_headers
+        i64 = [ffi.new("int64_t[]", max_records) for _ in range(2)]
+        i32 = [ffi.new("int32_t[]", max_records) for _ in range(5)]
+        h32 = [ffi.new("int32_t[]", max(max_headers, 1)) for _ in range(4)]
+        d.offsets, d.timestamps = i64
+        d.key_pos, d.key_len, d.value_pos, d.value_len, d.header_count = i32
+        d.hkey_pos, d.hkey_len, d.hvalue_pos, d.hvalue_len = h32
+        self._arrays = (*i64, *i32, *h32)
+        # memoryviews over the C arrays: .tolist() of a slice is the cheap way out
+        self._views = [memoryview(ffi.buffer(a)).cast("q" if k < 2 else "i")
+                       for k, a in enumerate(self._arrays)]
+        self.struct = d
+
+    def decode(self, buf: Any, length: int, verify_crc: bool = False) -> int:
+        """Decode whole batches of buf[:length]; returns the records decoded.
+
+        Grows the arrays when a single batch does not fit them."""
+        flags = DECODE_VERIFY_CRC if verify_crc else 0
+        while True:
+            rc = lib.shmb_batches_decode(ffi.from_buffer(buf), length, self.struct, flags)
+            if rc != lib.SHMB_ETOOBIG:
+                return _check(rc, "decode batches")
+            d = self.struct
+            self.resize(d.max_records * 4, d.max_headers * 4)
+
+    @property
+    def bytes_consumed(self) -> int:
+        return int(self.struct.bytes_consumed)
+
+    def columns(self) -> tuple[list[int], ...]:
+        """offsets, timestamps, key_pos, key_len, value_pos, value_len, header_count."""
+        n = self.struct.records
+        return tuple(v[:n].tolist() for v in self._views[:7])
+
+    def header_columns(self) -> tuple[list[int], ...]:
+        """hkey_pos, hkey_len, hvalue_pos, hvalue_len over all headers in order."""
+        n = self.struct.headers
+        return tuple(v[:n].tolist() for v in self._views[7:])
+
+
+# ---- rings --------------------------------------------------------------------------
+
+
+def ring_object_bytes(capacity_bytes: int) -> int:
+    rc = lib.shmb_ring_object_bytes(capacity_bytes)
+    if rc < 0:
+        raise errors.InvalidArgument(
+            f"ring capacity {capacity_bytes} bytes: must be a power of two, at least "
+            f"{LAYOUT_HEADER_BYTES} and a multiple of the page size"
+        )
+    return int(rc)
+
+
+class RingMap:
+    """A ring mapped into this process. The mapping lives until this object dies."""
+
+    __slots__ = ("_buf", "_buf_len", "_cbuf", "_out", "_ptr", "_stat", "capacity_bytes")
+
+    def __init__(self, fd: int, create: bool, capacity_bytes: int = 0,
+                 base_offset: int = 0, partition_leader_epoch: int = 0,
+                 what: str = "ring") -> None:
+        out = ffi.new("shmb_ring_t **")
+        _check(lib.shmb_ring_map(fd, int(create), capacity_bytes, base_offset,
+                                 partition_leader_epoch, out), f"map {what}")
+        self._ptr = ffi.gc(out[0], lib.shmb_ring_unmap)
+        self._out = ffi.new("int64_t *")
+        self._stat = ffi.new("shmb_ring_stat_t *")
+        lib.shmb_ring_stat(self._ptr, self._stat)
+        self.capacity_bytes = int(self._stat.capacity_bytes)
+
+    def unmap(self) -> None:
+        ffi.release(self._ptr)
+
+    # appends return a negative shmb_rc instead of raising, so that the caller can
+    # name the ring and its positions in the error
+    def append_record(self, key: bytes | None, value: bytes | None, timestamp: int,
+                      timeout_ms: int) -> int:
+        rc = lib.shmb_ring_append_record(
+            self._ptr, ffi.NULL if key is None else key, -1 if key is None else len(key),
+            ffi.NULL if value is None else value, -1 if value is None else len(value),
+            timestamp, timeout_ms, self._out)
+        return rc if rc < 0 else int(self._out[0])
+
+    def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
+        rc = lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms, self._out)
+        return rc if rc < 0 else int(self._out[0])
+
+    def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
+        rc = lib.shmb_ring_append_batch(self._ptr, batch, len(batch), flags, timeout_ms,
+                                        self._out)
+        return rc if rc < 0 else int(self._out[0])
+
+    def read(self, position: int, buf: Any, timeout_ms: int, spin_ns: int) -> int:
+        """Copy whole batches at position into buf; returns bytes or a negative rc.
+        The new position is position + bytes."""
+        self._out[0] = position
+        return int(lib.shmb_ring_read(self._ptr, self._out, buf, len(buf), timeout_ms,
+                                      spin_ns))
+
+    def batch_bytes(self, position: int) -> int:
+        return int(lib.shmb_ring_batch_bytes(self._ptr, position))
+
+    def seek(self, offset: int) -> int:
+        rc = lib.shmb_ring_seek(self._ptr, offset, self._out)
+        return rc if rc < 0 else int(self._out[0])
+
+    def spill_advance(self, position: int) -> None:
+        _check(lib.shmb_ring_spill_advance(self._ptr, position), "advance spill position")
+
+    def set_log_start_offset(self, offset: int) -> None:
+        _check(lib.shmb_ring_set_log_start_offset(self._ptr, offset), "set log start")
+
+    def stat(self) -> dict[str, int]:
+        s = self._stat
+        lib.shmb_ring_stat(self._ptr, s)
+        return {name: int(getattr(s, name)) for name in STAT_FIELDS}
+
+
+STAT_FIELDS = tuple(name for name, _ in ffi.typeof("shmb_ring_stat_t").fields)
+
+
+def new_buffer(size: int) -> Any:
+    """A C-owned byte buffer for ring reads; bytes(ffi.buffer(...)) copies it out."""
+    return ffi.new("uint8_t[]", size)
+
+
+def buffer_view(buf: Any, length: int) -> memoryview:
+    return memoryview(ffi.buffer(buf, length))

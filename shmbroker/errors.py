@@ -1,0 +1,62 @@
+"""The one exception hierarchy of shmbroker.
+
+Where a builtin fits, an error inherits from it too, so `except ValueError` or
+`except TimeoutError` keeps working. Messages name the action, the object, the numbers,
+and the next step when there is one.
+"""
+
+
+class ShmbrokerError(Exception):
+    """Base of every error shmbroker raises on purpose."""
+
+
+class ConfigError(ShmbrokerError, ValueError):
+    """A configuration key or value is wrong; names the key and where it came from."""
+
+
+class InvalidArgument(ShmbrokerError, ValueError):
+    """The caller passed something unusable: a size, a type, a name."""
+
+
+class NotFound(ShmbrokerError, FileNotFoundError):
+    """A ring, topic or file that should exist does not."""
+
+
+class NoSpace(ShmbrokerError, OSError):
+    """Shared memory or disk has too little free space for the request."""
+
+
+class WouldBlock(ShmbrokerError):
+    """A ring was full (append) or empty (read) and the caller asked not to wait."""
+
+
+class RingFull(WouldBlock, TimeoutError):
+    """An append found no room above the spill position before its timeout."""
+
+
+class Lapped(ShmbrokerError):
+    """The writer overwrote a reader's position in the ring: read it from segments."""
+
+
+class ClosedError(ShmbrokerError):
+    """The object was closed by its owner."""
+
+
+class BrokenError(ShmbrokerError):
+    """The peer (process, supervisor, ring) died or went away."""
+
+
+class LockTimeout(ShmbrokerError, TimeoutError):
+    """A lock was not acquired in time; names the lock, its holder and the wait."""
+
+
+class CorruptError(ShmbrokerError):
+    """Bad magic, layout version, length or checksum; names the object and position."""
+
+
+class OffsetOutOfRange(ShmbrokerError, IndexError):
+    """An offset outside [log start, high watermark); names both ends."""
+
+
+class ProtocolError(ShmbrokerError):
+    """A malformed Kafka request."""
