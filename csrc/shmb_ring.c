@@ -470,8 +470,13 @@ int shmb_ring_seek(shmb_ring_t *r, int64_t offset, int64_t *position) {
         int64_t next = shmb_load_acquire(&h->offsets.next_offset);
         if (offset > next || offset < h->offsets.ring_start_offset) return SHMB_NOTFOUND;
         int64_t oldest = shmb_load_acquire(&h->claim.claim_position) - r->capacity;
-        /* the best start: the index entry with the highest base offset <= offset */
+        /* the best start: the index entry with the highest base offset <= offset;
+         * position 0 is a batch boundary for ring_start_offset while not overwritten */
         int64_t start = -1, start_offset = -1;
+        if (oldest <= 0) {
+            start = 0;
+            start_offset = h->offsets.ring_start_offset;
+        }
         for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) {
             shmb_ring_index_entry_t *e = &h->index[i];
             int64_t p = shmb_load_acquire(&e->position);

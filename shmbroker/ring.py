@@ -199,11 +199,12 @@ class Ring:
         return rc
 
     def reader(self, offset: int | None = None, *, topic: str | None = None,
-               partition: int = 0, spin: float = DEFAULT_SPIN) -> RingReader:
+               partition: int = 0, spin: float = DEFAULT_SPIN,
+               check_crcs: bool = False) -> RingReader:
         """A reader from offset (None: from the tail, i.e. only new records)."""
         reader = RingReader(self, self.stat().tail_position,
                             topic=self.name if topic is None else topic,
-                            partition=partition, spin=spin)
+                            partition=partition, spin=spin, check_crcs=check_crcs)
         if offset is not None:
             reader.seek(offset)
         return reader
@@ -217,12 +218,13 @@ class RingReader:
 
     def __init__(self, ring: Ring, position: int, *, topic: str, partition: int = 0,
                  spin: float = DEFAULT_SPIN, buffer_bytes: int = READ_BUFFER_BYTES,
-                 max_records: int = 8192) -> None:
+                 max_records: int = 8192, check_crcs: bool = False) -> None:
         self.ring = ring
         self.position = position
         self.topic = topic
         self.partition = partition
         self._spin_ns = int(spin * 1e9)
+        self._check_crcs = check_crcs  # appends were validated; this re-checks the bytes
         self._buf = _native.new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._chunk = b""  # bytes read but not yet decoded into records
@@ -269,7 +271,7 @@ class RingReader:
         chunk, at = self._chunk, self._chunk_at
         view = memoryview(chunk)[at:]
         d = self._decoded
-        d.decode(view, len(view))
+        d.decode(view, len(view), self._check_crcs)
         self._chunk_at = at + d.bytes_consumed
         offsets, timestamps, kpos, klen, vpos, vlen, hcount = d.columns()
         topic, part = self.topic, self.partition

@@ -1,0 +1,587 @@
+"""Ring throughput and one-way latency, Python API: one producer process -> one
+consumer process over one `Ring`, next to `multiprocessing.Queue` in the same run.
+
+Measured, per value size (100 B, 4 KiB, 64 KiB):
+  - per-record API: `ring.append(value)` per record; the consumer `reader.poll()`s and
+    counts the Records it gets (each a `Record` with its value copied out to bytes);
+  - batch API: `ring.append_batch(values)` with `--batch` records per call;
+  - baseline: `multiprocessing.Queue` put/get per message, and of lists of `--batch`;
+  - one-way latency at `--rate` records/s, 100 B, the reader's default wait strategy
+    (spin 50 us, then sleep on the futex): the producer paces itself by busy-waiting on
+    CLOCK_MONOTONIC and stamps the send time into the value, the consumer subtracts it
+    from its own clock when poll() returns. Same pacing for the Queue.
+Throughput is wall time from the producer's first append to the consumer holding the
+last record, over value bytes only (MB = 1e6 B; keys, headers and framing not counted).
+
+Left out: keys and headers, more than one producer or reader, the spill to disk (the
+consumer stands in for it and advances the spill position after every poll), process
+start-up, and coordinated omission (latency is stamped at the actual send, so a
+producer that falls behind its schedule hides that delay). Producer and consumer are
+pinned to one core each when the machine has two. Raw results go to
+benchmarks/results/ (git-ignored); `--json` prints them instead of the table.
+
+    .venv/bin/python benchmarks/bench_ring.py            # full run, ~1.5 min on 2 cores
+    .venv/bin/python benchmarks/bench_ring.py --smoke    # a few seconds (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import struct
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shmbroker import _native
+from shmbroker.ring import DEFAULT_SPIN, Ring
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (100, 4096, 65536)
+KiB = 1024
+MiB = 1024 * 1024
+# records per throughput run when --messages is not given: ~1-5 s each on 2 cores
+DEFAULT_MESSAGES = {100: 1_000_000, 4096: 300_000, 65536: 40_000}
+SMOKE_MESSAGES = {100: 2_000, 4096: 1_000, 65536: 200}
+STAMP = struct.Struct("<q")
+WARMUP_SAMPLES = 1_000  # latency samples dropped while caches and branch predictors fill
+STALL_S = 20.0  # a consumer that sees nothing this long reports the run as hung
+
+# Targets, checked below and printed PASS/MISS.
+TARGET_PER_RECORD_RPS = 2.5e6  # ring.append per record, 100 B
+TARGET_PER_RECORD_VS_QUEUE = 10.0
+TARGET_BATCH_VS_QUEUE = 2.0  # append_batch vs Queue put of lists, 100 B
+TARGET_64K_BYTES_PER_S = 5e9
+TARGET_P50_NS = 5_000
+TARGET_P999_NS = 100_000
+
+
+def _pick_clock() -> tuple[Callable[[], int], str]:
+    """A clock both processes share: CLOCK_MONOTONIC is system-wide on Linux."""
+    for name, fn in (("perf_counter", time.perf_counter_ns),
+                     ("monotonic", time.monotonic_ns)):
+        impl = time.get_clock_info(name).implementation
+        if "CLOCK_MONOTONIC" in impl:
+            return fn, f"time.{name}_ns ({impl})"
+    raise SystemExit("no CLOCK_MONOTONIC clock: cross-process latency would be wrong")
+
+
+CLOCK, CLOCK_NAME = _pick_clock()
+
+
+# ---- header -------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def header() -> dict[str, Any]:
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    if _git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "kernel": platform.release(),
+        "commit": commit,
+        "crc32c_hardware": _native.crc32c_hardware(),
+        "native_module": Path(sys.modules["shmbroker._shmb"].__file__ or "?").name,
+        "clock": CLOCK_NAME,
+    }
+
+
+# ---- process plumbing ---------------------------------------------------------------
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+
+
+def _worker(fn: Callable[..., dict[str, Any]], conn: Any, cpu: int | None,
+            *args: Any) -> None:
+    """Child entry: pin, run fn, send its result (or the traceback) to the parent."""
+    try:
+        _pin(cpu)
+        conn.send(fn(*args))
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+def run_pair(ctx: Any, producer: Callable[..., dict[str, Any]], pargs: tuple[Any, ...],
+             consumer: Callable[..., dict[str, Any]], cargs: tuple[Any, ...],
+             timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run producer and consumer in their own processes; both get a Barrier(2) as
+    their first argument to line up after setup. Returns their results."""
+    cpus = sorted(os.sched_getaffinity(0))
+    pcpu, ccpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    barrier = ctx.Barrier(2)
+    pr, pw = ctx.Pipe(duplex=False)
+    cr, cw = ctx.Pipe(duplex=False)
+    procs = [ctx.Process(target=_worker, args=(consumer, cw, ccpu, barrier, *cargs)),
+             ctx.Process(target=_worker, args=(producer, pw, pcpu, barrier, *pargs))]
+    for p in procs:
+        p.start()
+    pw.close()
+    cw.close()
+    try:
+        results = []
+        for conn, what in ((pr, "producer"), (cr, "consumer")):
+            if not conn.poll(timeout):
+                raise RuntimeError(f"{what} {producer.__name__}/{consumer.__name__} "
+                                   f"sent nothing within {timeout:.0f}s")
+            res = conn.recv()
+            if "error" in res:
+                raise RuntimeError(f"{what} failed:\n{res['error']}")
+            results.append(res)
+        for p in procs:
+            p.join(10)
+        return results[0], results[1]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()
+
+
+class BenchRing:
+    """A fresh ring under a unique /shmb.bench.* name, unlinked on exit."""
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.name = f"/shmb.bench.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        self.ring = Ring.create(self.name, capacity_bytes)
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.ring.close()
+        finally:
+            self.ring.unlink()
+
+
+# ---- ring workers -------------------------------------------------------------------
+
+
+def ring_produce(barrier: Any, name: str, size: int, n: int, batch: int) -> dict[str, Any]:
+    ring = Ring.open(name)
+    value = b"x" * size
+    barrier.wait()
+    t0 = CLOCK()
+    if batch == 1:
+        append = ring.append
+        for _ in range(n):
+            append(value)
+    else:
+        values = [value] * batch
+        append_batch = ring.append_batch
+        for _ in range(n // batch):
+            append_batch(values)
+    t1 = CLOCK()
+    full_waits = ring.stat().full_waits
+    ring.close()
+    return {"start_ns": t0, "sent_ns": t1, "full_waits": full_waits}
+
+
+def ring_consume(barrier: Any, name: str, size: int, n: int) -> dict[str, Any]:
+    ring = Ring.open(name)
+    reader = ring.reader()
+    poll, spill_advance = reader.poll, ring.spill_advance
+    count = polls = 0
+    last = None
+    barrier.wait()
+    while count < n:
+        records = poll(STALL_S)
+        if not records:
+            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
+        count += len(records)
+        polls += 1
+        last = records[-1]
+        # nothing spills here: give the space back so the producer can reuse it
+        spill_advance(reader.position)
+    t1 = CLOCK()
+    assert last is not None and last.offset == n - 1 and len(last.value or b"") == size, \
+        (count, last and last.offset)
+    ring.close()
+    return {"end_ns": t1, "count": count, "polls": polls}
+
+
+# ---- Queue workers ------------------------------------------------------------------
+
+
+def queue_produce(barrier: Any, q: Any, size: int, n: int, batch: int) -> dict[str, Any]:
+    value = b"x" * size
+    barrier.wait()
+    t0 = CLOCK()
+    put = q.put
+    if batch == 1:
+        for _ in range(n):
+            put(value)
+    else:
+        values = [value] * batch
+        for _ in range(n // batch):
+            put(values)
+    t1 = CLOCK()
+    return {"start_ns": t0, "sent_ns": t1}
+
+
+def queue_consume(barrier: Any, q: Any, size: int, n: int, batch: int) -> dict[str, Any]:
+    get = q.get
+    count = 0
+    barrier.wait()
+    if batch == 1:
+        while count < n:
+            v = get(timeout=STALL_S)
+            count += 1
+    else:
+        while count < n:
+            vs = get(timeout=STALL_S)
+            count += len(vs)
+            v = vs[-1]
+    t1 = CLOCK()
+    assert len(v) == size
+    return {"end_ns": t1, "count": count}
+
+
+# ---- latency workers ----------------------------------------------------------------
+
+
+def _paced_send(barrier: Any, send: Callable[[bytes], Any], size: int, n: int,
+                rate: float, yield_gil: bool = False) -> dict[str, Any]:
+    """Send n stamped values at rate/s, busy-waiting on the clock between them."""
+    pad = b"x" * (size - STAMP.size)
+    pack = STAMP.pack
+    period_ns = 1e9 / rate
+    barrier.wait()
+    t0 = CLOCK() + 1_000_000
+    late = 0
+    for i in range(n):
+        due = t0 + int(i * period_ns)
+        now = CLOCK()
+        if now > due + period_ns:
+            late += 1
+        while now < due:
+            if yield_gil:
+                time.sleep(0)
+            now = CLOCK()
+        send(pack(CLOCK()) + pad)
+    return {"late": late, "sent_ns": CLOCK()}
+
+
+def _percentiles(samples: array, skip: int) -> dict[str, float]:
+    s = sorted(samples[skip:] if len(samples) > 2 * skip else samples)
+    if not s:
+        return {}
+
+    def at(q: float) -> float:  # nearest rank
+        return float(s[min(len(s) - 1, max(0, int(q * len(s) + 0.5) - 1))])
+
+    return {"samples": len(s), "p50_ns": at(0.50), "p99_ns": at(0.99),
+            "p999_ns": at(0.999), "max_ns": float(s[-1])}
+
+
+def ring_latency_produce(barrier: Any, name: str, size: int, n: int,
+                         rate: float) -> dict[str, Any]:
+    ring = Ring.open(name)
+    try:
+        return _paced_send(barrier, ring.append, size, n, rate)
+    finally:
+        ring.close()
+
+
+def ring_latency_consume(barrier: Any, name: str, n: int, spin: float) -> dict[str, Any]:
+    ring = Ring.open(name)
+    reader = ring.reader(spin=spin)
+    poll, spill_advance, unpack = reader.poll, ring.spill_advance, STAMP.unpack_from
+    lat = array("q")
+    barrier.wait()
+    while len(lat) < n:
+        records = poll(STALL_S)
+        now = CLOCK()
+        if not records:
+            raise RuntimeError(f"no records for {STALL_S}s after {len(lat)} of {n}")
+        for r in records:
+            lat.append(now - unpack(r.value)[0])
+        spill_advance(reader.position)
+    ring.close()
+    return _percentiles(lat, WARMUP_SAMPLES)
+
+
+def queue_latency_produce(barrier: Any, q: Any, size: int, n: int, rate: float,
+                          yield_gil: bool) -> dict[str, Any]:
+    return _paced_send(barrier, q.put, size, n, rate, yield_gil)
+
+
+def queue_latency_consume(barrier: Any, q: Any, n: int) -> dict[str, Any]:
+    get, unpack = q.get, STAMP.unpack_from
+    lat = array("q")
+    barrier.wait()
+    while len(lat) < n:
+        v = get(timeout=STALL_S)
+        lat.append(CLOCK() - unpack(v)[0])
+    return _percentiles(lat, WARMUP_SAMPLES)
+
+
+# ---- runs ---------------------------------------------------------------------------
+
+
+def ring_capacity(size: int, batch: int, ring_bytes: int) -> int:
+    """At least ring_bytes, and room for two batches in flight."""
+    batch_bytes = batch * (size + 16) + 61
+    return _next_pow2(max(ring_bytes, 2 * batch_bytes))
+
+
+def throughput(ctx: Any, kind: str, size: int, n: int, batch: int, ring_bytes: int,
+               timeout: float) -> dict[str, Any]:
+    n -= n % batch
+    cap = ring_capacity(size, batch, ring_bytes)
+    if kind == "ring":
+        with BenchRing(cap) as name:
+            p, c = run_pair(ctx, ring_produce, (name, size, n, batch),
+                            ring_consume, (name, size, n), timeout)
+    else:
+        # as much buffering as the ring has, so neither side gets more slack
+        q = ctx.Queue(maxsize=max(2, cap // (size * batch)))
+        p, c = run_pair(ctx, queue_produce, (q, size, n, batch),
+                        queue_consume, (q, size, n, batch), timeout)
+    seconds = (c["end_ns"] - p["start_ns"]) / 1e9
+    return {
+        "kind": kind, "size": size, "batch": batch, "records": n, "seconds": seconds,
+        "records_per_s": n / seconds, "bytes_per_s": n * size / seconds,
+        "ring_bytes": cap if kind == "ring" else None,
+        "full_waits": p.get("full_waits"), "polls": c.get("polls"),
+    }
+
+
+def latency(ctx: Any, kind: str, n: int, rate: float, timeout: float, *,
+            spin: float = DEFAULT_SPIN, yield_gil: bool = False) -> dict[str, Any]:
+    size = 100
+    if kind == "ring":
+        with BenchRing(_next_pow2(4 * MiB)) as name:
+            p, c = run_pair(ctx, ring_latency_produce, (name, size, n, rate),
+                            ring_latency_consume, (name, n, spin), timeout)
+    else:
+        q = ctx.Queue()
+        p, c = run_pair(ctx, queue_latency_produce, (q, size, n, rate, yield_gil),
+                        queue_latency_consume, (q, n), timeout)
+    return {"kind": kind, "size": size, "rate": rate, "spin_s": spin,
+            "yield_gil": yield_gil, "late_sends": p["late"], **c}
+
+
+# ---- report -------------------------------------------------------------------------
+
+
+def _fmt_size(size: int) -> str:
+    return f"{size // KiB} KiB" if size >= KiB and size % KiB == 0 else f"{size} B"
+
+
+def _label(row: dict[str, Any]) -> str:
+    if row["kind"] == "ring":
+        return "ring.append" if row["batch"] == 1 else f"ring.append_batch x{row['batch']}"
+    return "Queue put/get" if row["batch"] == 1 else f"Queue put/get list x{row['batch']}"
+
+
+def _pass(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def targets(rows: list[dict[str, Any]], lat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def find(kind: str, size: int, batch: int) -> dict[str, Any] | None:
+        for r in rows:
+            if (r["kind"], r["size"], r["batch"] == 1) == (kind, size, batch == 1):
+                return r
+        return None
+
+    out = []
+
+    def check(what: str, got: float | None, want: float, unit: str,
+              higher: bool = True) -> None:
+        if got is None:
+            return
+        ok = got >= want if higher else got <= want
+        out.append({"target": what, "got": got, "want": want, "unit": unit,
+                    "pass": ok, "ratio": got / want})
+
+    rec, qrec = find("ring", 100, 1), find("queue", 100, 1)
+    bat, qbat = find("ring", 100, 0), find("queue", 100, 0)
+    if rec:
+        check("per-record 100 B records/s", rec["records_per_s"], TARGET_PER_RECORD_RPS,
+              "rec/s")
+        if qrec:
+            check("per-record 100 B vs Queue per-message",
+                  rec["records_per_s"] / qrec["records_per_s"],
+                  TARGET_PER_RECORD_VS_QUEUE, "x")
+    if bat and qbat:
+        check("batch 100 B vs Queue batched", bat["records_per_s"] / qbat["records_per_s"],
+              TARGET_BATCH_VS_QUEUE, "x")
+    for batch, name in ((1, "per-record"), (0, "batch")):
+        r = find("ring", 65536, batch)
+        if r:
+            check(f"64 KiB {name} bytes/s", r["bytes_per_s"], TARGET_64K_BYTES_PER_S, "B/s")
+    ours = next((r for r in lat if r["kind"] == "ring" and r["spin_s"] == DEFAULT_SPIN),
+                None)
+    if ours:
+        check("latency p50 (default spin)", ours["p50_ns"], TARGET_P50_NS, "ns", False)
+        check("latency p99.9 (default spin)", ours["p999_ns"], TARGET_P999_NS, "ns",
+              False)
+    return out
+
+
+def print_report(head: dict[str, Any], rows: list[dict[str, Any]],
+                 lat: list[dict[str, Any]], tg: list[dict[str, Any]]) -> None:
+    print("bench_ring: one producer process -> one consumer process, one ring")
+    for k, v in head.items():
+        print(f"  {k:16} {v}")
+    print()
+    print("throughput (value bytes only, MB = 1e6 B; ratio = ring / Queue, same size "
+          "and batching)")
+    print(f"  {'size':>6}  {'api':28} {'records':>9} {'s':>6} {'records/s':>12} "
+          f"{'MB/s':>9}  {'vs Queue':>8}")
+    for r in rows:
+        ratio = ""
+        if r["kind"] == "ring":
+            q = next((x for x in rows if x["kind"] == "queue" and x["size"] == r["size"]
+                      and x["batch"] == r["batch"]), None)
+            if q:
+                ratio = f"{r['records_per_s'] / q['records_per_s']:.1f}x"
+        print(f"  {_fmt_size(r['size']):>6}  {_label(r):28} {r['records']:>9} "
+              f"{r['seconds']:>6.2f} {r['records_per_s']:>12,.0f} "
+              f"{r['bytes_per_s'] / 1e6:>9,.0f}  {ratio:>8}")
+    if lat:
+        print()
+        print(f"one-way latency, 100 B at {lat[0]['rate']:,.0f} records/s, busy-wait "
+              f"pacing (us; first {WARMUP_SAMPLES} samples dropped)")
+        print(f"  {'what':44} {'samples':>8} {'p50':>8} {'p99':>8} {'p99.9':>8} "
+              f"{'max':>9} {'late':>5}")
+        q = next((x for x in lat if x["kind"] == "queue" and not x["yield_gil"]), None)
+        for r in lat:
+            if r["kind"] == "ring":
+                what = f"ring, reader spin {r['spin_s'] * 1e6:.0f} us"
+                if r["spin_s"] == DEFAULT_SPIN:
+                    what += " (default)"
+            else:
+                what = "Queue" + (", pacing loop yields the GIL" if r["yield_gil"] else
+                                  ", same pacing")
+            ratio = ""
+            if r["kind"] == "ring" and q:
+                ratio = f"  p50 {q['p50_ns'] / r['p50_ns']:.0f}x lower than Queue"
+            print(f"  {what:44} {r['samples']:>8} {r['p50_ns'] / 1e3:>8.1f} "
+                  f"{r['p99_ns'] / 1e3:>8.1f} {r['p999_ns'] / 1e3:>8.1f} "
+                  f"{r['max_ns'] / 1e3:>9.1f} {r['late_sends']:>5}{ratio}")
+    if tg:
+        print()
+        print("targets")
+        for t in tg:
+            unit = t["unit"]
+            if unit == "B/s":
+                got, want = f"{t['got'] / 1e9:.2f} GB/s", f"{t['want'] / 1e9:.1f} GB/s"
+            elif unit == "ns":
+                got, want = f"{t['got'] / 1e3:.1f} us", f"{t['want'] / 1e3:.0f} us"
+            elif unit == "x":
+                got, want = f"{t['got']:.1f}x", f"{t['want']:.1f}x"
+            else:
+                got, want = f"{t['got'] / 1e6:.2f}M {unit}", f"{t['want'] / 1e6:.1f}M {unit}"
+            cmp = ">=" if unit != "ns" else "<="
+            print(f"  {_pass(t['pass'])}  {t['target']:38} {got:>14}  (want {cmp} {want}; "
+                  f"{t['ratio']:.2f} of target)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, help="records per throughput run "
+                    "(default: 1M at 100 B, 300k at 4 KiB, 40k at 64 KiB)")
+    ap.add_argument("--size", type=int, action="append",
+                    help="value size in bytes (repeatable; default 100, 4096, 65536)")
+    ap.add_argument("--batch", type=int, default=1000, help="records per batch call")
+    ap.add_argument("--ring-bytes", type=int, default=16 * MiB,
+                    help="ring capacity (raised to hold two batches)")
+    ap.add_argument("--latency-messages", type=int, default=50_000)
+    ap.add_argument("--rate", type=float, default=10_000, help="latency: records/s")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--no-queue", action="store_true", help="skip the Queue baseline")
+    ap.add_argument("--json", action="store_true", help="print raw results as JSON")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny sizes, a few seconds: checks the benchmark still runs")
+    args = ap.parse_args(argv)
+
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks unlink the rings
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ctx = mp.get_context("fork")
+    sizes = tuple(args.size or SIZES)
+    batch = min(args.batch, 100) if args.smoke else args.batch
+    lat_n = 1_500 if args.smoke else args.latency_messages
+    timeout = 60.0 if args.smoke else 600.0
+    head = header()
+
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        n = args.messages or (SMOKE_MESSAGES if args.smoke else DEFAULT_MESSAGES).get(
+            size, max(1000, 4_000_000_000 // size))
+        for kind in ("ring", "queue")[: 1 if args.no_queue else 2]:
+            for b in (1, batch):
+                rows.append(throughput(ctx, kind, size, max(n, b), b, args.ring_bytes,
+                                       timeout))
+    lat: list[dict[str, Any]] = []
+    if not args.no_latency:
+        lat.append(latency(ctx, "ring", lat_n, args.rate, timeout))
+        lat.append(latency(ctx, "ring", lat_n, args.rate, timeout, spin=1e-3))
+        if not args.no_queue:
+            lat.append(latency(ctx, "queue", lat_n, args.rate, timeout))
+            lat.append(latency(ctx, "queue", lat_n, args.rate, timeout, yield_gil=True))
+    tg = targets(rows, lat)
+
+    result = {"header": head, "smoke": args.smoke, "throughput": rows, "latency": lat,
+              "targets": tg}
+    if not args.smoke:
+        out = ROOT / "benchmarks" / "results"
+        out.mkdir(exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        (out / f"bench_ring-{stamp}.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_report(head, rows, lat, tg)
+        if args.smoke:
+            print("\n(smoke run: sizes too small for the figures to mean anything)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Ring behaviour seen from one process: appends, reads, seeks, wrapping, waiting,
+and bad input. Cross-process behaviour is in tests/system/."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections import deque
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from shmbroker import (
+    CorruptError,
+    InvalidArgument,
+    Lapped,
+    OffsetOutOfRange,
+    Ring,
+    RingFull,
+    _native,
+    shm,
+)
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def ring(ring_name):
+    r = Ring.create(ring_name, 1 << 16)
+    yield r
+    r.unlink()
+    r.close()
+
+
+def values(records):
+    return [r.value for r in records]
+
+
+def test_offsets_are_dense_across_record_and_batch_appends(ring):
+    assert ring.append(b"a") == 0
+    assert ring.append_batch([b"b", b"c", b"d"]) == 1
+    assert ring.append(b"e", headers=[("h", b"1")]) == 4
+    assert ring.append_encoded(_native.batch_encode(_native.RecordArrays([b"f", b"g"]))) == 5
+    recs = ring.reader(0).poll(0)
+    assert [r.offset for r in recs] == list(range(7))
+    assert values(recs) == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
+    assert recs[4].headers == (("h", b"1"),)
+    assert ring.stat().next_offset == 7
+
+
+def test_record_fields_round_trip(ring):
+    ring.append(b"v", b"k", timestamp=-1234)
+    ring.append(None, None, timestamp=2**62)
+    a, b = ring.reader(0, topic="orders", partition=3).poll(0)
+    assert (a.topic, a.partition, a.key, a.value, a.timestamp) == ("orders", 3, b"k", b"v", -1234)
+    assert (b.key, b.value, b.timestamp) == (None, None, 2**62)
+
+
+def test_batch_crossing_ring_end_reads_whole(ring_name):
+    with Ring.create(ring_name, 4096) as ring:
+        try:
+            filler = ring.append_batch([b"x" * 3800])
+            reader = ring.reader(filler)
+            reader.poll(0)
+            ring.spill_advance(reader.position)
+            start = ring.stat().tail_position
+            big = [bytes([i]) * 100 for i in range(5)]
+            ring.append_batch(big)  # starts near the end, wraps over position 4096
+            end = ring.stat().tail_position
+            assert start % 4096 + (end - start) > 4096
+            assert values(reader.poll(0)) == big
+        finally:
+            ring.unlink()
+
+
+def test_reader_sees_only_new_records_by_default(ring):
+    ring.append(b"old")
+    reader = ring.reader()
+    ring.append(b"new")
+    assert values(reader.poll(0)) == [b"new"]
+
+
+def test_seek_into_a_batch_skips_its_earlier_records(ring):
+    ring.append_batch([b"0", b"1", b"2", b"3"])
+    assert [r.offset for r in ring.reader(2).poll(0)] == [2, 3]
+
+
+def test_seek_outside_the_ring_names_the_range(ring):
+    ring.append(b"a")
+    with pytest.raises(OffsetOutOfRange, match="offset 5 is not in ring .* up to 1"):
+        ring.reader(5)
+
+
+def test_full_ring_refuses_without_overwriting_unspilled_bytes(ring):
+    value = b"x" * 1000
+    with pytest.raises(RingFull, match=r"full: .* spill position 0\); append did not wait"):
+        for _ in range(100):
+            ring.append(value, timeout=0)
+    n = ring.stat().next_offset
+    assert values(ring.reader(0).poll(0)) == [value] * n  # nothing was overwritten
+    assert ring.stat().full_waits == 1
+
+
+def test_full_ring_append_waits_until_the_spill_advances(ring):
+    for value in (b"y" * 500, b"z"):  # big records, then small ones to the brim
+        with pytest.raises(RingFull):  # noqa: PT012
+            while True:
+                ring.append(value, timeout=0)
+    done = []
+    appender = threading.Thread(target=lambda: done.append(ring.append(b"z", timeout=30)))
+    appender.start()
+    wait_until(lambda: ring.stat().spill_waiters == 1, 10, "appender to wait for space")
+    ring.spill_advance(ring.stat().tail_position)
+    appender.join(30)
+    assert done == [ring.stat().next_offset - 1]
+
+
+def test_sleeping_reader_wakes_on_append(ring):
+    reader = ring.reader(spin=0)
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(reader.poll(30)))
+    thread.start()
+    wait_until(lambda: ring.stat().data_waiters == 1, 10, "reader to sleep on the futex")
+    ring.append(b"wake")
+    thread.join(30)
+    assert values(got) == [b"wake"]
+
+
+def test_poll_times_out_empty(ring):
+    assert ring.reader().poll(0.01) == []
+
+
+def test_lapped_reader_is_told(ring):
+    reader = ring.reader(0)
+    for _ in range(200):
+        ring.append(b"w" * 1000)
+        ring.spill_advance(ring.stat().tail_position)
+    with pytest.raises(Lapped, match="was overwritten"):
+        reader.poll(0)
+
+
+def test_oversized_record_is_refused(ring):
+    with pytest.raises(InvalidArgument, match="larger than the ring"):
+        ring.append(b"x" * (1 << 17))
+    assert ring.stat().next_offset == 0
+
+
+def test_corrupted_crc_is_refused_and_nothing_is_appended(ring):
+    batch = bytearray(_native.batch_encode(_native.RecordArrays([b"a", b"b"])))
+    batch[-1] ^= 0xFF
+    with pytest.raises(CorruptError, match="corrupt record batch"):
+        ring.append_encoded(bytes(batch))
+    assert ring.stat().tail_position == 0
+
+
+def test_batch_with_malformed_records_is_refused(ring):
+    batch = bytearray(_native.batch_encode(_native.RecordArrays([b"abc"])))
+    batch[61] = 0x7F  # record length varint far past the end
+    struct.pack_into(">I", batch, 17, _native.crc32c(bytes(batch[21:])))
+    with pytest.raises(CorruptError):
+        ring.append_encoded(bytes(batch))
+
+
+def test_wrong_layout_version_is_a_clear_error(ring):
+    with open(shm.SHM_DIR + ring.name, "r+b") as f:
+        f.seek(8)  # meta.layout_version
+        f.write(struct.pack("<I", 999))
+    with pytest.raises(CorruptError, match="not a ring of this layout version"):
+        Ring.open(ring.name)
+
+
+def test_object_that_is_not_a_ring_is_a_clear_error(shm_prefix):
+    name = f"/{shm_prefix}zeros"
+    fd = shm.create(name, 4096 + 65536)
+    os.close(fd)
+    try:
+        with pytest.raises(CorruptError, match="layout"):
+            Ring.open(name)
+    finally:
+        shm.unlink(name)
+
+
+@pytest.mark.parametrize("capacity", [1000, 3 * 4096, 1 << 11])
+def test_capacity_must_be_a_power_of_two_multiple_of_the_page(ring_name, capacity):
+    with pytest.raises(InvalidArgument, match="power of two"):
+        Ring.create(ring_name, capacity)
+
+
+def test_closed_ring_raises_closed_error(ring_name):
+    ring = Ring.create(ring_name, 1 << 16)
+    ring.unlink()
+    ring.close()
+    with pytest.raises(Exception, match="is closed"):
+        ring.append(b"late")
+
+
+class RingModel(RuleBasedStateMachine):
+    """A Ring next to a deque model of its batches: offsets, positions, space, laps."""
+
+    CAPACITY = 8192
+
+    def __init__(self):
+        super().__init__()
+        self.name = f"/{shm.NAME_PREFIX}sm.{os.getpid()}.{id(self):x}"
+        self.batches = deque()  # (position, size, first offset, [values])
+        self.tail = self.spill = self.next_offset = 0
+        self.ring = Ring.create(self.name, self.CAPACITY)
+        self.reader = self.ring.reader(0)  # nothing may raise after create
+        self.reader_offset = 0
+
+    def teardown(self):
+        self.ring.unlink()
+        self.ring.close()
+
+    def _append(self, vals, call):
+        size = len(_native.batch_encode(_native.RecordArrays(vals)))
+        if self.tail + size - self.CAPACITY > self.spill:
+            with pytest.raises(RingFull):
+                call()
+            return
+        assert call() == self.next_offset
+        self.batches.append((self.tail, size, self.next_offset, vals))
+        self.tail += size
+        self.next_offset += len(vals)
+
+    @rule(value=st.binary(max_size=600))
+    def append_one(self, value):
+        self._append([value], lambda: self.ring.append(value, timeout=0))
+
+    @rule(vals=st.lists(st.binary(max_size=300), min_size=1, max_size=20))
+    def append_many(self, vals):
+        self._append(vals, lambda: self.ring.append_batch(vals, timeout=0))
+
+    @rule(fraction=st.floats(0, 1))
+    def spill(self, fraction):
+        boundaries = [p for p, _, _, _ in self.batches if p >= self.spill] + [self.tail]
+        target = boundaries[int(fraction * (len(boundaries) - 1))]
+        self.ring.spill_advance(target)
+        self.spill = target
+
+    @rule()
+    def read(self):
+        expect_lapped = self.reader.position < self.tail - self.CAPACITY
+        if expect_lapped:
+            with pytest.raises(Lapped):
+                self.reader.poll(0)
+            self.reader = self.ring.reader()  # start over from the tail
+            self.reader_offset = self.next_offset
+            return
+        got = []
+        while batch := self.reader.poll(0):
+            got.extend(batch)
+        assert [r.offset for r in got] == list(range(self.reader_offset, self.next_offset))
+        want = [v for _, _, first, vals in self.batches for v in vals
+                if first >= self.reader_offset]
+        assert values(got)[-len(want):] == want if want else got == []
+        self.reader_offset = self.next_offset
+
+    @precondition(lambda self: self.batches)
+    @rule(pick=st.integers(0, 10**6))
+    def seek_recent(self, pick):
+        recent = [b for b in self.batches if b[0] >= self.tail - self.CAPACITY // 2]
+        if not recent:
+            return
+        position, _, first, vals = recent[pick % len(recent)]
+        offset = first + pick % len(vals)
+        assert self.ring.seek(offset) == position
+
+    @invariant()
+    def stat_matches_model(self):
+        s = self.ring.stat()
+        assert (s.tail_position, s.spill_position, s.next_offset) == (
+            self.tail, self.spill, self.next_offset)
+
+
+TestRingModel = RingModel.TestCase
+TestRingModel.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
