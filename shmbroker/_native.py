@@ -113,14 +113,18 @@ class RecordArrays:
             s.keys, s.key_lens = column(keys)
         if timestamps is not None:
             if len(timestamps) != n:
-                raise errors.InvalidArgument(f"{len(timestamps)} timestamps for {n} values")
+                raise errors.InvalidArgument(
+                    f"{len(timestamps)} timestamps for {n} values"
+                )
             ts = ffi.new("int64_t[]", timestamps)
             keep.append(ts)
             s.timestamps = ts
         s.timestamp = timestamp
         if headers is not None:
             if len(headers) != n:
-                raise errors.InvalidArgument(f"{len(headers)} header lists for {n} values")
+                raise errors.InvalidArgument(
+                    f"{len(headers)} header lists for {n} values"
+                )
             counts = ffi.new("int32_t[]", [len(h) for h in headers])
             flat = [kv for h in headers for kv in h]
             s.header_keys, s.header_key_lens = column([k.encode() for k, _ in flat])
@@ -135,7 +139,9 @@ class RecordArrays:
 def batch_encode(records: RecordArrays, base_offset: int = 0) -> bytes:
     size = _check(lib.shmb_batch_encoded_bytes(records.struct), "encode batch")
     out = ffi.new("uint8_t[]", size)
-    _check(lib.shmb_batch_encode(records.struct, base_offset, out, size), "encode batch")
+    _check(
+        lib.shmb_batch_encode(records.struct, base_offset, out, size), "encode batch"
+    )
     return bytes(ffi.buffer(out, size))
 
 
@@ -162,8 +168,10 @@ class Decoded:
         d.hkey_pos, d.hkey_len, d.hvalue_pos, d.hvalue_len = h32
         self._arrays = (*i64, *i32, *h32)
         # memoryviews over the C arrays: .tolist() of a slice is the cheap way out
-        self._views = [memoryview(ffi.buffer(a)).cast("q" if k < 2 else "i")
-                       for k, a in enumerate(self._arrays)]
+        self._views = [
+            memoryview(ffi.buffer(a)).cast("q" if k < 2 else "i")
+            for k, a in enumerate(self._arrays)
+        ]
         self.struct = d
 
     def decode(self, buf: Any, length: int, verify_crc: bool = False) -> int:
@@ -172,7 +180,9 @@ class Decoded:
         Grows the arrays when a single batch does not fit them."""
         flags = DECODE_VERIFY_CRC if verify_crc else 0
         while True:
-            rc = lib.shmb_batches_decode(ffi.from_buffer(buf), length, self.struct, flags)
+            rc = lib.shmb_batches_decode(
+                ffi.from_buffer(buf), length, self.struct, flags
+            )
             if rc != lib.SHMB_ETOOBIG:
                 return _check(rc, "decode batches")
             d = self.struct
@@ -211,12 +221,27 @@ class RingMap:
 
     __slots__ = ("_buf", "_buf_len", "_cbuf", "_out", "_ptr", "_stat", "capacity_bytes")
 
-    def __init__(self, fd: int, create: bool, capacity_bytes: int = 0,
-                 base_offset: int = 0, partition_leader_epoch: int = 0,
-                 what: str = "ring") -> None:
+    def __init__(
+        self,
+        fd: int,
+        create: bool,
+        capacity_bytes: int = 0,
+        base_offset: int = 0,
+        partition_leader_epoch: int = 0,
+        what: str = "ring",
+    ) -> None:
         out = ffi.new("shmb_ring_t **")
-        _check(lib.shmb_ring_map(fd, int(create), capacity_bytes, base_offset,
-                                 partition_leader_epoch, out), f"map {what}")
+        _check(
+            lib.shmb_ring_map(
+                fd,
+                int(create),
+                capacity_bytes,
+                base_offset,
+                partition_leader_epoch,
+                out,
+            ),
+            f"map {what}",
+        )
         self._ptr = ffi.gc(out[0], lib.shmb_ring_unmap)
         self._out = ffi.new("int64_t *")
         self._stat = ffi.new("shmb_ring_stat_t *")
@@ -228,29 +253,40 @@ class RingMap:
 
     # appends return a negative shmb_rc instead of raising, so that the caller can
     # name the ring and its positions in the error
-    def append_record(self, key: bytes | None, value: bytes | None, timestamp: int,
-                      timeout_ms: int) -> int:
+    def append_record(
+        self, key: bytes | None, value: bytes | None, timestamp: int, timeout_ms: int
+    ) -> int:
         rc = lib.shmb_ring_append_record(
-            self._ptr, ffi.NULL if key is None else key, -1 if key is None else len(key),
-            ffi.NULL if value is None else value, -1 if value is None else len(value),
-            timestamp, timeout_ms, self._out)
+            self._ptr,
+            ffi.NULL if key is None else key,
+            -1 if key is None else len(key),
+            ffi.NULL if value is None else value,
+            -1 if value is None else len(value),
+            timestamp,
+            timeout_ms,
+            self._out,
+        )
         return rc if rc < 0 else int(self._out[0])
 
     def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
-        rc = lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms, self._out)
+        rc = lib.shmb_ring_append_records(
+            self._ptr, records.struct, timeout_ms, self._out
+        )
         return rc if rc < 0 else int(self._out[0])
 
     def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
-        rc = lib.shmb_ring_append_batch(self._ptr, batch, len(batch), flags, timeout_ms,
-                                        self._out)
+        rc = lib.shmb_ring_append_batch(
+            self._ptr, batch, len(batch), flags, timeout_ms, self._out
+        )
         return rc if rc < 0 else int(self._out[0])
 
     def read(self, position: int, buf: Any, timeout_ms: int, spin_ns: int) -> int:
         """Copy whole batches at position into buf; returns bytes or a negative rc.
         The new position is position + bytes."""
         self._out[0] = position
-        return int(lib.shmb_ring_read(self._ptr, self._out, buf, len(buf), timeout_ms,
-                                      spin_ns))
+        return int(
+            lib.shmb_ring_read(self._ptr, self._out, buf, len(buf), timeout_ms, spin_ns)
+        )
 
     def batch_bytes(self, position: int) -> int:
         return int(lib.shmb_ring_batch_bytes(self._ptr, position))
@@ -260,7 +296,9 @@ class RingMap:
         return rc if rc < 0 else int(self._out[0])
 
     def spill_advance(self, position: int) -> None:
-        _check(lib.shmb_ring_spill_advance(self._ptr, position), "advance spill position")
+        _check(
+            lib.shmb_ring_spill_advance(self._ptr, position), "advance spill position"
+        )
 
     def set_log_start_offset(self, offset: int) -> None:
         _check(lib.shmb_ring_set_log_start_offset(self._ptr, offset), "set log start")

@@ -31,9 +31,13 @@ def demo(records: int, size: int, batch: int) -> None:
     try:
         consumer = subprocess.Popen(
             [sys.executable, "-m", "shmbroker", "_consume", name, str(records)],
-            stdout=subprocess.PIPE, text=True)
-        click.echo(f"ring {name}: producing {records} records of {size} B; "
-                   f"consumer pid {consumer.pid}")
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        click.echo(
+            f"ring {name}: producing {records} records of {size} B; "
+            f"consumer pid {consumer.pid}"
+        )
         value = b"x" * size
         start = time.perf_counter()
         for first in range(0, records, batch):
@@ -64,8 +68,10 @@ def consume_demo(name: str, records: int) -> None:
             # no durable log yet: the one consumer frees the space it has read
             ring.spill_advance(reader.position)
         elapsed = time.perf_counter() - start
-        click.echo(f"{count} records, {count / elapsed:,.0f} records/s, offsets "
-                   f"{got[-1].offset - count + 1}..{got[-1].offset}")
+        click.echo(
+            f"{count} records, {count / elapsed:,.0f} records/s, offsets "
+            f"{got[-1].offset - count + 1}..{got[-1].offset}"
+        )
 
 
 @main.command("ring-stat")
@@ -84,4 +90,6 @@ def ring_stat(name: str, fmt: str) -> None:
     for key, value in stat.items():
         click.echo(f"{key:24} {value}")
     unspilled = stat["tail_position"] - stat["spill_position"]
-    click.echo(f"{'fill':24} {unspilled}/{stat['capacity_bytes']} bytes not yet spilled")
+    click.echo(
+        f"{'fill':24} {unspilled}/{stat['capacity_bytes']} bytes not yet spilled"
+    )

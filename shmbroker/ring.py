@@ -62,16 +62,29 @@ class Ring:
         self.capacity_bytes = native.capacity_bytes
 
     @classmethod
-    def create(cls, name: str, capacity_bytes: int, *, base_offset: int = 0,
-               partition_leader_epoch: int = 0, mode: int = 0o600) -> Ring:
+    def create(
+        cls,
+        name: str,
+        capacity_bytes: int,
+        *,
+        base_offset: int = 0,
+        partition_leader_epoch: int = 0,
+        mode: int = 0o600,
+    ) -> Ring:
         """Create and initialise a new ring; fails if the name exists."""
         size = _native.ring_object_bytes(capacity_bytes)
         if base_offset < 0:
             raise errors.InvalidArgument(f"base offset {base_offset} < 0")
         fd = shm.create(name, size, mode)
         try:
-            native = _native.RingMap(fd, True, capacity_bytes, base_offset,
-                                     partition_leader_epoch, what=f"ring {name}")
+            native = _native.RingMap(
+                fd,
+                True,
+                capacity_bytes,
+                base_offset,
+                partition_leader_epoch,
+                what=f"ring {name}",
+            )
         except BaseException:
             shm.unlink(name)
             raise
@@ -81,7 +94,7 @@ class Ring:
 
     @classmethod
     def open(cls, name: str) -> Ring:
-        """Attach to an existing ring; CorruptError if it is not a ring of our layout."""
+        """Attach to an existing ring; CorruptError if it is not a ring of ours."""
         fd = shm.open_fd(name)
         try:
             return cls(name, _native.RingMap(fd, False, what=f"ring {name}"))
@@ -110,44 +123,67 @@ class Ring:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- appends ----------------------------------------------------------------------
+    # ---- appends ---------------------------------------------------------------------
 
-    def append(self, value: bytes | None, key: bytes | None = None, *,
-               timestamp: int | None = None, headers: Sequence[Header] | None = None,
-               timeout: float | None = None) -> int:
+    def append(
+        self,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        timestamp: int | None = None,
+        headers: Sequence[Header] | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """Append one record as its own batch; returns its offset.
 
         Blocks up to timeout (None: forever, 0: not at all) while the ring is full of
         unspilled bytes."""
         if headers:
-            return self.append_batch([value], None if key is None else [key],
-                                     timestamp=timestamp, headers=[headers],
-                                     timeout=timeout)
+            return self.append_batch(
+                [value],
+                None if key is None else [key],
+                timestamp=timestamp,
+                headers=[headers],
+                timeout=timeout,
+            )
         ts = _native.TIMESTAMP_NOW if timestamp is None else timestamp
         rc = self.native.append_record(key, value, ts, _timeout_ms(timeout))
         if rc < 0:
             raise self._append_error(rc, timeout)
         return rc
 
-    def append_batch(self, values: Sequence[bytes | None],
-                     keys: Sequence[bytes | None] | None = None, *,
-                     timestamps: Sequence[int] | None = None,
-                     timestamp: int | None = None,
-                     headers: Sequence[Sequence[Header]] | None = None,
-                     timeout: float | None = None) -> int:
+    def append_batch(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        *,
+        timestamps: Sequence[int] | None = None,
+        timestamp: int | None = None,
+        headers: Sequence[Sequence[Header]] | None = None,
+        timeout: float | None = None,
+    ) -> int:
         """Append the records as one batch (the fast path); returns the first offset."""
         if not values:
             raise errors.InvalidArgument("append_batch needs at least one record")
         arrays = _native.RecordArrays(
-            values, keys, timestamps,
-            _native.TIMESTAMP_NOW if timestamp is None else timestamp, headers)
+            values,
+            keys,
+            timestamps,
+            _native.TIMESTAMP_NOW if timestamp is None else timestamp,
+            headers,
+        )
         rc = self.native.append_records(arrays, _timeout_ms(timeout))
         if rc < 0:
             raise self._append_error(rc, timeout)
         return rc
 
-    def append_encoded(self, batch: bytes, *, timeout: float | None = None,
-                       validate_records: bool = True) -> int:
+    def append_encoded(
+        self,
+        batch: bytes,
+        *,
+        timeout: float | None = None,
+        validate_records: bool = True,
+    ) -> int:
         """Append one pre-encoded RecordBatch v2 as is (baseOffset and
         partitionLeaderEpoch patched); returns its base offset."""
         flags = _native.VALIDATE_RECORDS if validate_records else 0
@@ -156,8 +192,9 @@ class Ring:
             raise self._append_error(rc, timeout, len(batch))
         return rc
 
-    def _append_error(self, rc: int, timeout: float | None,
-                      size: int | None = None) -> Exception:
+    def _append_error(
+        self, rc: int, timeout: float | None, size: int | None = None
+    ) -> Exception:
         if rc == _native.FULL:
             s = self.stat()
             waited = "did not wait" if timeout == 0 else f"waited {timeout}s"
@@ -165,15 +202,17 @@ class Ring:
                 f"ring {self.name} full: {s.tail_position - s.spill_position}/"
                 f"{s.capacity_bytes} bytes not yet spilled (tail {s.tail_position}, "
                 f"spill position {s.spill_position}); append {waited}. Is the broker "
-                f"spilling this partition?")
+                f"spilling this partition?"
+            )
         if rc == _native.ETOOBIG:
             what = f"{size} bytes" if size is not None else "the batch"
             return errors.InvalidArgument(
                 f"append to ring {self.name}: {what} larger than the ring "
-                f"({self.capacity_bytes} bytes) or than a batch may be")
+                f"({self.capacity_bytes} bytes) or than a batch may be"
+            )
         return _native.error(rc, f"append to ring {self.name}")
 
-    # ---- the durable log's side -------------------------------------------------------
+    # ---- the durable log's side ------------------------------------------------------
 
     def spill_advance(self, position: int) -> None:
         """Everything below position is persisted; appenders may reuse that space."""
@@ -185,7 +224,7 @@ class Ring:
     def stat(self) -> RingStat:
         return RingStat(**self.native.stat())
 
-    # ---- reads ------------------------------------------------------------------------
+    # ---- reads -----------------------------------------------------------------------
 
     def seek(self, offset: int) -> int:
         """Byte position of the batch holding offset (or of the tail at the high
@@ -195,16 +234,28 @@ class Ring:
             s = self.stat()
             raise errors.OffsetOutOfRange(
                 f"offset {offset} is not in ring {self.name}: it holds offsets up to "
-                f"{s.next_offset} (exclusive), older ones are in the segment files")
+                f"{s.next_offset} (exclusive), older ones are in the segment files"
+            )
         return rc
 
-    def reader(self, offset: int | None = None, *, topic: str | None = None,
-               partition: int = 0, spin: float = DEFAULT_SPIN,
-               check_crcs: bool = False) -> RingReader:
+    def reader(
+        self,
+        offset: int | None = None,
+        *,
+        topic: str | None = None,
+        partition: int = 0,
+        spin: float = DEFAULT_SPIN,
+        check_crcs: bool = False,
+    ) -> RingReader:
         """A reader from offset (None: from the tail, i.e. only new records)."""
-        reader = RingReader(self, self.stat().tail_position,
-                            topic=self.name if topic is None else topic,
-                            partition=partition, spin=spin, check_crcs=check_crcs)
+        reader = RingReader(
+            self,
+            self.stat().tail_position,
+            topic=self.name if topic is None else topic,
+            partition=partition,
+            spin=spin,
+            check_crcs=check_crcs,
+        )
         if offset is not None:
             reader.seek(offset)
         return reader
@@ -216,15 +267,26 @@ class RingReader:
     `read_batches` gives raw whole batches (for the gateway and the spill); `poll`
     decodes them into Records."""
 
-    def __init__(self, ring: Ring, position: int, *, topic: str, partition: int = 0,
-                 spin: float = DEFAULT_SPIN, buffer_bytes: int = READ_BUFFER_BYTES,
-                 max_records: int = 8192, check_crcs: bool = False) -> None:
+    def __init__(
+        self,
+        ring: Ring,
+        position: int,
+        *,
+        topic: str,
+        partition: int = 0,
+        spin: float = DEFAULT_SPIN,
+        buffer_bytes: int = READ_BUFFER_BYTES,
+        max_records: int = 8192,
+        check_crcs: bool = False,
+    ) -> None:
         self.ring = ring
         self.position = position
         self.topic = topic
         self.partition = partition
         self._spin_ns = int(spin * 1e9)
-        self._check_crcs = check_crcs  # appends were validated; this re-checks the bytes
+        self._check_crcs = (
+            check_crcs  # appends were validated; this re-checks the bytes
+        )
         self._buf = _native.new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._chunk = b""  # bytes read but not yet decoded into records
@@ -234,7 +296,9 @@ class RingReader:
     def _read(self, timeout: float | None) -> int:
         native = self.ring.native
         while True:
-            n = native.read(self.position, self._buf, _timeout_ms(timeout), self._spin_ns)
+            n = native.read(
+                self.position, self._buf, _timeout_ms(timeout), self._spin_ns
+            )
             if n >= 0:
                 return n
             if n == _native.ETOOBIG:  # a batch larger than our buffer: grow and retry
@@ -247,13 +311,14 @@ class RingReader:
                 raise errors.Lapped(
                     f"reader of ring {self.ring.name} at position {self.position} was "
                     f"overwritten: the ring holds positions from "
-                    f"{s.claim_position - s.capacity_bytes} to {s.tail_position}")
+                    f"{s.claim_position - s.capacity_bytes} to {s.tail_position}"
+                )
             raise _native.error(n, f"read ring {self.ring.name}")
 
     def read_batches(self, timeout: float | None = None) -> bytes:
         """The next whole batches as bytes (b'' if none came within timeout)."""
         if self._chunk_at < len(self._chunk):  # batches poll() has not finished
-            out, self._chunk, self._chunk_at = self._chunk[self._chunk_at:], b"", 0
+            out, self._chunk, self._chunk_at = self._chunk[self._chunk_at :], b"", 0
             return out
         n = self._read(timeout)
         self.position += n
@@ -275,14 +340,24 @@ class RingReader:
         self._chunk_at = at + d.bytes_consumed
         offsets, timestamps, kpos, klen, vpos, vlen, hcount = d.columns()
         topic, part = self.topic, self.partition
-        keys = [None if n < 0 else chunk[at + p:at + p + n] for p, n in zip(kpos, klen)]
-        values = [None if n < 0 else chunk[at + p:at + p + n] for p, n in zip(vpos, vlen)]
+        keys = [
+            None if n < 0 else chunk[at + p : at + p + n]
+            for p, n in zip(kpos, klen, strict=True)
+        ]
+        values = [
+            None if n < 0 else chunk[at + p : at + p + n]
+            for p, n in zip(vpos, vlen, strict=True)
+        ]
         if any(hcount):
             headers = self._headers(chunk, at, hcount)
         else:
             headers = [()] * len(offsets)
-        records = [Record(topic, part, o, t, k, v, h)
-                   for o, t, k, v, h in zip(offsets, timestamps, keys, values, headers)]
+        records = [
+            Record(topic, part, o, t, k, v, h)
+            for o, t, k, v, h in zip(
+                offsets, timestamps, keys, values, headers, strict=True
+            )
+        ]
         if self._skip_below >= 0:
             records = [r for r in records if r.offset >= self._skip_below]
             self._skip_below = -1
@@ -290,12 +365,16 @@ class RingReader:
 
     def _headers(self, chunk: bytes, at: int, counts: list[int]) -> list[Any]:
         kpos, klen, vpos, vlen = self._decoded.header_columns()
-        flat = [(chunk[at + kp:at + kp + kl].decode(errors="replace"),
-                 None if vl < 0 else chunk[at + vp:at + vp + vl])
-                for kp, kl, vp, vl in zip(kpos, klen, vpos, vlen)]
+        flat = [
+            (
+                chunk[at + kp : at + kp + kl].decode(errors="replace"),
+                None if vl < 0 else chunk[at + vp : at + vp + vl],
+            )
+            for kp, kl, vp, vl in zip(kpos, klen, vpos, vlen, strict=True)
+        ]
         out, i = [], 0
         for c in counts:
-            out.append(tuple(flat[i:i + c]))
+            out.append(tuple(flat[i : i + c]))
             i += c
         return out
 
@@ -308,4 +387,3 @@ class RingReader:
         self.position = self.ring.seek(offset)
         self._chunk, self._chunk_at = b"", 0
         self._skip_below = offset
-

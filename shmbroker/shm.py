@@ -24,7 +24,11 @@ MAX_NAME_BYTES = 255
 def validate_name(name: str) -> str:
     """A POSIX shm name: '/' + one path component of ours."""
     bare = name.removeprefix("/")
-    if not bare.startswith(NAME_PREFIX) or "/" in bare or len(bare) > MAX_NAME_BYTES - 1:
+    if (
+        not bare.startswith(NAME_PREFIX)
+        or "/" in bare
+        or len(bare) > MAX_NAME_BYTES - 1
+    ):
         raise InvalidArgument(
             f"shared-memory name {name!r}: must be '/{NAME_PREFIX}...' without '/' "
             f"and at most {MAX_NAME_BYTES - 1} characters"
@@ -52,7 +56,7 @@ def create(name: str, size_bytes: int, mode: int = 0o600) -> int:
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
     except posix_ipc.ExistentialError as exc:
         raise InvalidArgument(f"shared-memory object {name} already exists") from exc
-    fd = shm.fd
+    fd: int = shm.fd
     try:
         os.fchmod(fd, mode)
         os.posix_fallocate(fd, 0, size_bytes)
@@ -78,7 +82,9 @@ def open_fd(name: str) -> int:
     except posix_ipc.ExistentialError as exc:
         raise NotFound(errno.ENOENT, f"no shared-memory object {name}") from exc
     except posix_ipc.PermissionsError as exc:
-        raise PermissionError(errno.EACCES, f"no access to shared memory {name}") from exc
+        raise PermissionError(
+            errno.EACCES, f"no access to shared memory {name}"
+        ) from exc
 
 
 def unlink(name: str) -> bool:

@@ -42,7 +42,10 @@ def test_offsets_are_dense_across_record_and_batch_appends(ring):
     assert ring.append(b"a") == 0
     assert ring.append_batch([b"b", b"c", b"d"]) == 1
     assert ring.append(b"e", headers=[("h", b"1")]) == 4
-    assert ring.append_encoded(_native.batch_encode(_native.RecordArrays([b"f", b"g"]))) == 5
+    assert (
+        ring.append_encoded(_native.batch_encode(_native.RecordArrays([b"f", b"g"])))
+        == 5
+    )
     recs = ring.reader(0).poll(0)
     assert [r.offset for r in recs] == list(range(7))
     assert values(recs) == [b"a", b"b", b"c", b"d", b"e", b"f", b"g"]
@@ -54,7 +57,13 @@ def test_record_fields_round_trip(ring):
     ring.append(b"v", b"k", timestamp=-1234)
     ring.append(None, None, timestamp=2**62)
     a, b = ring.reader(0, topic="orders", partition=3).poll(0)
-    assert (a.topic, a.partition, a.key, a.value, a.timestamp) == ("orders", 3, b"k", b"v", -1234)
+    assert (a.topic, a.partition, a.key, a.value, a.timestamp) == (
+        "orders",
+        3,
+        b"k",
+        b"v",
+        -1234,
+    )
     assert (b.key, b.value, b.timestamp) == (None, None, 2**62)
 
 
@@ -89,13 +98,15 @@ def test_seek_into_a_batch_skips_its_earlier_records(ring):
 
 def test_seek_outside_the_ring_names_the_range(ring):
     ring.append(b"a")
-    with pytest.raises(OffsetOutOfRange, match="offset 5 is not in ring .* up to 1"):
+    with pytest.raises(OffsetOutOfRange, match=r"offset 5 is not in ring .* up to 1"):
         ring.reader(5)
 
 
 def test_full_ring_refuses_without_overwriting_unspilled_bytes(ring):
     value = b"x" * 1000
-    with pytest.raises(RingFull, match=r"full: .* spill position 0\); append did not wait"):
+    with pytest.raises(  # noqa: PT012
+        RingFull, match=r"full: .* spill position 0\); append did not wait"
+    ):
         for _ in range(100):
             ring.append(value, timeout=0)
     n = ring.stat().next_offset
@@ -109,7 +120,9 @@ def test_full_ring_append_waits_until_the_spill_advances(ring):
             while True:
                 ring.append(value, timeout=0)
     done = []
-    appender = threading.Thread(target=lambda: done.append(ring.append(b"z", timeout=30)))
+    appender = threading.Thread(
+        target=lambda: done.append(ring.append(b"z", timeout=30))
+    )
     appender.start()
     wait_until(lambda: ring.stat().spill_waiters == 1, 10, "appender to wait for space")
     ring.spill_advance(ring.stat().tail_position)
@@ -122,7 +135,9 @@ def test_sleeping_reader_wakes_on_append(ring):
     got = []
     thread = threading.Thread(target=lambda: got.extend(reader.poll(30)))
     thread.start()
-    wait_until(lambda: ring.stat().data_waiters == 1, 10, "reader to sleep on the futex")
+    wait_until(
+        lambda: ring.stat().data_waiters == 1, 10, "reader to sleep on the futex"
+    )
     ring.append(b"wake")
     thread.join(30)
     assert values(got) == [b"wake"]
@@ -252,10 +267,16 @@ class RingModel(RuleBasedStateMachine):
         got = []
         while batch := self.reader.poll(0):
             got.extend(batch)
-        assert [r.offset for r in got] == list(range(self.reader_offset, self.next_offset))
-        want = [v for _, _, first, vals in self.batches for v in vals
-                if first >= self.reader_offset]
-        assert values(got)[-len(want):] == want if want else got == []
+        assert [r.offset for r in got] == list(
+            range(self.reader_offset, self.next_offset)
+        )
+        want = [
+            v
+            for _, _, first, vals in self.batches
+            for v in vals
+            if first >= self.reader_offset
+        ]
+        assert values(got)[-len(want) :] == want if want else got == []
         self.reader_offset = self.next_offset
 
     @precondition(lambda self: self.batches)
@@ -272,8 +293,13 @@ class RingModel(RuleBasedStateMachine):
     def stat_matches_model(self):
         s = self.ring.stat()
         assert (s.tail_position, s.spill_position, s.next_offset) == (
-            self.tail, self.spill, self.next_offset)
+            self.tail,
+            self.spill,
+            self.next_offset,
+        )
 
 
 TestRingModel = RingModel.TestCase
-TestRingModel.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+TestRingModel.settings = settings(
+    max_examples=60, stateful_step_count=60, deadline=None
+)

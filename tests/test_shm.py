@@ -38,7 +38,8 @@ def test_full_dev_shm_gives_clear_error_and_leaves_no_object(shm_prefix, tmp_pat
     """If /dev/shm is smaller than the ring (a 1 MiB tmpfs in a private mount
     namespace), then creation fails with NoSpace and removes its half-made object."""
     script = tmp_path / "create.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys
         from shmbroker import Ring, NoSpace, shm
         try:
@@ -46,17 +47,30 @@ def test_full_dev_shm_gives_clear_error_and_leaves_no_object(shm_prefix, tmp_pat
         except NoSpace as exc:
             print("NoSpace:", exc)
         print("left:", list(shm.list_names("{shm_prefix}")))
-    """))
+    """)
+    )
     probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode().strip()}")
+        pytest.skip(
+            f"cannot make a mount namespace here: {probe.stderr.decode().strip()}"
+        )
     out = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         f"mount -t tmpfs -o size=1m tmpfs /dev/shm && {sys.executable} {script}"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount -t tmpfs -o size=1m tmpfs /dev/shm && {sys.executable} {script}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "NoSpace:" in out.stdout and "--shm-size" in out.stdout
+    assert "NoSpace:" in out.stdout
+    assert "--shm-size" in out.stdout
     assert "left: []" in out.stdout
 
 

@@ -30,15 +30,18 @@ def produce(args: argparse.Namespace) -> None:
         if args.stop and os.path.exists(args.stop):
             break
         # "mixed" alternates runs of per-record appends and of batches
-        per_record = args.mode == "record" or (args.mode == "mixed" and seq % 2000 < 1000)
+        per_record = args.mode == "record" or (
+            args.mode == "mixed" and seq % 2000 < 1000
+        )
         n = 1 if per_record else args.batch
         if args.count >= 0:
             n = min(n, args.count - seq)
         if per_record:
             ring.append(RECORD.pack(args.id, seq) + pad, timeout=60)
         else:
-            ring.append_batch([RECORD.pack(args.id, s) + pad for s in range(seq, seq + n)],
-                              timeout=60)
+            ring.append_batch(
+                [RECORD.pack(args.id, s) + pad for s in range(seq, seq + n)], timeout=60
+            )
         seq += n
         if first:  # tells a test that kills us that we are appending
             print("appending", flush=True)
@@ -64,12 +67,15 @@ def consume(args: argparse.Namespace) -> None:
             expected_offset = r.offset + 1
             pid, seq = RECORD.unpack_from(r.value)
             if seq != next_seq.get(pid, 0):
-                problems.append(f"producer {pid}: seq {seq}, expected {next_seq.get(pid, 0)}")
+                problems.append(
+                    f"producer {pid}: seq {seq}, expected {next_seq.get(pid, 0)}"
+                )
             next_seq[pid] = seq + 1
         count += len(records)
         os.pwrite(fd, struct.pack("<q", reader.position), 0)
-    json.dump({"records": count, "next_seq": next_seq, "problems": problems[:20]},
-              sys.stdout)
+    json.dump(
+        {"records": count, "next_seq": next_seq, "problems": problems[:20]}, sys.stdout
+    )
     ring.close()
 
 

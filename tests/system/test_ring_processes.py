@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def worker(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.system.ring_worker", *map(str, args)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class Spiller(threading.Thread):
@@ -69,13 +73,16 @@ def summary(proc: subprocess.Popen[str], timeout: float) -> dict:
 
 
 def test_four_producers_two_consumers_each_see_every_record_once_in_order(
-        ring_name, tmp_path):
+    ring_name, tmp_path
+):
     ring = Ring.create(ring_name, 1 << 20)  # ~50 MB pass through: it wraps many times
     try:
         positions = [tmp_path / f"consumer{i}.pos" for i in range(2)]
         consumers = [worker("consume", ring_name, 800_000, p) for p in positions]
         with Spiller(ring, positions):
-            producers = [worker("produce", ring_name, i, 200_000, "mixed") for i in range(4)]
+            producers = [
+                worker("produce", ring_name, i, 200_000, "mixed") for i in range(4)
+            ]
             for p in producers:
                 finish(p, 240)
             results = [summary(c, 240) for c in consumers]
@@ -90,7 +97,8 @@ def test_four_producers_two_consumers_each_see_every_record_once_in_order(
 
 
 def test_producers_killed_at_random_points_never_tear_lose_or_duplicate(
-        ring_name, tmp_path):
+    ring_name, tmp_path
+):
     """If 200 producers are SIGKILLed mid-append while two others keep appending, then
     the others go on within 1 s of each kill, and a consumer sees every batch whole
     (CRC), every producer's records gap-free and once, and dense offsets."""
@@ -102,11 +110,24 @@ def test_producers_killed_at_random_points_never_tear_lose_or_duplicate(
     try:
         consumer = worker("consume", ring_name, -1, position, "--idle", 3)
         with Spiller(ring, [position]):
-            steady = [worker("produce", ring_name, i, -1, "batch", "--batch", 20,
-                             "--stop", stop) for i in range(2)]
+            steady = [
+                worker(
+                    "produce", ring_name, i, -1, "batch", "--batch", 20, "--stop", stop
+                )
+                for i in range(2)
+            ]
             for k in range(200):
-                victim = worker("produce", ring_name, 100 + k, -1, "batch",
-                                "--batch", 64, "--pad", 2000)
+                victim = worker(
+                    "produce",
+                    ring_name,
+                    100 + k,
+                    -1,
+                    "batch",
+                    "--batch",
+                    64,
+                    "--pad",
+                    2000,
+                )
                 started = victim.stdout.readline()
                 until = time.perf_counter() + rng.uniform(0, 0.002)
                 while time.perf_counter() < until:  # a random point in its loop
@@ -115,14 +136,19 @@ def test_producers_killed_at_random_points_never_tear_lose_or_duplicate(
                 _, err = victim.communicate()
                 assert started == "appending\n", err
                 tail = ring.stat().tail_position
-                wait_until(lambda t=tail: ring.stat().tail_position > t, 1.0,
-                           f"the other producers to append after kill #{k} (seed {seed})")
+                wait_until(
+                    lambda t=tail: ring.stat().tail_position > t,
+                    1.0,
+                    f"the other producers to append after kill #{k} (seed {seed})",
+                )
             stop.touch()
             for p in steady:
                 finish(p, 60)
             result = summary(consumer, 120)
         assert result["problems"] == [], f"seed {seed}"
-        assert set(result["next_seq"]) == {"0", "1"} | {str(100 + k) for k in range(200)}
+        assert set(result["next_seq"]) == {"0", "1"} | {
+            str(100 + k) for k in range(200)
+        }
         assert result["records"] == ring.stat().next_offset
         assert ring.stat().lock_recoveries >= 1, "no kill landed inside an append"
     finally:
