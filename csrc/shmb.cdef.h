@@ -41,10 +41,12 @@ typedef struct shmb_records {
     const int32_t *header_value_lens;
 } shmb_records_t;
 
-int64_t shmb_batch_encoded_bytes(const shmb_records_t *records);
+int64_t shmb_now_ms(void);
 
-int64_t shmb_batch_encode(const shmb_records_t *records, int64_t base_offset,
-                          uint8_t *out, int64_t out_len);
+int64_t shmb_batch_encoded_bytes(const shmb_records_t *records, int64_t now_ms);
+
+int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
+                          int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS ...
 

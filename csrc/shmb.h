@@ -59,11 +59,14 @@ typedef struct shmb_records {
     const int32_t *header_value_lens;
 } shmb_records_t;
 
-/* Size of the batch shmb_batch_encode would write, or a negative shmb_rc. */
-int64_t shmb_batch_encoded_bytes(const shmb_records_t *records);
+/* The wall clock in ms, as SHMB_TIMESTAMP_NOW resolves it. */
+int64_t shmb_now_ms(void);
+/* Size of the batch shmb_batch_encode would write with the same now_ms, or a negative
+ * shmb_rc. now_ms stands in for every SHMB_TIMESTAMP_NOW, so both calls agree. */
+int64_t shmb_batch_encoded_bytes(const shmb_records_t *records, int64_t now_ms);
 /* Encode one uncompressed batch (CreateTime, no producer id) into out. Returns bytes. */
-int64_t shmb_batch_encode(const shmb_records_t *records, int64_t base_offset,
-                          uint8_t *out, int64_t out_len);
+int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
+                          int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS 1 /* also parse every record of an uncompressed batch */
 /* Validate one batch that is exactly len bytes: sizes, magic 2, CRC32C, counts.

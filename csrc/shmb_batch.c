@@ -39,17 +39,24 @@ const char *shmb_strerror(int rc) {
     }
 }
 
+/* length, attributes, timestampDelta, offsetDelta, keyLength, valueLength, headerCount:
+ * one byte each at least */
+#define MIN_RECORD_BYTES 7
+
 /* Per-record walk over shmb_records_t, shared by the sizing and encoding passes so
  * that both agree byte for byte. */
 typedef struct {
     const shmb_records_t *r;
     int64_t value_at, key_at, hkey_at, hvalue_at;
     int32_t header_at;
+    int64_t now_ms; /* what SHMB_TIMESTAMP_NOW means: read once, so sizing and
+                     * encoding agree on every varint */
     int64_t base_timestamp;
 } walk_t;
 
 static inline int64_t record_timestamp(const walk_t *w, int32_t i) {
-    return w->r->timestamps ? w->r->timestamps[i] : w->base_timestamp;
+    int64_t ts = w->r->timestamps ? w->r->timestamps[i] : w->r->timestamp;
+    return ts == SHMB_TIMESTAMP_NOW ? w->now_ms : ts;
 }
 
 /* Body size of record i (without its length prefix), or -1 for a bad length. */
@@ -72,18 +79,18 @@ static inline int64_t record_body_bytes(const walk_t *w, int32_t i) {
     return n;
 }
 
-static inline void walk_init(walk_t *w, const shmb_records_t *r) {
+static inline void walk_init(walk_t *w, const shmb_records_t *r, int64_t now_ms) {
     w->r = r;
     w->value_at = w->key_at = w->hkey_at = w->hvalue_at = 0;
     w->header_at = 0;
-    int64_t t0 = r->timestamps ? r->timestamps[0] : r->timestamp;
-    w->base_timestamp = t0 == SHMB_TIMESTAMP_NOW ? shmb_now_ms() : t0;
+    w->now_ms = now_ms;
+    w->base_timestamp = record_timestamp(w, 0);
 }
 
-int64_t shmb_batch_encoded_bytes(const shmb_records_t *r) {
+int64_t shmb_batch_encoded_bytes(const shmb_records_t *r, int64_t now_ms) {
     if (!r || r->count <= 0 || !r->value_lens || (r->keys && !r->key_lens)) return SHMB_EINVAL;
     walk_t w;
-    walk_init(&w, r);
+    walk_init(&w, r, now_ms);
     int64_t total = SHMB_BATCH_HEADER_BYTES;
     for (int32_t i = 0; i < r->count; i++) {
         int64_t body = record_body_bytes(&w, i);
@@ -124,13 +131,13 @@ static void put_header(uint8_t *out, int64_t total, int64_t base_offset, int32_t
                               (size_t)(total - SHMB_BATCH_OFF_ATTRIBUTES)));
 }
 
-int64_t shmb_batch_encode(const shmb_records_t *r, int64_t base_offset, uint8_t *out,
-                          int64_t out_len) {
-    int64_t total = shmb_batch_encoded_bytes(r);
+int64_t shmb_batch_encode(const shmb_records_t *r, int64_t now_ms, int64_t base_offset,
+                          uint8_t *out, int64_t out_len) {
+    int64_t total = shmb_batch_encoded_bytes(r, now_ms);
     if (total < 0) return total;
     if (!out || out_len < total) return SHMB_ETOOBIG;
     walk_t w;
-    walk_init(&w, r);
+    walk_init(&w, r, now_ms);
     uint8_t *p = out + SHMB_BATCH_HEADER_BYTES;
     int64_t max_ts = INT64_MIN;
     for (int32_t i = 0; i < r->count; i++) {
@@ -202,6 +209,10 @@ int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
     int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
     int32_t last_delta = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
     if (count <= 0 || last_delta != count - 1) return SHMB_ECORRUPT;
+    /* an uncompressed record takes at least MIN_RECORD_BYTES */
+    if ((shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES) & 7) == 0 &&
+        count > (len - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
+        return SHMB_ECORRUPT;
     uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
     if ((attributes & 7) > 4) return SHMB_ECORRUPT; /* codecs: none gzip snappy lz4 zstd */
     if ((flags & SHMB_VALIDATE_RECORDS) && (attributes & 7) == 0) {
@@ -243,7 +254,8 @@ int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *o, int 
             if (o->batches == 0) return SHMB_EUNSUPPORTED;
             break;
         }
-        if (count < 0) return SHMB_ECORRUPT;
+        if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
+            return SHMB_ECORRUPT;
         if (o->records + (int64_t)count > o->max_records) {
             if (o->batches == 0) return SHMB_ETOOBIG;
             break;

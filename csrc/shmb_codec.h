@@ -68,6 +68,5 @@ static inline const uint8_t *shmb_get_varint(const uint8_t *p, const uint8_t *en
     return NULL;
 }
 
-int64_t shmb_now_ms(void);
 
 #endif

@@ -340,7 +340,8 @@ int shmb_ring_append_batch(shmb_ring_t *r, const uint8_t *batch, int64_t len, in
 int shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
                              int32_t timeout_ms, int64_t *base_offset) {
     if (!r || !base_offset) return SHMB_EINVAL;
-    int64_t len = shmb_batch_encoded_bytes(records);
+    int64_t now_ms = shmb_now_ms();
+    int64_t len = shmb_batch_encoded_bytes(records, now_ms);
     if (len < 0) return (int)len;
     int64_t pos;
     int rc = claim(r, len, timeout_ms, &pos);
@@ -348,7 +349,7 @@ int shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
     /* encode in place: one copy of every value, straight into the ring */
     uint8_t *dst = r->data + (pos & r->mask);
     int64_t base = shmb_load_relaxed(&r->hdr->offsets.next_offset);
-    shmb_batch_encode(records, base, dst, len);
+    shmb_batch_encode(records, now_ms, base, dst, len); /* same now_ms: exactly len */
     patch_batch(r, dst, base);
     commit(r, pos, len, base, records->count);
     *base_offset = base;

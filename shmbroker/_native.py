@@ -137,10 +137,12 @@ class RecordArrays:
 
 
 def batch_encode(records: RecordArrays, base_offset: int = 0) -> bytes:
-    size = _check(lib.shmb_batch_encoded_bytes(records.struct), "encode batch")
+    now_ms = lib.shmb_now_ms()  # once: sizing and encoding must agree
+    size = _check(lib.shmb_batch_encoded_bytes(records.struct, now_ms), "encode batch")
     out = ffi.new("uint8_t[]", size)
     _check(
-        lib.shmb_batch_encode(records.struct, base_offset, out, size), "encode batch"
+        lib.shmb_batch_encode(records.struct, now_ms, base_offset, out, size),
+        "encode batch",
     )
     return bytes(ffi.buffer(out, size))
 
@@ -186,7 +188,7 @@ class Decoded:
             if rc != lib.SHMB_ETOOBIG:
                 return _check(rc, "decode batches")
             d = self.struct
-            self.resize(d.max_records * 4, d.max_headers * 4)
+            self.resize(max(d.max_records * 4, 64), max(d.max_headers * 4, 64))
 
     @property
     def bytes_consumed(self) -> int:

@@ -13,9 +13,13 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", r"(read_text|open_text) is deprecated", DeprecationWarning
     )
-    from kafka.partitioner.default import DefaultPartitioner, murmur2
-    from kafka.record._crc32c import crc, crc_update
-    from kafka.record.default_records import (
+    # kafka-python ships no type information
+    from kafka.partitioner.default import (  # type: ignore[import-untyped]
+        DefaultPartitioner,
+        murmur2,
+    )
+    from kafka.record._crc32c import crc, crc_update  # type: ignore[import-untyped]
+    from kafka.record.default_records import (  # type: ignore[import-untyped]
         DefaultRecordBatch,
         DefaultRecordBatchBuilder,
     )

@@ -9,6 +9,7 @@ test means to reach a check behind it.
 from __future__ import annotations
 
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -219,6 +220,47 @@ def test_single_timestamp_applies_to_every_record(n: int, timestamp: int) -> Non
     assert DefaultRecordBatch(batch).max_timestamp == timestamp
 
 
+def test_default_timestamp_now_is_the_wall_clock() -> None:
+    before = time.time_ns() // 1_000_000
+    batch = _native.batch_encode(_native.RecordArrays(values=[b"a", b"b"]))
+    after = time.time_ns() // 1_000_000
+    stamps = [r[1] for r in kafka_read(batch)]
+    assert stamps[0] == stamps[1]
+    assert before <= stamps[0] <= after
+
+
+def test_timestamp_now_among_per_record_timestamps_is_the_wall_clock() -> None:
+    """If a per-record timestamp is TIMESTAMP_NOW, then that record gets the wall
+    clock, as with the single `timestamp`, and the others keep theirs."""
+    now = _native.TIMESTAMP_NOW
+    before = time.time_ns() // 1_000_000
+    arrays = _native.RecordArrays(values=[b"a", b"b", b"c"], timestamps=[now, 5, now])
+    batch = _native.batch_encode(arrays)
+    after = time.time_ns() // 1_000_000
+    stamps = [r[1] for r in kafka_read(batch)]
+    assert stamps[1] == 5
+    assert before <= stamps[0] <= after, f"record 0 timestamp {stamps[0]}"
+    assert before <= stamps[2] <= after, f"record 2 timestamp {stamps[2]}"
+    assert DefaultRecordBatch(batch).max_timestamp == max(stamps)
+
+
+def test_batch_timed_relative_to_now_is_always_valid() -> None:
+    """If the first timestamp is TIMESTAMP_NOW and a later one is fixed, then the batch
+    is valid even when the clock ticks during encoding: the sizing pass and the writing
+    pass must use the same "now" (a delta of 64 needs 2 varint bytes, 63 needs 1)."""
+    corrupt = []
+    for i in range(300_000):  # the clock ticks between the passes ~1 in 2,000 tries
+        later = time.time_ns() // 1_000_000 + 64
+        arrays = _native.RecordArrays(
+            [b"a", b"b"], timestamps=[_native.TIMESTAMP_NOW, later]
+        )
+        try:
+            _native.batch_validate(_native.batch_encode(arrays))
+        except (CorruptError, InvalidArgument) as exc:
+            corrupt.append((i, later, str(exc)))
+    assert not corrupt, f"{len(corrupt)} bad batches, first: {corrupt[:3]}"
+
+
 def test_null_key_round_trips_through_kafka_python() -> None:
     batch = encode([(None, b"v", [])], [5])
     assert kafka_read(batch) == [(0, 5, None, b"v", [])]
@@ -251,7 +293,7 @@ def test_null_value_and_empty_bytes_stay_distinct() -> None:
     ],
 )
 def test_extreme_timestamps_round_trip(ts: list[int]) -> None:
-    recs = [(None, b"a", []), (None, b"b", []), (None, b"c", [])]
+    recs: list[Any] = [(None, b"a", []), (None, b"b", []), (None, b"c", [])]
     batch = encode(recs, ts)
     assert [r[1] for r in kafka_read(batch)] == ts
     assert [r[1] for r in native_read(batch)] == ts
@@ -280,14 +322,14 @@ def test_kafka_python_batch_decodes_natively(data: Any, base_offset: int) -> Non
 
 
 def test_log_append_time_batch_gives_every_record_the_max_timestamp() -> None:
-    recs = [(None, b"a", []), (None, b"b", []), (None, b"c", [])]
+    recs: list[Any] = [(None, b"a", []), (None, b"b", []), (None, b"c", [])]
     batch = with_attributes(encode(recs, [10, 30, 20]), ATTR_LOG_APPEND_TIME)
     assert [r[1] for r in kafka_read(batch)] == [30, 30, 30]
     assert [r[1] for r in native_read(batch)] == [30, 30, 30]
 
 
 def test_gzip_batch_from_kafka_python_validates_but_does_not_decode() -> None:
-    recs = [(None, b"x" * 1000, [])] * 5
+    recs: list[Any] = [(None, b"x" * 1000, [])] * 5
     batch = kafka_build(recs, [1] * 5, compression_type=ATTR_GZIP)
     assert DefaultRecordBatch(batch).compression_type == ATTR_GZIP  # really compressed
     assert _native.batch_validate(batch, records=True) == 5

@@ -135,7 +135,7 @@ def _boundary_crossings(source: str, filename: str) -> list[str]:
         ):
             what = "names _shmb in a string (importlib?)"
         if what:
-            found.append(f"{filename}:{node.lineno}: {what}")
+            found.append(f"{filename}:{getattr(node, 'lineno', '?')}: {what}")
     return found
 
 
