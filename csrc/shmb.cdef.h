@@ -52,30 +52,26 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
 
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
 
+#define SHMB_DECODED_RECORD_FIELDS ...
+#define SHMB_DECODED_HEADER_FIELDS ...
 typedef struct shmb_decoded {
     int32_t max_records;
     int32_t max_headers;
-    int64_t *offsets;
-    int64_t *timestamps;
-    int32_t *key_pos;
-    int32_t *key_len;
-    int32_t *value_pos;
-    int32_t *value_len;
-    int32_t *header_count;
-    int32_t *hkey_pos;
-    int32_t *hkey_len;
-    int32_t *hvalue_pos;
-    int32_t *hvalue_len;
+    int64_t *record_rows;
+    int64_t *header_rows;
 
     int32_t records;
     int32_t headers;
     int32_t batches;
+    int32_t null_keys;
+    int32_t null_values;
     int64_t bytes_consumed;
 } shmb_decoded_t;
 
 #define SHMB_DECODE_VERIFY_CRC ...
 
-int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *out, int flags);
+int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
+                        int flags);
 
 typedef struct shmb_ring shmb_ring_t;
 
@@ -106,14 +102,14 @@ int shmb_ring_map(int fd, int create, int64_t capacity_bytes, int64_t base_offse
                   int32_t partition_leader_epoch, shmb_ring_t **out);
 void shmb_ring_unmap(shmb_ring_t *ring);
 
-int shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
-                           int flags, int32_t timeout_ms, int64_t *base_offset);
-int shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
-                             int32_t timeout_ms, int64_t *base_offset);
+int64_t shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
+                               int flags, int32_t timeout_ms);
+int64_t shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
+                                 int32_t timeout_ms);
 
-int shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
-                            const uint8_t *value, int32_t value_len, int64_t timestamp,
-                            int32_t timeout_ms, int64_t *offset);
+int64_t shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
+                                const uint8_t *value, int32_t value_len, int64_t timestamp,
+                                int32_t timeout_ms);
 
 int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
                        int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);

@@ -73,36 +73,39 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
  * Returns its record count. */
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
 
-/* Decoded records as flat arrays; the caller owns them and sets the two capacities.
- * Positions index into the decoded buffer; a length of -1 is a null key or value.
- * Headers of record i follow those of record i-1 in the h* arrays. */
+/* Decoded records as flat row-major arrays that the caller owns (it sets the two
+ * capacities): one row of SHMB_DECODED_RECORD_FIELDS int64 per record,
+ *   offset | timestamp | key_pos | key_end | value_pos | value_end | header_count |
+ *   first_header
+ * and one row of SHMB_DECODED_HEADER_FIELDS per header,
+ *   key_pos | key_end | value_pos | value_end
+ * Positions index the buffer given to decode, so buf[pos:end] is the bytes; a null key
+ * or value has pos = end = -1. Row-major, so Python turns a whole call's output into
+ * one list with a single tolist(). */
+#define SHMB_DECODED_RECORD_FIELDS 8
+#define SHMB_DECODED_HEADER_FIELDS 4
 typedef struct shmb_decoded {
     int32_t max_records;
     int32_t max_headers;
-    int64_t *offsets;
-    int64_t *timestamps;
-    int32_t *key_pos;
-    int32_t *key_len;
-    int32_t *value_pos;
-    int32_t *value_len;
-    int32_t *header_count;
-    int32_t *hkey_pos;
-    int32_t *hkey_len;
-    int32_t *hvalue_pos;
-    int32_t *hvalue_len;
+    int64_t *record_rows;
+    int64_t *header_rows;
     /* results */
     int32_t records;
     int32_t headers;
     int32_t batches;
-    int64_t bytes_consumed; /* whole batches decoded; the rest did not fit or is partial */
+    int32_t null_keys;
+    int32_t null_values;
+    int64_t bytes_consumed; /* from start: whole batches decoded; the rest did not fit
+                             * the arrays or is a partial batch */
 } shmb_decoded_t;
 
 #define SHMB_DECODE_VERIFY_CRC 1
-/* Decode as many whole batches from buf as the arrays hold. Returns the record count.
- * A partial batch at the end is left for the next call. Control batches are skipped.
- * SHMB_EUNSUPPORTED if the first batch is compressed, SHMB_ETOOBIG if the first batch
- * alone does not fit the arrays. buf may be at most 2 GiB. */
-int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *out, int flags);
+/* Decode as many whole batches of buf[start:end] as the arrays hold. Returns the record
+ * count. A partial batch at the end is left for the next call. Control batches are
+ * skipped. SHMB_EUNSUPPORTED if the first batch is compressed, SHMB_ETOOBIG if the first
+ * batch alone does not fit the arrays. */
+int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
+                        int flags);
 
 /* ---- Partition ring in shared memory -------------------------------------------------- */
 typedef struct shmb_ring shmb_ring_t;
@@ -138,16 +141,17 @@ int shmb_ring_map(int fd, int create, int64_t capacity_bytes, int64_t base_offse
                   int32_t partition_leader_epoch, shmb_ring_t **out);
 void shmb_ring_unmap(shmb_ring_t *ring);
 
-/* Appends. timeout_ms: 0 = don't wait, < 0 = wait forever. On success *base_offset is
- * the offset given to the first record. The batch is in place when this returns. */
-int shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
-                           int flags, int32_t timeout_ms, int64_t *base_offset);
-int shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
-                             int32_t timeout_ms, int64_t *base_offset);
+/* Appends return the offset given to the first record (>= 0) or a shmb_rc.
+ * timeout_ms: 0 = don't wait for space, < 0 = wait forever. The batch is in place and
+ * visible to readers when this returns. */
+int64_t shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
+                               int flags, int32_t timeout_ms);
+int64_t shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
+                                 int32_t timeout_ms);
 /* One record, no headers: the per-record fast path. */
-int shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
-                            const uint8_t *value, int32_t value_len, int64_t timestamp,
-                            int32_t timeout_ms, int64_t *offset);
+int64_t shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
+                                const uint8_t *value, int32_t value_len, int64_t timestamp,
+                                int32_t timeout_ms);
 
 /* Copy whole committed batches from *position into buf, at most buf_len bytes, and
  * advance *position. Waits up to timeout_ms for data: spins for spin_ns first, then

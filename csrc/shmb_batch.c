@@ -226,16 +226,17 @@ int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
     return count;
 }
 
-int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *o, int flags) {
-    if (!buf || !o || len < 0 || len > INT32_MAX) return SHMB_EINVAL;
-    o->records = o->headers = o->batches = 0;
+int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *o,
+                        int flags) {
+    if (!buf || !o || start < 0 || end < start) return SHMB_EINVAL;
+    o->records = o->headers = o->batches = o->null_keys = o->null_values = 0;
     o->bytes_consumed = 0;
-    int64_t at = 0;
-    while (len - at >= SHMB_BATCH_LOG_OVERHEAD) {
+    int64_t at = start;
+    while (end - at >= SHMB_BATCH_LOG_OVERHEAD) {
         const uint8_t *b = buf + at;
         int64_t total = (int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD;
         if (total < SHMB_BATCH_HEADER_BYTES) return SHMB_ECORRUPT;
-        if (total > len - at) break; /* partial batch: the next call gets it */
+        if (total > end - at) break; /* partial batch: the next call gets it */
         if (b[SHMB_BATCH_OFF_MAGIC] != 2) return SHMB_ECORRUPT;
         if ((flags & SHMB_DECODE_VERIFY_CRC) &&
             shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
@@ -247,7 +248,7 @@ int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *o, int 
         if (attributes & 0x20) { /* control batch (transaction markers): not for users */
             at += total;
             o->batches++;
-            o->bytes_consumed = at;
+            o->bytes_consumed = at - start;
             continue;
         }
         if (attributes & 7) {
@@ -264,50 +265,57 @@ int shmb_batches_decode(const uint8_t *buf, int64_t len, shmb_decoded_t *o, int 
         int64_t base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
         int64_t max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
         int log_append_time = (attributes & 0x08) != 0;
-        const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *end = b + total;
-        int32_t r0 = o->records, h0 = o->headers, n = o->records;
-        int32_t h = o->headers;
-        int overflow = 0;
-        for (int32_t i = 0; i < count; i++) {
+        const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *bend = b + total;
+        int32_t n = o->records, h = o->headers, null_keys = 0, null_values = 0;
+        for (int32_t i = 0; i < count; i++, n++) {
             record_view_t v;
-            if (!(p = parse_record(p, end, &v))) return SHMB_ECORRUPT;
-            o->offsets[n] = base_offset + v.offset_delta;
-            o->timestamps[n] = log_append_time ? max_ts : base_ts + v.ts_delta;
-            o->key_pos[n] = (int32_t)(v.key - buf);
-            o->key_len[n] = (int32_t)v.key_len;
-            o->value_pos[n] = (int32_t)(v.value - buf);
-            o->value_len[n] = (int32_t)v.value_len;
-            o->header_count[n] = (int32_t)v.header_count;
+            if (!(p = parse_record(p, bend, &v))) return SHMB_ECORRUPT;
             if (h + v.header_count > o->max_headers) {
-                overflow = 1;
-                break;
+                if (o->batches == 0) return SHMB_ETOOBIG;
+                goto full; /* this batch's rows are dropped: counts not yet advanced */
             }
+            int64_t *row = o->record_rows + (int64_t)n * SHMB_DECODED_RECORD_FIELDS;
+            row[0] = base_offset + v.offset_delta;
+            row[1] = log_append_time ? max_ts : base_ts + v.ts_delta;
+            if (v.key_len < 0) {
+                row[2] = row[3] = -1;
+                null_keys++;
+            } else {
+                row[2] = v.key - buf;
+                row[3] = row[2] + v.key_len;
+            }
+            if (v.value_len < 0) {
+                row[4] = row[5] = -1;
+                null_values++;
+            } else {
+                row[4] = v.value - buf;
+                row[5] = row[4] + v.value_len;
+            }
+            row[6] = v.header_count;
+            row[7] = h;
             const uint8_t *q = v.headers;
             for (int64_t k = 0; k < v.header_count; k++, h++) {
                 int64_t kl = 0, vl = -1;
-                q = shmb_get_varint(q, end, 5, &kl); /* parse_record checked these */
-                o->hkey_pos[h] = (int32_t)(q - buf);
-                o->hkey_len[h] = (int32_t)kl;
+                int64_t *hrow = o->header_rows + (int64_t)h * SHMB_DECODED_HEADER_FIELDS;
+                q = shmb_get_varint(q, bend, 5, &kl); /* parse_record checked these */
+                hrow[0] = q - buf;
+                hrow[1] = hrow[0] + kl;
                 q += kl;
-                q = shmb_get_varint(q, end, 5, &vl);
-                o->hvalue_pos[h] = (int32_t)(q - buf);
-                o->hvalue_len[h] = (int32_t)vl;
+                q = shmb_get_varint(q, bend, 5, &vl);
+                hrow[2] = vl < 0 ? -1 : q - buf;
+                hrow[3] = vl < 0 ? -1 : hrow[2] + vl;
                 if (vl > 0) q += vl;
             }
-            n++;
         }
-        if (overflow) {
-            o->records = r0;
-            o->headers = h0;
-            if (o->batches == 0) return SHMB_ETOOBIG;
-            break;
-        }
-        if (p != end) return SHMB_ECORRUPT;
+        if (p != bend) return SHMB_ECORRUPT;
         o->records = n;
         o->headers = h;
+        o->null_keys += null_keys;
+        o->null_values += null_values;
         o->batches++;
         at += total;
-        o->bytes_consumed = at;
+        o->bytes_consumed = at - start;
     }
+full:
     return o->records;
 }

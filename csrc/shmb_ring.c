@@ -319,9 +319,9 @@ static inline void patch_batch(shmb_ring_t *r, uint8_t *b, int64_t base_offset) 
     shmb_put_be32(b + SHMB_BATCH_OFF_LEADER_EPOCH, (uint32_t)r->hdr->meta.partition_leader_epoch);
 }
 
-int shmb_ring_append_batch(shmb_ring_t *r, const uint8_t *batch, int64_t len, int flags,
-                           int32_t timeout_ms, int64_t *base_offset) {
-    if (!r || !base_offset) return SHMB_EINVAL;
+int64_t shmb_ring_append_batch(shmb_ring_t *r, const uint8_t *batch, int64_t len, int flags,
+                               int32_t timeout_ms) {
+    if (!r) return SHMB_EINVAL;
     int rc = shmb_batch_validate(batch, len, flags);
     if (rc < 0) return rc;
     /* offsets come from lastOffsetDelta: compressed batches are not opened */
@@ -333,16 +333,15 @@ int shmb_ring_append_batch(shmb_ring_t *r, const uint8_t *batch, int64_t len, in
     memcpy(dst, batch, (size_t)len);
     patch_batch(r, dst, base);
     commit(r, pos, len, base, records);
-    *base_offset = base;
-    return SHMB_OK;
+    return base;
 }
 
-int shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
-                             int32_t timeout_ms, int64_t *base_offset) {
-    if (!r || !base_offset) return SHMB_EINVAL;
+int64_t shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
+                                 int32_t timeout_ms) {
+    if (!r) return SHMB_EINVAL;
     int64_t now_ms = shmb_now_ms();
     int64_t len = shmb_batch_encoded_bytes(records, now_ms);
-    if (len < 0) return (int)len;
+    if (len < 0) return len;
     int64_t pos;
     int rc = claim(r, len, timeout_ms, &pos);
     if (rc < 0) return rc;
@@ -352,13 +351,12 @@ int shmb_ring_append_records(shmb_ring_t *r, const shmb_records_t *records,
     shmb_batch_encode(records, now_ms, base, dst, len); /* same now_ms: exactly len */
     patch_batch(r, dst, base);
     commit(r, pos, len, base, records->count);
-    *base_offset = base;
-    return SHMB_OK;
+    return base;
 }
 
-int shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_len,
-                            const uint8_t *value, int32_t value_len, int64_t timestamp,
-                            int32_t timeout_ms, int64_t *offset) {
+int64_t shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_len,
+                                const uint8_t *value, int32_t value_len, int64_t timestamp,
+                                int32_t timeout_ms) {
     shmb_records_t one = {
         .count = 1,
         .values = value,
@@ -369,7 +367,7 @@ int shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_len,
     };
     if (!key) key_len = -1;
     if (!value) value_len = -1;
-    return shmb_ring_append_records(r, &one, timeout_ms, offset);
+    return shmb_ring_append_records(r, &one, timeout_ms);
 }
 
 int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position) {

@@ -153,8 +153,16 @@ def batch_validate(batch: bytes, records: bool = True) -> int:
     return _check(lib.shmb_batch_validate(batch, len(batch), flags), "validate batch")
 
 
+RECORD_FIELDS: int = lib.SHMB_DECODED_RECORD_FIELDS
+HEADER_FIELDS: int = lib.SHMB_DECODED_HEADER_FIELDS
+
+
 class Decoded:
-    """Flat arrays that shmb_batches_decode fills, reused call after call."""
+    """The row-major arrays shmb_batches_decode fills, reused call after call.
+
+    A record row: offset, timestamp, key_pos, key_end, value_pos, value_end,
+    header_count, first_header; a header row: key_pos, key_end, value_pos, value_end.
+    A null key or value has pos = end = -1."""
 
     def __init__(self, max_records: int = 4096, max_headers: int = 4096) -> None:
         self.resize(max_records, max_headers)
@@ -162,47 +170,52 @@ class Decoded:
     def resize(self, max_records: int, max_headers: int) -> None:
         d = ffi.new("shmb_decoded_t *")
         d.max_records, d.max_headers = max_records, max_headers
-        i64 = [ffi.new("int64_t[]", max_records) for _ in range(2)]
-        i32 = [ffi.new("int32_t[]", max_records) for _ in range(5)]
-        h32 = [ffi.new("int32_t[]", max(max_headers, 1)) for _ in range(4)]
-        d.offsets, d.timestamps = i64
-        d.key_pos, d.key_len, d.value_pos, d.value_len, d.header_count = i32
-        d.hkey_pos, d.hkey_len, d.hvalue_pos, d.hvalue_len = h32
-        self._arrays = (*i64, *i32, *h32)
+        records = ffi.new("int64_t[]", max(max_records, 1) * RECORD_FIELDS)
+        headers = ffi.new("int64_t[]", max(max_headers, 1) * HEADER_FIELDS)
+        d.record_rows, d.header_rows = records, headers
         # memoryviews over the C arrays: .tolist() of a slice is the cheap way out
-        self._views = [
-            memoryview(ffi.buffer(a)).cast("q" if k < 2 else "i")
-            for k, a in enumerate(self._arrays)
-        ]
+        self._records = memoryview(ffi.buffer(records)).cast("q")
+        self._headers = memoryview(ffi.buffer(headers)).cast("q")
+        self._keep = (records, headers)
         self.struct = d
 
-    def decode(self, buf: Any, length: int, verify_crc: bool = False) -> int:
-        """Decode whole batches of buf[:length]; returns the records decoded.
+    def decode(self, buf: Any, start: int, end: int, verify_crc: bool = False) -> int:
+        """Decode whole batches of buf[start:end]; returns the records decoded.
 
-        Grows the arrays when a single batch does not fit them."""
+        buf is bytes or a buffer from `new_buffer`. Grows the arrays when a single
+        batch does not fit them."""
         flags = DECODE_VERIFY_CRC if verify_crc else 0
+        cbuf = buf if isinstance(buf, ffi.CData) else ffi.from_buffer(buf)
         while True:
-            rc = lib.shmb_batches_decode(
-                ffi.from_buffer(buf), length, self.struct, flags
-            )
+            rc = lib.shmb_batches_decode(cbuf, start, end, self.struct, flags)
             if rc != lib.SHMB_ETOOBIG:
                 return _check(rc, "decode batches")
             d = self.struct
             self.resize(max(d.max_records * 4, 64), max(d.max_headers * 4, 64))
 
     @property
+    def records(self) -> int:
+        return int(self.struct.records)
+
+    @property
+    def null_keys(self) -> int:
+        return int(self.struct.null_keys)
+
+    @property
+    def null_values(self) -> int:
+        return int(self.struct.null_values)
+
+    @property
     def bytes_consumed(self) -> int:
         return int(self.struct.bytes_consumed)
 
-    def columns(self) -> tuple[list[int], ...]:
-        """offsets, timestamps, key_pos, key_len, value_pos, value_len, header_count."""
-        n = self.struct.records
-        return tuple(v[:n].tolist() for v in self._views[:7])
+    def record_rows(self) -> list[int]:
+        """All record rows of the last decode, flat: RECORD_FIELDS ints a record."""
+        return self._records[: self.struct.records * RECORD_FIELDS].tolist()
 
-    def header_columns(self) -> tuple[list[int], ...]:
-        """hkey_pos, hkey_len, hvalue_pos, hvalue_len over all headers in order."""
-        n = self.struct.headers
-        return tuple(v[:n].tolist() for v in self._views[7:])
+    def header_rows(self) -> list[int]:
+        """All header rows of the last decode, flat: HEADER_FIELDS ints a header."""
+        return self._headers[: self.struct.headers * HEADER_FIELDS].tolist()
 
 
 # ---- rings --------------------------------------------------------------------------
@@ -221,7 +234,7 @@ def ring_object_bytes(capacity_bytes: int) -> int:
 class RingMap:
     """A ring mapped into this process. The mapping lives until this object dies."""
 
-    __slots__ = ("_buf", "_buf_len", "_cbuf", "_out", "_ptr", "_stat", "capacity_bytes")
+    __slots__ = ("_out", "_ptr", "_stat", "capacity_bytes")
 
     def __init__(
         self,
@@ -253,12 +266,12 @@ class RingMap:
     def unmap(self) -> None:
         ffi.release(self._ptr)
 
-    # appends return a negative shmb_rc instead of raising, so that the caller can
-    # name the ring and its positions in the error
+    # appends return the offset, or a negative shmb_rc instead of raising, so that
+    # the caller can name the ring and its positions in the error
     def append_record(
         self, key: bytes | None, value: bytes | None, timestamp: int, timeout_ms: int
     ) -> int:
-        rc = lib.shmb_ring_append_record(
+        return lib.shmb_ring_append_record(  # type: ignore[no-any-return]
             self._ptr,
             ffi.NULL if key is None else key,
             -1 if key is None else len(key),
@@ -266,21 +279,15 @@ class RingMap:
             -1 if value is None else len(value),
             timestamp,
             timeout_ms,
-            self._out,
         )
-        return rc if rc < 0 else int(self._out[0])
 
     def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
-        rc = lib.shmb_ring_append_records(
-            self._ptr, records.struct, timeout_ms, self._out
-        )
-        return rc if rc < 0 else int(self._out[0])
+        return int(lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms))
 
     def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
-        rc = lib.shmb_ring_append_batch(
-            self._ptr, batch, len(batch), flags, timeout_ms, self._out
+        return int(
+            lib.shmb_ring_append_batch(self._ptr, batch, len(batch), flags, timeout_ms)
         )
-        return rc if rc < 0 else int(self._out[0])
 
     def read(self, position: int, buf: Any, timeout_ms: int, spin_ns: int) -> int:
         """Copy whole batches at position into buf; returns bytes or a negative rc.
@@ -319,5 +326,6 @@ def new_buffer(size: int) -> Any:
     return ffi.new("uint8_t[]", size)
 
 
-def buffer_view(buf: Any, length: int) -> memoryview:
-    return memoryview(ffi.buffer(buf, length))
+def buffer_bytes(buf: Any) -> Any:
+    """The buffer's bytes as an object whose slices are `bytes` copies."""
+    return ffi.buffer(buf)

@@ -11,7 +11,8 @@ from the segment files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -19,7 +20,8 @@ import msgspec
 from shmbroker import _native, errors, shm
 from shmbroker.records import Header, Record
 
-DEFAULT_SPIN = 50e-6  # seconds a reader spins before sleeping on the futex
+DEFAULT_SPIN = 200e-6  # seconds a reader spins before sleeping: longer than the gap
+# between records at 10k records/s, so a steady stream never pays a futex wake-up
 READ_BUFFER_BYTES = 1 << 20
 
 
@@ -53,12 +55,24 @@ def _timeout_ms(timeout: float | None) -> int:
     return min(int(timeout * 1000), 2**31 - 1)
 
 
+class _ClosedRing:
+    """Stands in for the mapping of a closed ring."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        raise errors.ClosedError(f"ring {self._name} is closed")
+
+
 class Ring:
     """A mapped partition ring. Create with `Ring.create`, attach with `Ring.open`."""
 
     def __init__(self, name: str, native: _native.RingMap) -> None:
         self.name = name
-        self._native: _native.RingMap | None = native
+        # a plain attribute, not a property: the per-record path reads it every call;
+        # close() swaps in _ClosedRing, which raises ClosedError on any use
+        self.native: _native.RingMap | _ClosedRing = native
         self.capacity_bytes = native.capacity_bytes
 
     @classmethod
@@ -101,17 +115,11 @@ class Ring:
         finally:
             os.close(fd)
 
-    @property
-    def native(self) -> _native.RingMap:
-        if self._native is None:
-            raise errors.ClosedError(f"ring {self.name} is closed")
-        return self._native
-
     def close(self) -> None:
         """Unmap. Readers made from this ring stop working."""
-        if self._native is not None:
-            self._native.unmap()
-            self._native = None
+        native, self.native = self.native, _ClosedRing(self.name)
+        if isinstance(native, _native.RingMap):
+            native.unmap()
 
     def unlink(self) -> bool:
         """Remove the name from /dev/shm; mappings stay valid until closed."""
@@ -146,8 +154,12 @@ class Ring:
                 headers=[headers],
                 timeout=timeout,
             )
-        ts = _native.TIMESTAMP_NOW if timestamp is None else timestamp
-        rc = self.native.append_record(key, value, ts, _timeout_ms(timeout))
+        rc = self.native.append_record(
+            key,
+            value,
+            _native.TIMESTAMP_NOW if timestamp is None else timestamp,
+            -1 if timeout is None else _timeout_ms(timeout),
+        )
         if rc < 0:
             raise self._append_error(rc, timeout)
         return rc
@@ -265,7 +277,8 @@ class RingReader:
     """Reads batches or records of a ring from a byte position. Not thread-safe.
 
     `read_batches` gives raw whole batches (for the gateway and the spill); `poll`
-    decodes them into Records."""
+    decodes them into Records. `position` is the ring position after the bytes this
+    reader has copied out; bytes copied but not yet returned wait in its buffer."""
 
     def __init__(
         self,
@@ -284,28 +297,37 @@ class RingReader:
         self.topic = topic
         self.partition = partition
         self._spin_ns = int(spin * 1e9)
-        self._check_crcs = (
-            check_crcs  # appends were validated; this re-checks the bytes
-        )
-        self._buf = _native.new_buffer(buffer_bytes)
+        self._check_crcs = check_crcs  # appends were validated; this re-checks bytes
+        self._new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
-        self._chunk = b""  # bytes read but not yet decoded into records
-        self._chunk_at = 0
         self._skip_below = -1  # after a seek into a batch: drop its earlier records
 
-    def _read(self, timeout: float | None) -> int:
+    def _new_buffer(self, size: int) -> None:
+        # decoded straight from this C buffer; values are sliced out as bytes once
+        self._buf = _native.new_buffer(size)
+        self._bytes = _native.buffer_bytes(self._buf)
+        self._have = self._at = 0  # bytes in the buffer, and how many are returned
+
+    def _fill(self, timeout: float | None) -> bool:
+        """Make sure the buffer holds bytes not yet returned; False on timeout."""
+        if self._at < self._have:
+            return True
         native = self.ring.native
+        timeout_ms = -1 if timeout is None else _timeout_ms(timeout)
         while True:
-            n = native.read(
-                self.position, self._buf, _timeout_ms(timeout), self._spin_ns
-            )
-            if n >= 0:
-                return n
-            if n == _native.ETOOBIG:  # a batch larger than our buffer: grow and retry
-                self._buf = _native.new_buffer(2 * native.batch_bytes(self.position))
-                continue
+            n = native.read(self.position, self._buf, timeout_ms, self._spin_ns)
+            if n > 0:
+                self._have, self._at = n, 0
+                self.position += n
+                return True
             if n == _native.EMPTY:
-                return 0
+                return False
+            if n == _native.ETOOBIG:  # a batch larger than our buffer: grow, retry
+                size = native.batch_bytes(self.position)
+                if size > 0:
+                    self._new_buffer(2 * size)
+                    continue
+                n = size
             if n == _native.LAPPED:
                 s = self.ring.stat()
                 raise errors.Lapped(
@@ -317,66 +339,60 @@ class RingReader:
 
     def read_batches(self, timeout: float | None = None) -> bytes:
         """The next whole batches as bytes (b'' if none came within timeout)."""
-        if self._chunk_at < len(self._chunk):  # batches poll() has not finished
-            out, self._chunk, self._chunk_at = self._chunk[self._chunk_at :], b"", 0
-            return out
-        n = self._read(timeout)
-        self.position += n
-        return bytes(_native.buffer_view(self._buf, n))
+        if not self._fill(timeout):
+            return b""
+        out = self._bytes[self._at : self._have]
+        self._at = self._have
+        return bytes(out)
 
     def poll(self, timeout: float | None = None) -> list[Record]:
         """The next records (at least one batch's worth), or [] after timeout."""
-        if self._chunk_at >= len(self._chunk):
-            n = self._read(timeout)
-            if n == 0:
-                return []
-            self.position += n
-            self._chunk = bytes(_native.buffer_view(self._buf, n))
-            self._chunk_at = 0
-        chunk, at = self._chunk, self._chunk_at
-        view = memoryview(chunk)[at:]
+        if not self._fill(timeout):
+            return []
         d = self._decoded
-        d.decode(view, len(view), self._check_crcs)
-        self._chunk_at = at + d.bytes_consumed
-        offsets, timestamps, kpos, klen, vpos, vlen, hcount = d.columns()
-        topic, part = self.topic, self.partition
-        keys = [
-            None if n < 0 else chunk[at + p : at + p + n]
-            for p, n in zip(kpos, klen, strict=True)
-        ]
-        values = [
-            None if n < 0 else chunk[at + p : at + p + n]
-            for p, n in zip(vpos, vlen, strict=True)
-        ]
-        if any(hcount):
-            headers = self._headers(chunk, at, hcount)
+        n = d.decode(self._buf, self._at, self._have, self._check_crcs)
+        self._at += d.bytes_consumed
+        rows = d.record_rows()
+        b = self._bytes
+        # columns by slicing the row-major list: each one C-speed
+        vp, ve = rows[4::8], rows[5::8]
+        if d.null_values:
+            values = [b[p:e] if e >= 0 else None for p, e in zip(vp, ve, strict=True)]
         else:
-            headers = [()] * len(offsets)
-        records = [
-            Record(topic, part, o, t, k, v, h)
-            for o, t, k, v, h in zip(
-                offsets, timestamps, keys, values, headers, strict=True
+            values = [b[p:e] for p, e in zip(vp, ve, strict=True)]
+        if d.null_keys == n:
+            keys: Iterable[bytes | None] = repeat(None)
+        else:
+            kp, ke = rows[2::8], rows[3::8]
+            keys = [b[p:e] if e >= 0 else None for p, e in zip(kp, ke, strict=True)]
+        topic, partition = repeat(self.topic), repeat(self.partition)
+        offsets, timestamps = rows[0::8], rows[1::8]
+        if any(rows[6::8]):
+            headers = self._headers(rows[6::8], rows[7::8])
+            records = list(
+                map(
+                    Record, topic, partition, offsets, timestamps, keys, values, headers
+                )
             )
-        ]
+        else:
+            records = list(
+                map(Record, topic, partition, offsets, timestamps, keys, values)
+            )
         if self._skip_below >= 0:
             records = [r for r in records if r.offset >= self._skip_below]
             self._skip_below = -1
         return records
 
-    def _headers(self, chunk: bytes, at: int, counts: list[int]) -> list[Any]:
-        kpos, klen, vpos, vlen = self._decoded.header_columns()
+    def _headers(
+        self, counts: list[int], firsts: list[int]
+    ) -> list[tuple[Header, ...]]:
+        rows, b = self._decoded.header_rows(), self._bytes
+        it = iter(rows)
         flat = [
-            (
-                chunk[at + kp : at + kp + kl].decode(errors="replace"),
-                None if vl < 0 else chunk[at + vp : at + vp + vl],
-            )
-            for kp, kl, vp, vl in zip(kpos, klen, vpos, vlen, strict=True)
+            (b[kp:ke].decode(errors="replace"), b[vp:ve] if ve >= 0 else None)
+            for kp, ke, vp, ve in zip(it, it, it, it, strict=False)
         ]
-        out, i = [], 0
-        for c in counts:
-            out.append(tuple(flat[i : i + c]))
-            i += c
-        return out
+        return [tuple(flat[f : f + c]) for c, f in zip(counts, firsts, strict=True)]
 
     def __iter__(self) -> Iterator[Record]:
         while True:
@@ -385,5 +401,5 @@ class RingReader:
     def seek(self, offset: int) -> None:
         """Continue from offset; poll drops the records before it in its batch."""
         self.position = self.ring.seek(offset)
-        self._chunk, self._chunk_at = b"", 0
+        self._have = self._at = 0
         self._skip_below = offset

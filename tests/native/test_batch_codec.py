@@ -112,33 +112,29 @@ def native_read(
     buf: bytes, decoded: _native.Decoded | None = None, verify_crc: bool = False
 ) -> list[Record]:
     d = decoded if decoded is not None else _native.Decoded()
-    n = d.decode(buf, len(buf), verify_crc=verify_crc)
-    offsets, timestamps, kpos, klen, vpos, vlen, hcount = d.columns()
-    hkpos, hklen, hvpos, hvlen = d.header_columns()
-    assert len(offsets) == n
+    n = d.decode(buf, 0, len(buf), verify_crc=verify_crc)
+    rows, hrows = d.record_rows(), d.header_rows()
+    assert len(rows) == n * _native.RECORD_FIELDS
 
-    def cut(pos: int, length: int) -> bytes | None:
-        return None if length < 0 else buf[pos : pos + length]
+    def cut(pos: int, end: int) -> bytes | None:
+        assert (pos < 0) == (end < 0), "a null has pos = end = -1"
+        return None if end < 0 else buf[pos:end]
 
     out: list[Record] = []
     h = 0
     for i in range(n):
+        offset, ts, kp, ke, vp, ve, hcount, first = rows[8 * i : 8 * i + 8]
+        assert first == h
         hs = []
-        for _ in range(hcount[i]):
-            hkey = cut(hkpos[h], hklen[h])
+        for _ in range(hcount):
+            hkey = cut(hrows[4 * h], hrows[4 * h + 1])
             assert hkey is not None, "header keys are non-null strings"
-            hs.append((hkey.decode(), cut(hvpos[h], hvlen[h])))
+            hs.append((hkey.decode(), cut(hrows[4 * h + 2], hrows[4 * h + 3])))
             h += 1
-        out.append(
-            (
-                offsets[i],
-                timestamps[i],
-                cut(kpos[i], klen[i]),
-                cut(vpos[i], vlen[i]),
-                hs,
-            )
-        )
-    assert h == len(hkpos)
+        out.append((offset, ts, cut(kp, ke), cut(vp, ve), hs))
+    assert h * _native.HEADER_FIELDS == len(hrows)
+    assert d.null_keys == sum(r[2] is None for r in out)
+    assert d.null_values == sum(r[3] is None for r in out)
     return out
 
 
