@@ -73,6 +73,21 @@ typedef struct shmb_decoded {
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
 
+#define SHMB_SCAN_FIELDS ...
+typedef struct shmb_scan {
+    int32_t max_batches;
+    int64_t *rows;
+
+    int32_t batches;
+    int32_t stop;
+    int64_t bytes_consumed;
+} shmb_scan_t;
+
+#define SHMB_SCAN_VERIFY ...
+
+int shmb_batches_scan(const uint8_t *buf, int64_t start, int64_t end, shmb_scan_t *out,
+                      int flags);
+
 typedef struct shmb_ring shmb_ring_t;
 
 typedef struct shmb_ring_stat {
@@ -94,6 +109,9 @@ typedef struct shmb_ring_stat {
     uint32_t layout_version;
     uint32_t creator_pid;
     int64_t created_unix_ns;
+    int64_t durable_offset;
+    uint32_t durable_waiters;
+    int32_t spill_errno;
 } shmb_ring_stat_t;
 
 int64_t shmb_ring_object_bytes(int64_t capacity_bytes);
@@ -118,6 +136,17 @@ int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
 
 int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
 
-int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position);
+int64_t shmb_ring_wait(shmb_ring_t *ring, int64_t position, int32_t timeout_ms,
+                       int64_t spin_ns);
+
+int64_t shmb_ring_unspilled(shmb_ring_t *ring, int64_t position, const uint8_t **data);
+
+int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset);
+
+void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
+
+int shmb_ring_durable_advance(shmb_ring_t *ring, int64_t offset);
+
+int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms);
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);

@@ -107,6 +107,26 @@ typedef struct shmb_decoded {
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
 
+/* Batch headers of a run of batches, row-major, one row of SHMB_SCAN_FIELDS int64:
+ *   position (index into the scanned buffer) | bytes | base_offset | last_offset |
+ *   max_timestamp | record_count
+ * for writing segments and their indexes without decoding records. */
+#define SHMB_SCAN_FIELDS 6
+typedef struct shmb_scan {
+    int32_t max_batches;
+    int64_t *rows;
+    /* results */
+    int32_t batches;
+    int32_t stop;           /* why it stopped: 0 end of buffer, 1 partial batch,
+                             * 2 rows full, SHMB_ECORRUPT invalid batch */
+    int64_t bytes_consumed; /* from start: the whole valid batches scanned */
+} shmb_scan_t;
+
+#define SHMB_SCAN_VERIFY 1 /* validate each batch: CRC and, if uncompressed, records */
+/* Scan the batch headers of buf[start:end]. Returns the number of batches. */
+int shmb_batches_scan(const uint8_t *buf, int64_t start, int64_t end, shmb_scan_t *out,
+                      int flags);
+
 /* ---- Partition ring in shared memory -------------------------------------------------- */
 typedef struct shmb_ring shmb_ring_t;
 
@@ -129,6 +149,9 @@ typedef struct shmb_ring_stat {
     uint32_t layout_version;
     uint32_t creator_pid;
     int64_t created_unix_ns;
+    int64_t durable_offset;
+    uint32_t durable_waiters;
+    int32_t spill_errno;
 } shmb_ring_stat_t;
 
 /* Bytes the shared-memory object of a ring needs (header + data), or SHMB_EINVAL when
@@ -167,8 +190,25 @@ int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
  * SHMB_NOTFOUND when the ring no longer (or does not yet) hold it. */
 int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
 
-/* The durable log has persisted everything below position: appenders may reuse it. */
-int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position);
+/* ---- the durable log's side ---- */
+/* Wait until tail > position (spin_ns, then the futex); returns the tail, or SHMB_EMPTY
+ * after timeout_ms. */
+int64_t shmb_ring_wait(shmb_ring_t *ring, int64_t position, int32_t timeout_ms,
+                       int64_t spin_ns);
+/* Committed, unspilled bytes at position (spill <= position <= tail): *data points at
+ * them in the mapping; returns how many (up to the tail). They stay unchanged until the
+ * spill position passes them, so they can be written to a file as they are. */
+int64_t shmb_ring_unspilled(shmb_ring_t *ring, int64_t position, const uint8_t **data);
+/* The durable log has persisted everything below position: appenders may reuse it.
+ * offset: the offset of the batch at position (the log end offset), a seek hint, or -1
+ * if the caller does not know it. */
+int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset);
+/* errno of the last failed spill attempt (0 when it works again), for producers' errors. */
+void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
+/* Every offset below `offset` is fsynced: wake producers waiting for durability. */
+int shmb_ring_durable_advance(shmb_ring_t *ring, int64_t offset);
+/* Wait until durable_offset >= offset. 0, or SHMB_EMPTY after timeout_ms. */
+int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms);
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
 

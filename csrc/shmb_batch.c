@@ -319,3 +319,48 @@ int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_dec
 full:
     return o->records;
 }
+
+int shmb_batches_scan(const uint8_t *buf, int64_t start, int64_t end, shmb_scan_t *o,
+                      int flags) {
+    if (!buf || !o || start < 0 || end < start) return SHMB_EINVAL;
+    o->batches = 0;
+    o->stop = 0;
+    o->bytes_consumed = 0;
+    int64_t at = start;
+    while (at < end) {
+        if (o->batches >= o->max_batches) {
+            o->stop = 2;
+            break;
+        }
+        const uint8_t *b = buf + at;
+        if (end - at < SHMB_BATCH_HEADER_BYTES) {
+            o->stop = 1;
+            break;
+        }
+        int64_t total = (int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD;
+        if (total < SHMB_BATCH_HEADER_BYTES || b[SHMB_BATCH_OFF_MAGIC] != 2) {
+            o->stop = SHMB_ECORRUPT;
+            break;
+        }
+        if (total > end - at) {
+            o->stop = 1;
+            break;
+        }
+        if ((flags & SHMB_SCAN_VERIFY) && shmb_batch_validate(b, total, SHMB_VALIDATE_RECORDS) < 0) {
+            o->stop = SHMB_ECORRUPT;
+            break;
+        }
+        int64_t *row = o->rows + (int64_t)o->batches * SHMB_SCAN_FIELDS;
+        int64_t base = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+        row[0] = at;
+        row[1] = total;
+        row[2] = base;
+        row[3] = base + (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
+        row[4] = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
+        row[5] = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
+        o->batches++;
+        at += total;
+        o->bytes_consumed = at - start;
+    }
+    return o->batches;
+}

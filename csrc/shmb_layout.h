@@ -11,12 +11,15 @@
  *   line  1  tail_position   committed end of data (release-stored by the appender)
  *   line  2  claim_position  highest end ever claimed (stored before writing bytes)
  *   line  3  spill_position  bytes persisted by the durable log; appenders never write
- *                            below spill + capacity. spill futex word + waiters
+ *                            below spill + capacity. spill futex word + waiters, and
+ *                            (position, offset) of the batch at the spill position
  *   line  4  data futex word + waiters (readers sleeping for new data)
  *   line  5  next_offset, log_start_offset, ring_start_offset
  *   line  6  writer lock (robust process-shared pthread mutex)
  *   line  7  current claim start/end/offset: what the lock holder is writing (recovery)
  *   line  8  counters
+ *   line  9  durability: offsets below durable_offset are fsynced; futex word +
+ *            waiters (producers waiting for durability); the spill's last errno
  *   lines 16..31  offset index: SHMB_RING_INDEX_SLOTS entries of (position, base offset),
  *                 the first batch starting in each capacity/SLOTS bytes of the ring
  */
@@ -28,7 +31,7 @@
 #include <stdint.h>
 
 #define SHMB_RING_MAGIC 0x474e4952424d4853ULL /* "SHMBRING" little-endian */
-#define SHMB_RING_LAYOUT_VERSION 1u
+#define SHMB_RING_LAYOUT_VERSION 2u /* 2: durability line */
 #define SHMB_RING_HEADER_BYTES 4096
 #define SHMB_CACHE_LINE 64
 #define SHMB_RING_INDEX_SLOTS 64
@@ -56,6 +59,9 @@ typedef struct shmb_ring_header {
         int64_t spill_position;
         uint32_t futex_word;       /* bumped on every spill advance */
         uint32_t waiters;          /* appenders sleeping for space */
+        /* the offset of the batch at the spill position, as a seek hint: unspilled
+         * batches are always found even where the index has no entry for them */
+        shmb_ring_index_entry_t hint;
     } spill;
     SHMB_LINE(4) {
         uint32_t futex_word;       /* bumped on every commit */
@@ -78,6 +84,12 @@ typedef struct shmb_ring_header {
         uint64_t full_waits;       /* appends that had to wait for the spill */
         uint64_t lock_recoveries;  /* writer locks taken over from a dead process */
     } counters;
+    SHMB_LINE(9) {
+        int64_t durable_offset;    /* every offset below this is fsynced to a segment */
+        uint32_t futex_word;       /* bumped on every durable_offset advance */
+        uint32_t waiters;          /* producers waiting for durability */
+        int32_t spill_errno;       /* 0, or why the last spill attempt failed */
+    } durable;
     _Alignas(SHMB_CACHE_LINE * 16) shmb_ring_index_entry_t index[SHMB_RING_INDEX_SLOTS];
 } shmb_ring_header_t;
 
@@ -90,6 +102,7 @@ _Static_assert(offsetof(shmb_ring_header_t, offsets) == 5 * SHMB_CACHE_LINE, "of
 _Static_assert(offsetof(shmb_ring_header_t, lock) == 6 * SHMB_CACHE_LINE, "lock line");
 _Static_assert(offsetof(shmb_ring_header_t, writer) == 7 * SHMB_CACHE_LINE, "writer");
 _Static_assert(offsetof(shmb_ring_header_t, counters) == 8 * SHMB_CACHE_LINE, "counters");
+_Static_assert(offsetof(shmb_ring_header_t, durable) == 9 * SHMB_CACHE_LINE, "durable");
 _Static_assert(offsetof(shmb_ring_header_t, index) == 16 * SHMB_CACHE_LINE, "index");
 _Static_assert(sizeof(shmb_ring_header_t) <= SHMB_RING_HEADER_BYTES, "header page");
 

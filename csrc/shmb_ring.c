@@ -90,6 +90,7 @@ static int init_header(shmb_ring_header_t *h, int64_t capacity, int64_t base_off
     h->meta.creator_pid = (uint32_t)getpid();
     h->offsets.next_offset = h->offsets.log_start_offset = base_offset;
     h->offsets.ring_start_offset = base_offset;
+    h->durable.durable_offset = base_offset; /* the ring starts where the log ends */
     for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) h->index[i].position = -1;
     pthread_mutexattr_t attr;
     int e = pthread_mutexattr_init(&attr);
@@ -178,17 +179,31 @@ static inline shmb_ring_index_entry_t *slot_of(shmb_ring_t *r, int64_t position)
     return &r->hdr->index[(position >> r->slot_shift) & (SHMB_RING_INDEX_SLOTS - 1)];
 }
 
+/* -1 first, so a reader never pairs the new position with the old offset */
+static void entry_store(shmb_ring_index_entry_t *e, int64_t position, int64_t offset) {
+    shmb_store_relaxed(&e->position, -1);
+    shmb_fence_release();
+    shmb_store_relaxed(&e->base_offset, offset);
+    shmb_store_release(&e->position, position);
+}
+
+/* A consistent (position, offset) of an entry, or position -1. */
+static shmb_ring_index_entry_t entry_load(shmb_ring_index_entry_t *e) {
+    shmb_ring_index_entry_t out;
+    out.position = shmb_load_acquire(&e->position);
+    out.base_offset = shmb_load_relaxed(&e->base_offset);
+    shmb_fence_acquire();
+    if (out.position != shmb_load_relaxed(&e->position)) out.position = -1;
+    return out;
+}
+
 /* The first batch that starts in a slot's stretch of the ring on this lap records
  * itself there. Stateless, so lock recovery applies the same rule. */
 static void index_note(shmb_ring_t *r, int64_t position, int64_t base_offset) {
     shmb_ring_index_entry_t *e = slot_of(r, position);
     int64_t old = shmb_load_relaxed(&e->position);
     if (old >= 0 && (old >> r->slot_shift) == (position >> r->slot_shift)) return;
-    /* -1 first, so a reader never pairs the new position with the old offset */
-    shmb_store_relaxed(&e->position, -1);
-    shmb_fence_release();
-    shmb_store_relaxed(&e->base_offset, base_offset);
-    shmb_store_release(&e->position, position);
+    entry_store(e, position, base_offset);
 }
 
 /* Called with the lock just taken over from a dead holder. tail is the truth; the dead
@@ -370,15 +385,60 @@ int64_t shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_
     return shmb_ring_append_records(r, &one, timeout_ms);
 }
 
-int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position) {
+int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
     shmb_ring_header_t *h = r->hdr;
     int64_t spill = shmb_load_relaxed(&h->spill.spill_position);
     if (position < spill || position > shmb_load_acquire(&h->tail.tail_position))
         return SHMB_EINVAL;
+    if (offset >= 0) entry_store(&h->spill.hint, position, offset);
     shmb_store_release(&h->spill.spill_position, position);
     shmb_fetch_add(&h->spill.futex_word, 1);
     if (shmb_load_relaxed(&h->spill.waiters)) futex_wake_all(&h->spill.futex_word);
     return SHMB_OK;
+}
+
+void shmb_ring_set_spill_errno(shmb_ring_t *r, int32_t err) {
+    shmb_store_relaxed(&r->hdr->durable.spill_errno, err);
+}
+
+int64_t shmb_ring_unspilled(shmb_ring_t *r, int64_t position, const uint8_t **data) {
+    shmb_ring_header_t *h = r->hdr;
+    int64_t tail = shmb_load_acquire(&h->tail.tail_position);
+    if (!data || position < shmb_load_relaxed(&h->spill.spill_position) || position > tail)
+        return SHMB_EINVAL;
+    /* appenders never pass spill + capacity, so these bytes hold still until the
+     * spill position moves past them; the double mapping keeps them contiguous */
+    *data = r->data + (position & r->mask);
+    return tail - position;
+}
+
+int shmb_ring_durable_advance(shmb_ring_t *r, int64_t offset) {
+    shmb_ring_header_t *h = r->hdr;
+    if (offset < shmb_load_relaxed(&h->durable.durable_offset)) return SHMB_EINVAL;
+    shmb_store_release(&h->durable.durable_offset, offset);
+    shmb_fetch_add(&h->durable.futex_word, 1);
+    if (shmb_load_relaxed(&h->durable.waiters)) futex_wake_all(&h->durable.futex_word);
+    return SHMB_OK;
+}
+
+int shmb_ring_wait_durable(shmb_ring_t *r, int64_t offset, int32_t timeout_ms) {
+    shmb_ring_header_t *h = r->hdr;
+    if (shmb_load_acquire(&h->durable.durable_offset) >= offset) return SHMB_OK;
+    int64_t deadline = deadline_ns(timeout_ms);
+    int rc = SHMB_EMPTY;
+    /* waiters before the check: the spill thread fsyncs at once when someone waits */
+    shmb_fetch_add(&h->durable.waiters, 1);
+    for (;;) {
+        uint32_t word = shmb_load_acquire(&h->durable.futex_word);
+        if (shmb_load_acquire(&h->durable.durable_offset) >= offset) {
+            rc = SHMB_OK;
+            break;
+        }
+        if (mono_ns() >= deadline) break;
+        futex_wait(&h->durable.futex_word, word, deadline);
+    }
+    shmb_fetch_add(&h->durable.waiters, (uint32_t)-1);
+    return rc;
 }
 
 int shmb_ring_set_log_start_offset(shmb_ring_t *r, int64_t offset) {
@@ -450,6 +510,11 @@ int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t 
     return p - pos;
 }
 
+int64_t shmb_ring_wait(shmb_ring_t *r, int64_t position, int32_t timeout_ms, int64_t spin_ns) {
+    int64_t tail = wait_for_data(r, position, timeout_ms, spin_ns);
+    return tail > position ? tail : SHMB_EMPTY;
+}
+
 int64_t shmb_ring_batch_bytes(shmb_ring_t *r, int64_t position) {
     int64_t tail = shmb_load_acquire(&r->hdr->tail.tail_position);
     if (position < 0 || position > tail) return SHMB_EINVAL;
@@ -476,15 +541,13 @@ int shmb_ring_seek(shmb_ring_t *r, int64_t offset, int64_t *position) {
             start = 0;
             start_offset = h->offsets.ring_start_offset;
         }
-        for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) {
-            shmb_ring_index_entry_t *e = &h->index[i];
-            int64_t p = shmb_load_acquire(&e->position);
-            int64_t o = shmb_load_relaxed(&e->base_offset);
-            shmb_fence_acquire();
-            if (p < 0 || p != shmb_load_relaxed(&e->position)) continue;
-            if (p >= oldest && p <= tail && o <= offset && o > start_offset) {
-                start = p;
-                start_offset = o;
+        for (int i = 0; i <= SHMB_RING_INDEX_SLOTS; i++) {
+            shmb_ring_index_entry_t e =
+                entry_load(i < SHMB_RING_INDEX_SLOTS ? &h->index[i] : &h->spill.hint);
+            if (e.position >= oldest && e.position <= tail && e.base_offset <= offset &&
+                e.base_offset > start_offset) {
+                start = e.position;
+                start_offset = e.base_offset;
             }
         }
         if (start < 0) return SHMB_NOTFOUND;
@@ -531,4 +594,7 @@ void shmb_ring_stat(shmb_ring_t *r, shmb_ring_stat_t *o) {
     o->layout_version = h->meta.layout_version;
     o->creator_pid = h->meta.creator_pid;
     o->created_unix_ns = h->meta.created_unix_ns;
+    o->durable_offset = shmb_load_acquire(&h->durable.durable_offset);
+    o->durable_waiters = shmb_load_relaxed(&h->durable.waiters);
+    o->spill_errno = shmb_load_relaxed(&h->durable.spill_errno);
 }

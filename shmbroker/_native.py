@@ -218,6 +218,42 @@ class Decoded:
         return self._headers[: self.struct.headers * HEADER_FIELDS].tolist()
 
 
+SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS
+SCAN_PARTIAL = 1  # Scan.stop: a partial batch at the end
+SCAN_FULL = 2  # Scan.stop: the rows were full
+
+
+class Scan:
+    """Batch headers of a run of batches (shmb_batches_scan), reused call after call.
+
+    A row: position, bytes, base_offset, last_offset, max_timestamp, record_count."""
+
+    def __init__(self, max_batches: int = 4096) -> None:
+        self._rows = ffi.new("int64_t[]", max_batches * SCAN_FIELDS)
+        self._view = memoryview(ffi.buffer(self._rows)).cast("q")
+        s = ffi.new("shmb_scan_t *")
+        s.max_batches, s.rows = max_batches, self._rows
+        self.struct = s
+
+    def scan(self, buf: Any, start: int, end: int, verify: bool = False) -> list[int]:
+        """Rows of the whole batches of buf[start:end], flat; see `stop` and
+        `bytes_consumed` for where and why it stopped."""
+        cbuf = buf if isinstance(buf, ffi.CData) else ffi.from_buffer(buf)
+        n = _check(
+            lib.shmb_batches_scan(cbuf, start, end, self.struct, int(verify)), "scan"
+        )
+        return self._view[: n * SCAN_FIELDS].tolist()
+
+    @property
+    def stop(self) -> int:
+        """0 end of buffer, SCAN_PARTIAL, SCAN_FULL, or a negative rc (corrupt)."""
+        return int(self.struct.stop)
+
+    @property
+    def bytes_consumed(self) -> int:
+        return int(self.struct.bytes_consumed)
+
+
 # ---- rings --------------------------------------------------------------------------
 
 
@@ -304,9 +340,36 @@ class RingMap:
         rc = lib.shmb_ring_seek(self._ptr, offset, self._out)
         return rc if rc < 0 else int(self._out[0])
 
-    def spill_advance(self, position: int) -> None:
+    # ---- the durable log's side: one spiller per ring
+
+    def wait(self, position: int, timeout_ms: int, spin_ns: int) -> int:
+        """The tail once it is past position, or EMPTY after timeout_ms."""
+        return int(lib.shmb_ring_wait(self._ptr, position, timeout_ms, spin_ns))
+
+    def unspilled(self, position: int) -> memoryview:
+        """The committed bytes from position (>= spill) to the tail, in place: valid
+        until the spill position passes them."""
+        data = ffi.new("const uint8_t **")
+        n = _check(
+            lib.shmb_ring_unspilled(self._ptr, position, data), "unspilled bytes"
+        )
+        return memoryview(ffi.buffer(data[0], n))
+
+    def set_spill_errno(self, err: int) -> None:
+        lib.shmb_ring_set_spill_errno(self._ptr, err)
+
+    def durable_advance(self, offset: int) -> None:
         _check(
-            lib.shmb_ring_spill_advance(self._ptr, position), "advance spill position"
+            lib.shmb_ring_durable_advance(self._ptr, offset), "advance durable offset"
+        )
+
+    def wait_durable(self, offset: int, timeout_ms: int) -> bool:
+        return bool(lib.shmb_ring_wait_durable(self._ptr, offset, timeout_ms) == 0)
+
+    def spill_advance(self, position: int, offset: int = -1) -> None:
+        _check(
+            lib.shmb_ring_spill_advance(self._ptr, position, offset),
+            "advance spill position",
         )
 
     def set_log_start_offset(self, offset: int) -> None:

@@ -4,7 +4,13 @@ matters because the consumer builds one per record."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import repeat
+from typing import Any
+
 import msgspec
+
+from shmbroker import _native
 
 Header = tuple[str, "bytes | None"]
 
@@ -17,3 +23,43 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     key: bytes | None
     value: bytes | None
     headers: tuple[Header, ...] = ()
+
+
+def build_records(
+    decoded: _native.Decoded, buf: Any, topic: str, partition: int
+) -> list[Record]:
+    """Records of the last decode; buf is what was decoded, and its slices are bytes.
+
+    Columns come from slicing the row-major list (each slice runs at C speed) and
+    Records from map(): about 150 ns a record, most of it the value copy."""
+    rows, b, n = decoded.record_rows(), buf, decoded.records
+    vp, ve = rows[4::8], rows[5::8]
+    if decoded.null_values:
+        values = [b[p:e] if e >= 0 else None for p, e in zip(vp, ve, strict=True)]
+    else:
+        values = [b[p:e] for p, e in zip(vp, ve, strict=True)]
+    keys: Iterable[bytes | None]
+    if decoded.null_keys == n:
+        keys = repeat(None)
+    else:
+        kp, ke = rows[2::8], rows[3::8]
+        keys = [b[p:e] if e >= 0 else None for p, e in zip(kp, ke, strict=True)]
+    topics, partitions = repeat(topic), repeat(partition)
+    offsets, timestamps = rows[0::8], rows[1::8]
+    if not any(rows[6::8]):
+        return list(map(Record, topics, partitions, offsets, timestamps, keys, values))
+    headers = _headers(decoded, b, rows[6::8], rows[7::8])
+    return list(
+        map(Record, topics, partitions, offsets, timestamps, keys, values, headers)
+    )
+
+
+def _headers(
+    decoded: _native.Decoded, b: Any, counts: list[int], firsts: list[int]
+) -> list[tuple[Header, ...]]:
+    it = iter(decoded.header_rows())
+    flat = [
+        (b[kp:ke].decode(errors="replace"), b[vp:ve] if ve >= 0 else None)
+        for kp, ke, vp, ve in zip(it, it, it, it, strict=False)
+    ]
+    return [tuple(flat[f : f + c]) for c, f in zip(counts, firsts, strict=True)]

@@ -11,14 +11,13 @@ from the segment files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
 
 from shmbroker import _native, errors, shm
-from shmbroker.records import Header, Record
+from shmbroker.records import Header, Record, build_records
 
 DEFAULT_SPIN = 200e-6  # seconds a reader spins before sleeping: longer than the gap
 # between records at 10k records/s, so a steady stream never pays a futex wake-up
@@ -44,6 +43,9 @@ class RingStat(msgspec.Struct, frozen=True):
     layout_version: int
     creator_pid: int
     created_unix_ns: int
+    durable_offset: int
+    durable_waiters: int
+    spill_errno: int
 
 
 def _timeout_ms(timeout: float | None) -> int:
@@ -210,11 +212,15 @@ class Ring:
         if rc == _native.FULL:
             s = self.stat()
             waited = "did not wait" if timeout == 0 else f"waited {timeout}s"
+            why = (
+                f"the spill is failing: {os.strerror(s.spill_errno)}"
+                if s.spill_errno
+                else "is the broker spilling this partition?"
+            )
             return errors.RingFull(
                 f"ring {self.name} full: {s.tail_position - s.spill_position}/"
                 f"{s.capacity_bytes} bytes not yet spilled (tail {s.tail_position}, "
-                f"spill position {s.spill_position}); append {waited}. Is the broker "
-                f"spilling this partition?"
+                f"spill position {s.spill_position}); append {waited}; {why}"
             )
         if rc == _native.ETOOBIG:
             what = f"{size} bytes" if size is not None else "the batch"
@@ -226,9 +232,18 @@ class Ring:
 
     # ---- the durable log's side ------------------------------------------------------
 
-    def spill_advance(self, position: int) -> None:
-        """Everything below position is persisted; appenders may reuse that space."""
-        self.native.spill_advance(position)
+    def spill_advance(self, position: int, offset: int = -1) -> None:
+        """Everything below position is persisted; appenders may reuse that space.
+        offset, if known, is that of the batch at position: a seek hint."""
+        self.native.spill_advance(position, offset)
+
+    def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
+        """Wait until every record below offset is fsynced to a segment (pass the last
+        appended offset + 1); False on timeout. A waiting producer makes the spill
+        fsync at once."""
+        return self.native.wait_durable(
+            offset, -1 if timeout is None else _timeout_ms(timeout)
+        )
 
     def set_log_start_offset(self, offset: int) -> None:
         self.native.set_log_start_offset(offset)
@@ -350,49 +365,13 @@ class RingReader:
         if not self._fill(timeout):
             return []
         d = self._decoded
-        n = d.decode(self._buf, self._at, self._have, self._check_crcs)
+        d.decode(self._buf, self._at, self._have, self._check_crcs)
         self._at += d.bytes_consumed
-        rows = d.record_rows()
-        b = self._bytes
-        # columns by slicing the row-major list: each one C-speed
-        vp, ve = rows[4::8], rows[5::8]
-        if d.null_values:
-            values = [b[p:e] if e >= 0 else None for p, e in zip(vp, ve, strict=True)]
-        else:
-            values = [b[p:e] for p, e in zip(vp, ve, strict=True)]
-        if d.null_keys == n:
-            keys: Iterable[bytes | None] = repeat(None)
-        else:
-            kp, ke = rows[2::8], rows[3::8]
-            keys = [b[p:e] if e >= 0 else None for p, e in zip(kp, ke, strict=True)]
-        topic, partition = repeat(self.topic), repeat(self.partition)
-        offsets, timestamps = rows[0::8], rows[1::8]
-        if any(rows[6::8]):
-            headers = self._headers(rows[6::8], rows[7::8])
-            records = list(
-                map(
-                    Record, topic, partition, offsets, timestamps, keys, values, headers
-                )
-            )
-        else:
-            records = list(
-                map(Record, topic, partition, offsets, timestamps, keys, values)
-            )
+        records = build_records(d, self._bytes, self.topic, self.partition)
         if self._skip_below >= 0:
             records = [r for r in records if r.offset >= self._skip_below]
             self._skip_below = -1
         return records
-
-    def _headers(
-        self, counts: list[int], firsts: list[int]
-    ) -> list[tuple[Header, ...]]:
-        rows, b = self._decoded.header_rows(), self._bytes
-        it = iter(rows)
-        flat = [
-            (b[kp:ke].decode(errors="replace"), b[vp:ve] if ve >= 0 else None)
-            for kp, ke, vp, ve in zip(it, it, it, it, strict=False)
-        ]
-        return [tuple(flat[f : f + c]) for c, f in zip(counts, firsts, strict=True)]
 
     def __iter__(self) -> Iterator[Record]:
         while True:

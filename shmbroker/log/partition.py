@@ -1,0 +1,549 @@
+"""A partition's durable log: its ring plus its directory `<data-dir>/<topic>-<part>/`
+of Kafka-format segments, driven by one spill thread.
+
+- Spill: committed ring bytes [spill, tail) go to the active segment as they are, one
+  pwrite per run of batches, then the spill position moves so appenders may reuse the
+  space. A producer blocks only when its ring is full of unspilled bytes.
+- Flush: fsync by flush.messages / flush.ms, and at once when a producer waits for
+  durability; then the ring's durable offset moves and wakes it.
+- Retention: whole old segments go (never the active one); the log start moves.
+- Recovery: segments from the recovery point on are validated batch by batch and cut
+  at a torn or corrupt tail; a surviving ring's unspilled batches are spilled first;
+  a lost ring is recreated at the log end offset.
+- Reads: one `LogReader` serves any offset in [log start, high watermark) from the
+  segments or the ring, switching between them without gaps or duplicates.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from shmbroker import _native, errors
+from shmbroker.config import TopicConfig
+from shmbroker.log.index import NO_TIMESTAMP
+from shmbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
+from shmbroker.records import Record, build_records
+from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
+
+log = logging.getLogger(__name__)
+
+F = _native.SCAN_FIELDS
+RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
+LOG_START_FILE = "log-start-offset-checkpoint"
+CHECKPOINT_INTERVAL = 1.0  # seconds between recovery-point writes (Kafka: 60 s)
+MAX_INDEX_RELATIVE = 2**31 - 1  # an index entry holds offset - base as int32
+IDLE_WAKE_MS = 100  # the spill thread wakes this often to flush and enforce retention
+RETENTION_INTERVAL = 1.0
+SPILL_RETRY_MAX = 1.0  # seconds between retries of a failing spill, at most
+
+
+def _read_checkpoint(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _write_checkpoint(path: Path, value: int) -> None:
+    """Atomically: temp file, fsync, rename, fsync the directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{value}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class PartitionLog:
+    """Open with `PartitionLog.open`; `start()` runs the spill thread, or call
+    `spill()` yourself. Thread-safe: readers may run while the spill writes."""
+
+    def __init__(
+        self,
+        directory: Path,
+        ring: Ring,
+        segments: list[LogSegment],
+        config: TopicConfig,
+        topic: str,
+        partition: int,
+        log_start_offset: int,
+    ) -> None:
+        self.directory = directory
+        self.ring = ring
+        self.config = config
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self._segments = segments
+        self._lock = threading.Lock()  # guards the segment list
+        self.log_start_offset = log_start_offset
+        self._spill_position = ring.stat().spill_position
+        self._scan = _native.Scan()
+        self._unflushed: list[LogSegment] = []
+        self._unflushed_records = 0
+        self._last_flush = time.monotonic()
+        self._last_checkpoint = 0.0
+        self._last_retention = 0.0
+        self.recovery_point = self.log_end_offset
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.spill_error: OSError | None = None
+
+    # ---- open and recover -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        ring_name: str,
+        config: TopicConfig | None = None,
+        *,
+        topic: str,
+        partition: int,
+    ) -> PartitionLog:
+        """Open (or create) the partition, recovering what a crash left behind."""
+        config = config or TopicConfig()
+        directory = Path(directory)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for leftover in directory.glob(f"*{DELETED_SUFFIX}"):
+            leftover.unlink()  # a retention that died between rename and unlink
+        bases = sorted(
+            int(p.name[: -len(LOG_SUFFIX)]) for p in directory.glob(f"*{LOG_SUFFIX}")
+        )
+        log_start = _read_checkpoint(directory / LOG_START_FILE) or 0
+        recovery_point = _read_checkpoint(directory / RECOVERY_POINT_FILE) or 0
+        segments: list[LogSegment] = []
+        for i, base in enumerate(bases):
+            segment = LogSegment(directory, base, config.index_interval_bytes)
+            segments.append(segment)
+            later = bases[i + 1] if i + 1 < len(bases) else None
+            if later is not None and later <= recovery_point:
+                segment.load()  # flushed before the crash: trust it
+                continue
+            if segment.recover() and i + 1 < len(bases):
+                for base_after in bases[i + 1 :]:  # nothing may follow a corrupt tail
+                    log.warning(
+                        "recovery of %s: deleting segment %d after a corrupt one",
+                        directory,
+                        base_after,
+                    )
+                    LogSegment(directory, base_after).delete()
+                break
+        if not segments:
+            segments.append(
+                LogSegment(directory, log_start, config.index_interval_bytes)
+            )
+        log_start = max(log_start, segments[0].base_offset)
+        log_end = segments[-1].next_offset
+        for segment in segments:
+            segment.flush()  # what recovery kept is now durable
+        ring = cls._attach_ring(ring_name, config, log_end)
+        partition_log = cls(
+            directory, ring, segments, config, topic, partition, log_start
+        )
+        partition_log._catch_up_ring()
+        ring.set_log_start_offset(log_start)
+        partition_log.flush()
+        partition_log._checkpoint(force=True)
+        return partition_log
+
+    @staticmethod
+    def _attach_ring(ring_name: str, config: TopicConfig, log_end: int) -> Ring:
+        try:
+            ring = Ring.open(ring_name)
+        except errors.NotFound:
+            return Ring.create(ring_name, config.ring_bytes, base_offset=log_end)
+        stat = ring.stat()
+        if stat.next_offset < log_end:  # a ring older than the log: not ours to keep
+            log.warning(
+                "ring %s ends at offset %d, before the log's end %d: recreating",
+                ring_name,
+                stat.next_offset,
+                log_end,
+            )
+            ring.unlink()
+            ring.close()
+            return Ring.create(ring_name, config.ring_bytes, base_offset=log_end)
+        return ring
+
+    def _catch_up_ring(self) -> None:
+        """The ring survived a crash: skip what the segments already hold (a spill
+        that wrote but died before moving the spill position), spill the rest."""
+        native = self.ring.native
+        log_end = self.log_end_offset
+        view = native.unspilled(self._spill_position)
+        position = 0  # of the first batch the segments lack
+        while position < len(view):
+            rows = self._scan.scan(view, position, len(view))
+            ahead = [i for i in range(0, len(rows), F) if rows[i + 3] >= log_end]
+            if ahead:
+                base = rows[ahead[0] + 2]
+                if base != log_end:
+                    raise errors.CorruptError(
+                        f"partition {self.name}: the ring continues at offset {base} "
+                        f"but the log ends at {log_end}: the records between are lost"
+                    )
+                position = rows[ahead[0]]
+                break
+            position += self._scan.bytes_consumed
+        self._spill_position += position
+        native.spill_advance(self._spill_position, log_end)
+        while self.spill(0) > 0:
+            pass
+
+    # ---- properties -----------------------------------------------------------------
+
+    @property
+    def active(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def log_end_offset(self) -> int:
+        """One past the last offset in the segments (spilled)."""
+        return self._segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """One past the last offset appended (in the ring, maybe not yet spilled)."""
+        return self.ring.stat().next_offset
+
+    def segments(self) -> list[LogSegment]:
+        with self._lock:
+            return list(self._segments)
+
+    def disk_usage(self) -> int:
+        """Bytes of the segment files and their indexes."""
+        total = 0
+        for entry in os.scandir(self.directory):
+            if entry.is_file():
+                total += entry.stat().st_size
+        return total
+
+    # ---- the spill ------------------------------------------------------------------
+
+    def spill(self, timeout: float = 0.0) -> int:
+        """Move committed ring bytes to the segments; returns the bytes moved.
+
+        Waits up to timeout for new bytes. Raises OSError (ENOSPC, EIO) with nothing
+        half-written left behind; the next call retries the same bytes."""
+        native = self.ring.native
+        tail = native.wait(self._spill_position, int(timeout * 1000), 0)
+        if tail < 0:
+            self._maybe_flush()
+            return 0
+        view = native.unspilled(self._spill_position)
+        rows = self._scan.scan(view, 0, len(view))
+        moved = 0
+        i = 0
+        while i < len(rows):
+            self._maybe_roll(rows[i + 1], rows[i + 3])
+            active, start, run = self.active, rows[i], 0
+            j = i
+            while j < len(rows) and (
+                run == 0 or active.size + run + rows[j + 1] <= self.config.segment_bytes
+            ):
+                run += rows[j + 1]
+                j += F
+            active.append(view[start : start + run], rows[i:j])
+            if not self._unflushed or self._unflushed[-1] is not active:
+                self._unflushed.append(active)
+            self._unflushed_records += sum(rows[i + 5 : j : F])
+            self._spill_position += run
+            moved += run
+            native.spill_advance(self._spill_position, active.next_offset)
+            i = j
+        self._maybe_flush()
+        return moved
+
+    def _maybe_roll(self, batch_bytes: int, last_offset: int) -> None:
+        active = self.active
+        if active.size == 0:
+            return
+        rolling_ms = (
+            active.first_timestamp
+            if active.first_timestamp != NO_TIMESTAMP
+            else active.created_ms
+        )
+        if (
+            active.size + batch_bytes > self.config.segment_bytes
+            or time.time() * 1000 - rolling_ms > self.config.segment_ms
+            or last_offset - active.base_offset > MAX_INDEX_RELATIVE
+        ):
+            self.roll()
+
+    def roll(self) -> LogSegment:
+        """Start a new active segment at the log end offset."""
+        old = self.active
+        old.seal()
+        segment = LogSegment(
+            self.directory, old.next_offset, self.config.index_interval_bytes
+        )
+        with self._lock:
+            self._segments.append(segment)
+        log.info("rolled %s at offset %d", self.name, segment.base_offset)
+        return segment
+
+    def _maybe_flush(self) -> None:
+        if not self._unflushed_records:
+            return
+        c = self.config
+        if (
+            (0 < c.flush_messages <= self._unflushed_records)
+            or (
+                c.flush_ms >= 0
+                and time.monotonic() - self._last_flush >= c.flush_ms / 1000
+            )
+            or self.ring.stat().durable_waiters
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """fsync everything spilled, then tell waiting producers it is durable."""
+        for segment in self._unflushed:
+            segment.flush()
+        self._unflushed = []
+        self._unflushed_records = 0
+        self._last_flush = time.monotonic()
+        self.recovery_point = self.log_end_offset
+        self.ring.native.durable_advance(self.recovery_point)
+        self._checkpoint()
+
+    def _checkpoint(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
+            _write_checkpoint(self.directory / RECOVERY_POINT_FILE, self.recovery_point)
+            self._last_checkpoint = now
+
+    # ---- retention ------------------------------------------------------------------
+
+    def enforce_retention(self, now_ms: int | None = None) -> int:
+        """Delete old segments by retention.ms and retention.bytes (never the active
+        one); returns how many went."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        c = self.config
+        deleted = []
+        with self._lock:
+            size = sum(s.size for s in self._segments)
+            while len(self._segments) > 1:
+                oldest = self._segments[0]
+                by_time = 0 <= c.retention_ms < now_ms - oldest.max_timestamp and (
+                    oldest.max_timestamp != NO_TIMESTAMP
+                )
+                by_size = 0 <= c.retention_bytes <= size - oldest.size
+                if not (by_time or by_size):
+                    break
+                deleted.append(self._segments.pop(0))
+                size -= oldest.size
+            if deleted:
+                self.log_start_offset = self._segments[0].base_offset
+        if deleted:
+            self._unflushed = [s for s in self._unflushed if s not in deleted]
+            _write_checkpoint(self.directory / LOG_START_FILE, self.log_start_offset)
+            self.ring.set_log_start_offset(self.log_start_offset)
+            for segment in deleted:
+                segment.delete()
+            log.info(
+                "retention deleted %d segments of %s; log start now %d",
+                len(deleted),
+                self.name,
+                self.log_start_offset,
+            )
+        return len(deleted)
+
+    # ---- the spill thread -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name=f"spill-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.01
+        while not self._stop.is_set():
+            try:
+                self.spill(IDLE_WAKE_MS / 1000)
+                now = time.monotonic()
+                if now - self._last_retention >= RETENTION_INTERVAL:
+                    self._last_retention = now
+                    self.enforce_retention()
+                if self.spill_error is not None:
+                    log.warning("spill of %s works again", self.name)
+                    self.spill_error = None
+                    self.ring.native.set_spill_errno(0)
+                backoff = 0.01
+            except Exception as exc:
+                if self.spill_error is None:
+                    log.error(
+                        "spill of %s failed, retrying: %s",
+                        self.name,
+                        exc,
+                        exc_info=not isinstance(exc, OSError),
+                    )
+                self.spill_error = (
+                    exc if isinstance(exc, OSError) else OSError(errno.EIO, str(exc))
+                )
+                self.ring.native.set_spill_errno(self.spill_error.errno or errno.EIO)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, SPILL_RETRY_MAX)
+
+    def close(self) -> None:
+        """Stop the spill thread, spill and fsync what is left, close the files."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            while self.spill(0):
+                pass
+            self.flush()
+            self._checkpoint(force=True)
+        finally:
+            for segment in self._segments:
+                segment.close()
+            self.ring.close()
+
+    # ---- reads ----------------------------------------------------------------------
+
+    def _check_range(self, offset: int) -> int:
+        high = self.high_watermark
+        if not self.log_start_offset <= offset <= high:
+            raise errors.OffsetOutOfRange(
+                f"offset {offset} of partition {self.name} is out of range: valid "
+                f"offsets are [{self.log_start_offset}, {high})"
+            )
+        return high
+
+    def read_segments(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
+        """Whole batches from the segments, the first holding offset; b'' when offset
+        is not (yet) in them."""
+        with self._lock:
+            segments = list(self._segments)
+        for k in range(len(segments) - 1, -1, -1):
+            if segments[k].base_offset <= offset:
+                break
+        else:
+            return b""
+        for segment in segments[k:]:
+            try:
+                row = segment.find(offset)
+                if row is not None:
+                    return segment.read(row[0], max_bytes)
+            except OSError as exc:  # retention closed it under us
+                if exc.errno != errno.EBADF:
+                    raise
+                self._check_range(offset)
+        return b""
+
+    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
+        self._check_range(offset)
+        return LogReader(self, offset, spin=spin)
+
+    def offset_for_time(self, timestamp: int) -> int | None:
+        """The first offset whose record timestamp is >= timestamp (Kafka's
+        offsetsForTimes), or None if there is none."""
+        for segment in self.segments():
+            if segment.max_timestamp < timestamp:
+                continue
+            _, start = segment.time_index.lookup(timestamp)
+            found = self._first_at_or_after(
+                segment.offset_index.lookup(start).offset, timestamp
+            )
+            if found is not None:
+                return found
+        # unspilled records are in the ring only
+        return self._first_at_or_after(self.log_end_offset, timestamp)
+
+    def _first_at_or_after(self, offset: int, timestamp: int) -> int | None:
+        reader = LogReader(self, max(offset, self.log_start_offset))
+        while True:
+            records = reader.poll(0)
+            if not records:
+                return None
+            for record in records:
+                if record.timestamp >= timestamp:
+                    return record.offset
+
+
+class LogReader:
+    """Reads a partition from an offset onward, from the segments or the ring,
+    whichever holds it. Not thread-safe."""
+
+    def __init__(
+        self,
+        log: PartitionLog,
+        offset: int,
+        *,
+        spin: float = DEFAULT_SPIN,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self.log = log
+        self.offset = offset  # the next offset this reader returns
+        self.max_bytes = max_bytes
+        self._spin = spin
+        self._ring_reader: RingReader | None = None
+        self._scan = _native.Scan()
+        self._decoded = _native.Decoded()
+
+    def read_batches(self, timeout: float | None = 0) -> bytes:
+        """Whole batches, the first holding self.offset (it may start before it);
+        b'' when there is nothing new within timeout."""
+        log = self.log
+        while True:
+            if self.offset < log.log_start_offset:
+                raise errors.OffsetOutOfRange(
+                    f"offset {self.offset} of partition {log.name} was deleted by "
+                    f"retention: the log starts at {log.log_start_offset}"
+                )
+            if self._ring_reader is None:
+                if self.offset < log.log_end_offset:
+                    data = log.read_segments(self.offset, self.max_bytes)
+                    if data:
+                        return self._advance(data)
+                    continue
+                try:
+                    self._ring_reader = log.ring.reader(self.offset, spin=self._spin)
+                except errors.OffsetOutOfRange:
+                    if self.offset < log.log_end_offset:
+                        continue  # spilled meanwhile: the segments have it
+                    raise
+            try:
+                data = self._ring_reader.read_batches(timeout)
+            except errors.Lapped:  # lapped means spilled: read the segments
+                self._ring_reader = None
+                continue
+            return self._advance(data) if data else b""
+
+    def _advance(self, data: bytes) -> bytes:
+        rows = self._scan.scan(data, 0, len(data))
+        if rows:
+            self.offset = max(self.offset, rows[-F + 3] + 1)
+        return data
+
+    def poll(self, timeout: float | None = 0) -> list[Record]:
+        """The next records from self.offset on, or [] after timeout."""
+        first = self.offset
+        data = self.read_batches(timeout)
+        if not data:
+            return []
+        d, records, at = self._decoded, [], 0
+        while at < len(data):  # all of it: self.offset is already past it
+            d.decode(data, at, len(data))
+            records += build_records(d, data, self.log.topic, self.log.partition)
+            at += d.bytes_consumed
+        if records and records[0].offset < first:
+            records = [r for r in records if r.offset >= first]
+        return records

@@ -1,0 +1,262 @@
+"""A log segment: `<base offset, 20 digits>.log` holding RecordBatch v2 batches byte
+for byte as Kafka stores them, with its `.index` and `.timeindex`.
+
+The segment only ever grows at its end (one pwrite per contiguous run of batches, the
+ring's bytes as they are) or is cut back to a batch boundary by recovery. Index
+entries follow Kafka's LogSegment.append: when more than index_interval_bytes were
+written since the last entry, the next batch gets one, (its last offset, its
+position), and the time index gets (largest timestamp so far, its offset).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from shmbroker import _native
+from shmbroker.errors import CorruptError
+from shmbroker.log.index import NO_TIMESTAMP, OffsetIndex, TimeIndex
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".log"
+DELETED_SUFFIX = ".deleted"
+SCAN_CHUNK_BYTES = 1 << 20
+F = _native.SCAN_FIELDS  # a scan row: position, bytes, base, last, max ts, records
+
+
+def file_name(base_offset: int, suffix: str) -> str:
+    return f"{base_offset:020d}{suffix}"
+
+
+class LogSegment:
+    """One segment's files. One writer (the spill) at a time; reads may run
+    concurrently (pread of bytes below `size`, which only grows)."""
+
+    def __init__(
+        self, directory: Path, base_offset: int, index_interval_bytes: int = 4096
+    ) -> None:
+        self.directory = directory
+        self.base_offset = base_offset
+        self.index_interval_bytes = index_interval_bytes
+        self.path = directory / file_name(base_offset, LOG_SUFFIX)
+        self.indexes_missing = not all(
+            (directory / file_name(base_offset, suffix)).exists()
+            for suffix in (OffsetIndex.SUFFIX, TimeIndex.SUFFIX)
+        )
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.size = os.fstat(self._fd).st_size
+        self.offset_index = OffsetIndex.open(
+            directory / file_name(base_offset, OffsetIndex.SUFFIX), base_offset
+        )
+        self.time_index = TimeIndex.open(
+            directory / file_name(base_offset, TimeIndex.SUFFIX), base_offset
+        )
+        self.next_offset = base_offset  # one past the last offset written
+        self.max_timestamp = NO_TIMESTAMP
+        self._offset_of_max_timestamp = base_offset
+        self.first_timestamp = NO_TIMESTAMP  # rolls by segment.ms count from here
+        self.created_ms = int(time.time() * 1000)
+        self._bytes_since_index = 0
+        self._scan = _native.Scan()
+
+    # ---- writing --------------------------------------------------------------------
+
+    def append(self, data: memoryview, rows: list[int]) -> None:
+        """Write whole batches `data` (scan rows index it) at the end, and index them.
+        On an OSError (ENOSPC, EIO) the file is cut back to where it was: nothing
+        half-written stays behind, and the caller may retry the same bytes."""
+        start = self.size
+        try:
+            written = 0
+            while written < len(data):  # pwrite may write less than asked
+                written += os.pwrite(self._fd, data[written:], start + written)
+        except OSError:
+            os.ftruncate(self._fd, start)
+            raise
+        self.size = start + len(data)
+        first = rows[0]
+        for i in range(0, len(rows), F):
+            pos, size, base, last, max_ts = rows[i : i + 5]
+            self._note_batch(start + pos - first, size, base, last, max_ts)
+
+    def _note_batch(
+        self, position: int, size: int, base: int, last: int, ts: int
+    ) -> None:
+        if self.first_timestamp == NO_TIMESTAMP:
+            self.first_timestamp = ts
+        if ts > self.max_timestamp:
+            self.max_timestamp, self._offset_of_max_timestamp = ts, last
+        if self._bytes_since_index > self.index_interval_bytes:
+            self.offset_index.append(last, position)
+            self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
+            self._bytes_since_index = 0
+        self._bytes_since_index += size
+        self.next_offset = last + 1
+
+    def seal(self) -> None:
+        """Before the segment stops being active: its largest timestamp into the time
+        index, so time lookups never miss its last batches (Kafka's
+        onBecomeInactive)."""
+        if self.max_timestamp > self.time_index.last_entry.timestamp:
+            self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
+
+    def flush(self) -> None:
+        """fsync the log and its indexes."""
+        os.fsync(self._fd)
+        self.offset_index.flush()
+        self.offset_index.fsync()
+        self.time_index.flush()
+        self.time_index.fsync()
+
+    # ---- reading --------------------------------------------------------------------
+
+    def batches(self, position: int = 0, verify: bool = False) -> Iterator[list[int]]:
+        """Scan rows (position in this file, bytes, base, last, max ts, records) of
+        the batches from position on. Stops at the end, at a partial batch, or, when
+        verify, before the first batch whose CRC or records are bad; then
+        `self.scan_stop` says why."""
+        size = self.size
+        self.scan_stop = 0
+        while position < size:
+            chunk = os.pread(self._fd, min(SCAN_CHUNK_BYTES, size - position), position)
+            rows = self._scan.scan(chunk, 0, len(chunk), verify)
+            for i in range(0, len(rows), F):
+                row = rows[i : i + F]
+                row[0] += position
+                yield row
+            consumed = self._scan.bytes_consumed
+            stop = self._scan.stop
+            if stop == _native.SCAN_PARTIAL and consumed == 0 and len(chunk) >= 12:
+                # a batch larger than the chunk: read it whole
+                total = int.from_bytes(chunk[8:12], "big") + 12
+                if position + total <= size and total > len(chunk):
+                    whole = os.pread(self._fd, total, position)
+                    rows = self._scan.scan(whole, 0, len(whole), verify)
+                    if rows:
+                        rows[0] += position
+                        yield rows
+                        position += total
+                        continue
+                    stop = self._scan.stop
+            if stop < 0 or (stop == _native.SCAN_PARTIAL and consumed == 0):
+                self.scan_stop = stop
+                return
+            position += consumed
+
+    def find(self, offset: int) -> list[int] | None:
+        """The scan row of the batch holding offset, or None if offset >= next."""
+        _, position = self.offset_index.lookup(offset)
+        for row in self.batches(position):
+            if row[3] >= offset:
+                return row
+        return None
+
+    def read(self, position: int, max_bytes: int) -> bytes:
+        """Whole batches from position, at most max_bytes unless the first batch alone
+        is larger: then that batch (Kafka's KIP-74)."""
+        data = os.pread(self._fd, min(max_bytes, self.size - position), position)
+        rows = self._scan.scan(data, 0, len(data))
+        if rows:
+            return data[: self._scan.bytes_consumed]
+        if len(data) >= 12:
+            total = int.from_bytes(data[8:12], "big") + 12
+            return os.pread(self._fd, total, position)
+        return b""
+
+    # ---- recovery -------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Validate every batch (lengths, CRC, records, increasing offsets), cut a torn
+        or corrupt tail, rebuild both indexes; returns the bytes cut."""
+        self._reset_indexes()
+        valid, expected, why = 0, self.base_offset, "a partial or corrupt batch"
+        for row in self.batches(0, verify=True):
+            pos, size, base, last, max_ts, _ = row
+            if base != expected:  # offsets are dense: a jump is a corrupt baseOffset
+                why = f"offset {base} where {expected} was due"
+                break
+            self._note_batch(pos, size, base, last, max_ts)
+            valid, expected = pos + size, last + 1
+        cut = self.size - valid
+        if cut:
+            log.warning(
+                "recovery of %s: %s at position %d, dropping %d bytes",
+                self.path,
+                why,
+                valid,
+                cut,
+            )
+            os.ftruncate(self._fd, valid)
+            self.size = valid
+        return cut
+
+    def load(self) -> None:
+        """Open a segment written cleanly: check its indexes (rebuild them if missing
+        or inconsistent) and learn its end offset and largest timestamp from its
+        tail."""
+        try:
+            if self.indexes_missing:
+                raise CorruptError(f"{self.path}: index files missing")
+            self.offset_index.sanity_check()
+            self.time_index.sanity_check()
+            last_indexed = self.offset_index.last_entry
+            if last_indexed.position > self.size:
+                raise CorruptError(f"{self.path}: index points past the log's end")
+        except CorruptError as exc:
+            log.warning("rebuilding the indexes of %s: %s", self.path, exc)
+            self._reset_indexes()
+            for pos, size, base, last, max_ts, _ in self.batches(0):
+                self._note_batch(pos, size, base, last, max_ts)
+            return
+        self.max_timestamp, self._offset_of_max_timestamp = self.time_index.last_entry
+        for _, _, _, last, max_ts, _ in self.batches(last_indexed.position):
+            if max_ts > self.max_timestamp:
+                self.max_timestamp, self._offset_of_max_timestamp = max_ts, last
+            self.next_offset = last + 1
+        self._bytes_since_index = self.size - last_indexed.position
+        for row in self.batches(0):  # the first batch's timestamp, for segment.ms
+            self.first_timestamp = row[4]
+            break
+
+    def _reset_indexes(self) -> None:
+        self.offset_index.truncate_to(self.base_offset)
+        self.time_index.truncate_to(self.base_offset)
+        self.next_offset = self.base_offset
+        self.max_timestamp = self.first_timestamp = NO_TIMESTAMP
+        self._bytes_since_index = 0
+
+    def truncate_to_offset(self, offset: int) -> None:
+        """Cut the segment before the batch holding offset (which must start a batch
+        here): recovery keeps the log and a recreated ring in step."""
+        row = self.find(offset)
+        if row is None:
+            return
+        os.ftruncate(self._fd, row[0])
+        self.size = row[0]
+        self.offset_index.truncate_to(offset)
+        self.time_index.truncate_to(offset)
+        self.next_offset = offset
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.offset_index.close()
+        self.time_index.close()
+        os.close(self._fd)
+
+    def delete(self) -> None:
+        """Rename the files to .deleted, then unlink them. Readers holding the fd
+        keep reading until they let go (POSIX unlink semantics)."""
+        self.close()
+        for suffix in (LOG_SUFFIX, OffsetIndex.SUFFIX, TimeIndex.SUFFIX):
+            path = self.directory / file_name(self.base_offset, suffix)
+            deleted = path.with_name(path.name + DELETED_SUFFIX)
+            try:
+                os.rename(path, deleted)
+            except FileNotFoundError:
+                continue
+            os.unlink(deleted)
