@@ -248,3 +248,21 @@ def test_reopen_after_clean_close_continues_the_offsets(open_log, ring_name):
     assert again.ring.append(b"next") == 200
     with Ring.open(ring_name) as ring:
         assert ring.stat().durable_offset == 200
+
+
+def test_segment_ms_rolls_a_segment_whose_first_batch_is_old(open_log):
+    log = open_log(TopicConfig(ring_bytes=1 << 16, segment_ms=60_000))
+    log.ring.append(b"old", timestamp=int(time.time() * 1000) - 3_600_000)
+    log.spill(0)
+    log.ring.append(b"new")
+    log.spill(0)
+    assert [s.base_offset for s in log.segments()] == [0, 1]
+
+
+def test_flush_messages_fsyncs_every_n_records(open_log):
+    log = open_log(TopicConfig(ring_bytes=1 << 16, flush_messages=50, flush_ms=-1))
+    produce(log.ring, 2, size=20, spill=log)
+    assert log.recovery_point == 0  # 40 records: not yet
+    produce(log.ring, 1, size=20, spill=log)
+    assert log.recovery_point == 60
+    assert log.ring.stat().durable_offset == 60
