@@ -1,6 +1,6 @@
-/* What Python may call: the cffi view of shmb.h, made by tools/gen_cdef.py. Plain
- * declarations only; set_source() compiles shmb.h against these, so any line that
- * disagrees with it fails the build. */
+/* What Python may call: the cffi view of shmb.h, made by tools/gen_cdef.py.
+ * Plain declarations only; set_source() compiles shmb.h against these, so any
+ * line that disagrees with it fails the build. */
 typedef enum {
     SHMB_OK = 0,
     SHMB_FULL = -1,

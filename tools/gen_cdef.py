@@ -9,9 +9,9 @@ from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 HEADER = (
-    "/* What Python may call: the cffi view of shmb.h, made by tools/gen_cdef.py. Plain\n"
-    " * declarations only; set_source() compiles shmb.h against these, so any line that\n"
-    " * disagrees with it fails the build. */\n"
+    "/* What Python may call: the cffi view of shmb.h, made by tools/gen_cdef.py.\n"
+    " * Plain declarations only; set_source() compiles shmb.h against these, so any\n"
+    " * line that disagrees with it fails the build. */\n"
 )
 
 
