@@ -74,6 +74,18 @@ def consume_demo(name: str, records: int) -> None:
         )
 
 
+@main.command(
+    "dump-log",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dump_log(args: tuple[str, ...]) -> None:
+    """Print and check segment files like Kafka's kafka-dump-log (--help for more)."""
+    from shmbroker.log.dump import main as dump_main
+
+    sys.exit(dump_main(list(args)))
+
+
 @main.command("ring-stat")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")

@@ -248,7 +248,7 @@ class PartitionLog:
         moved = 0
         i = 0
         while i < len(rows):
-            self._maybe_roll(rows[i + 1], rows[i + 3])
+            self._maybe_roll(rows[i + 1], rows[i + 3], rows[i + 4])
             active, start, run = self.active, rows[i], 0
             j = i
             while j < len(rows) and (
@@ -267,18 +267,19 @@ class PartitionLog:
         self._maybe_flush()
         return moved
 
-    def _maybe_roll(self, batch_bytes: int, last_offset: int) -> None:
+    def _maybe_roll(self, batch_bytes: int, last_offset: int, timestamp: int) -> None:
+        """Kafka's LogSegment.shouldRoll: size, index range, or segment.ms between the
+        segment's first batch timestamp and this batch's (wall clock if none)."""
         active = self.active
         if active.size == 0:
             return
-        rolling_ms = (
-            active.first_timestamp
-            if active.first_timestamp != NO_TIMESTAMP
-            else active.created_ms
-        )
+        if active.first_timestamp != NO_TIMESTAMP:
+            waited = timestamp - active.first_timestamp
+        else:
+            waited = int(time.time() * 1000) - active.created_ms
         if (
             active.size + batch_bytes > self.config.segment_bytes
-            or time.time() * 1000 - rolling_ms > self.config.segment_ms
+            or waited > self.config.segment_ms
             or last_offset - active.base_offset > MAX_INDEX_RELATIVE
         ):
             self.roll()
@@ -412,6 +413,7 @@ class PartitionLog:
             self.flush()
             self._checkpoint(force=True)
         finally:
+            self.active.seal()  # its largest timestamp into the time index, as Kafka
             for segment in self._segments:
                 segment.close()
             self.ring.close()
