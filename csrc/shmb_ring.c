@@ -256,22 +256,30 @@ static int lock_writer(shmb_ring_t *r, int64_t deadline) {
 
 static inline void unlock_writer(shmb_ring_t *r) { pthread_mutex_unlock(&r->hdr->lock.mutex); }
 
+/* Sleep until *value >= need or the deadline passes; returns the last value seen.
+ * The waiter count goes up before the value is checked, pairing with the advancer's
+ * store(value); bump(word); load(waiters): one of the two sees the other, so no
+ * wake-up is lost. */
+static int64_t sleep_until_at_least(int64_t *value, uint32_t *word, uint32_t *waiters,
+                                    int64_t need, int64_t deadline) {
+    int64_t seen;
+    shmb_fetch_add(waiters, 1);
+    for (;;) {
+        uint32_t w = shmb_load_acquire(word);
+        if ((seen = shmb_load_acquire(value)) >= need || mono_ns() >= deadline) break;
+        futex_wait(word, w, deadline);
+    }
+    shmb_fetch_add(waiters, (uint32_t)-1);
+    return seen;
+}
+
 /* Sleep until spill_position >= need or the deadline passes. */
 static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
     shmb_ring_header_t *h = r->hdr;
-    int rc = SHMB_FULL;
-    shmb_fetch_add(&h->spill.waiters, 1);
-    for (;;) {
-        uint32_t word = shmb_load_acquire(&h->spill.futex_word);
-        if (shmb_load_acquire(&h->spill.spill_position) >= need) {
-            rc = SHMB_OK;
-            break;
-        }
-        if (mono_ns() >= deadline) break;
-        futex_wait(&h->spill.futex_word, word, deadline);
-    }
-    shmb_fetch_add(&h->spill.waiters, (uint32_t)-1);
-    return rc;
+    return sleep_until_at_least(&h->spill.spill_position, &h->spill.futex_word,
+                                &h->spill.waiters, need, deadline) >= need
+               ? SHMB_OK
+               : SHMB_FULL;
 }
 
 /* Take the lock with room for len bytes at the tail; returns with the lock held and
@@ -393,6 +401,7 @@ int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
     if (offset >= 0) entry_store(&h->spill.hint, position, offset);
     shmb_store_release(&h->spill.spill_position, position);
     shmb_fetch_add(&h->spill.futex_word, 1);
+    shmb_fence_seq_cst(); /* the store above, then the waiters: see sleep_until_at_least */
     if (shmb_load_relaxed(&h->spill.waiters)) futex_wake_all(&h->spill.futex_word);
     return SHMB_OK;
 }
@@ -417,6 +426,7 @@ int shmb_ring_durable_advance(shmb_ring_t *r, int64_t offset) {
     if (offset < shmb_load_relaxed(&h->durable.durable_offset)) return SHMB_EINVAL;
     shmb_store_release(&h->durable.durable_offset, offset);
     shmb_fetch_add(&h->durable.futex_word, 1);
+    shmb_fence_seq_cst();
     if (shmb_load_relaxed(&h->durable.waiters)) futex_wake_all(&h->durable.futex_word);
     return SHMB_OK;
 }
@@ -424,21 +434,12 @@ int shmb_ring_durable_advance(shmb_ring_t *r, int64_t offset) {
 int shmb_ring_wait_durable(shmb_ring_t *r, int64_t offset, int32_t timeout_ms) {
     shmb_ring_header_t *h = r->hdr;
     if (shmb_load_acquire(&h->durable.durable_offset) >= offset) return SHMB_OK;
-    int64_t deadline = deadline_ns(timeout_ms);
-    int rc = SHMB_EMPTY;
-    /* waiters before the check: the spill thread fsyncs at once when someone waits */
-    shmb_fetch_add(&h->durable.waiters, 1);
-    for (;;) {
-        uint32_t word = shmb_load_acquire(&h->durable.futex_word);
-        if (shmb_load_acquire(&h->durable.durable_offset) >= offset) {
-            rc = SHMB_OK;
-            break;
-        }
-        if (mono_ns() >= deadline) break;
-        futex_wait(&h->durable.futex_word, word, deadline);
-    }
-    shmb_fetch_add(&h->durable.waiters, (uint32_t)-1);
-    return rc;
+    /* the waiter count also tells the spill thread to fsync at once */
+    return sleep_until_at_least(&h->durable.durable_offset, &h->durable.futex_word,
+                                &h->durable.waiters, offset, deadline_ns(timeout_ms)) >=
+                   offset
+               ? SHMB_OK
+               : SHMB_EMPTY;
 }
 
 int shmb_ring_set_log_start_offset(shmb_ring_t *r, int64_t offset) {
@@ -468,15 +469,8 @@ static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_m
         if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) return tail;
         if ((i & 63) == 0 && mono_ns() >= spin_end) break;
     }
-    shmb_fetch_add(&h->data.waiters, 1);
-    for (;;) {
-        uint32_t word = shmb_load_acquire(&h->data.futex_word);
-        if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) break;
-        if (mono_ns() >= deadline) break;
-        futex_wait(&h->data.futex_word, word, deadline);
-    }
-    shmb_fetch_add(&h->data.waiters, (uint32_t)-1);
-    return tail;
+    return sleep_until_at_least(&h->tail.tail_position, &h->data.futex_word,
+                                &h->data.waiters, position + 1, deadline);
 }
 
 /* Size of the batch at position, read from ring bytes that may be under rewrite:

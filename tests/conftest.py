@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,35 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.001)
+
+
+def run_on_small_tmpfs(
+    mount: str | Path, size: str, script: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python script with a fresh tmpfs of `size` mounted at `mount`, in a
+    private mount namespace (so /dev/shm or a data directory can really fill up);
+    skips the test where this machine does not allow it."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs util-linux unshare")
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace here: {probe.stderr.decode().strip()}")
+    mount_and_run = f"mount -t tmpfs -o size={size} tmpfs {mount} && "
+    return subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            mount_and_run + f"{sys.executable} {script}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
 @pytest.fixture

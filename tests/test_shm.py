@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from shmbroker import InvalidArgument, NoSpace, NotFound, Ring, shm
+from tests.conftest import run_on_small_tmpfs
 
 
 def test_ring_object_is_created_mode_0600_even_with_a_permissive_umask(ring_name):
@@ -33,7 +31,6 @@ def test_huge_ring_is_refused_with_free_space_and_docker_hint(ring_name):
     assert not list(shm.list_names(ring_name[1:]))
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_full_dev_shm_gives_clear_error_and_leaves_no_object(shm_prefix, tmp_path):
     """If /dev/shm is smaller than the ring (a 1 MiB tmpfs in a private mount
     namespace), then creation fails with NoSpace and removes its half-made object."""
@@ -49,25 +46,7 @@ def test_full_dev_shm_gives_clear_error_and_leaves_no_object(shm_prefix, tmp_pat
         print("left:", list(shm.list_names("{shm_prefix}")))
     """)
     )
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(
-            f"cannot make a mount namespace here: {probe.stderr.decode().strip()}"
-        )
-    out = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size=1m tmpfs /dev/shm && {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_on_small_tmpfs("/dev/shm", "1m", script, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "NoSpace:" in out.stdout
     assert "--shm-size" in out.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 from shmbroker import shm
 from shmbroker.config import TopicConfig
 from shmbroker.log.partition import PartitionLog
+from tests.conftest import run_on_small_tmpfs
 from tests.system.ring_worker import RECORD
 from tests.system.test_ring_processes import ROOT, finish, worker
 
@@ -98,7 +98,6 @@ def test_killing_the_spilling_process_under_load_loses_and_duplicates_nothing(
         shm.unlink(ring_name)
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
 def test_full_disk_pauses_the_spill_and_producers_get_a_clear_error(
     tmp_path, shm_prefix
 ):
@@ -106,11 +105,6 @@ def test_full_disk_pauses_the_spill_and_producers_get_a_clear_error(
     namespace), then the spill pauses, a producer's append times out naming the
     disk error, nothing written is corrupted, and once space returns the spill
     resumes and every record is there."""
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(
-            f"cannot make a mount namespace here: {probe.stderr.decode().strip()}"
-        )
     mount = tmp_path / "small"
     mount.mkdir()
     script = tmp_path / "fill.py"
@@ -154,21 +148,7 @@ def test_full_disk_pauses_the_spill_and_producers_get_a_clear_error(
         print(json.dumps(out))
     """)
     )
-    result = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size=2m tmpfs {mount} && {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = run_on_small_tmpfs(mount, "2m", script)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert "the spill is failing: No space left on device" in out["error"]
