@@ -187,6 +187,11 @@ class PartitionLog:
         position = 0  # of the first batch the segments lack
         while position < len(view):
             rows = self._scan.scan(view, position, len(view))
+            if not rows:  # committed ring bytes are whole batches: cannot happen
+                raise errors.CorruptError(
+                    f"partition {self.name}: no whole batch at ring position "
+                    f"{self._spill_position + position}"
+                )
             ahead = [i for i in range(0, len(rows), F) if rows[i + 3] >= log_end]
             if ahead:
                 base = rows[ahead[0] + 2]
