@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 LOG_SUFFIX = ".log"
 DELETED_SUFFIX = ".deleted"
-SCAN_CHUNK_BYTES = 1 << 20
+# a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
+SCAN_CHUNK_BYTES = 64 << 10
 F = _native.SCAN_FIELDS  # a scan row: position, bytes, base, last, max ts, records
 
 
@@ -61,6 +62,7 @@ class LogSegment:
         self.first_timestamp = NO_TIMESTAMP  # rolls by segment.ms count from here
         self.created_ms = int(time.time() * 1000)
         self._bytes_since_index = 0
+        self._indexes_dirty = True  # fsync them at the first flush
         self._scan = _native.Scan()
 
     # ---- writing --------------------------------------------------------------------
@@ -94,6 +96,7 @@ class LogSegment:
             self.offset_index.append(last, position)
             self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
             self._bytes_since_index = 0
+            self._indexes_dirty = True
         self._bytes_since_index += size
         self.next_offset = last + 1
 
@@ -103,14 +106,17 @@ class LogSegment:
         onBecomeInactive)."""
         if self.max_timestamp > self.time_index.last_entry.timestamp:
             self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
+            self._indexes_dirty = True
 
     def flush(self) -> None:
-        """fsync the log and its indexes."""
+        """fsync the log, and its indexes if they changed: with flush.messages=1 an
+        fsync of an unchanged index would double the cost of a durable append."""
         os.fsync(self._fd)
-        self.offset_index.flush()
-        self.offset_index.fsync()
-        self.time_index.flush()
-        self.time_index.fsync()
+        if self._indexes_dirty:
+            for index in (self.offset_index, self.time_index):
+                index.flush()
+                index.fsync()
+            self._indexes_dirty = False
 
     # ---- reading --------------------------------------------------------------------
 
@@ -161,7 +167,8 @@ class LogSegment:
         data = os.pread(self._fd, min(max_bytes, self.size - position), position)
         rows = self._scan.scan(data, 0, len(data))
         if rows:
-            return data[: self._scan.bytes_consumed]
+            consumed = self._scan.bytes_consumed
+            return data if consumed == len(data) else data[:consumed]
         if len(data) >= 12:
             total = int.from_bytes(data[8:12], "big") + 12
             return os.pread(self._fd, total, position)
@@ -228,18 +235,7 @@ class LogSegment:
         self.next_offset = self.base_offset
         self.max_timestamp = self.first_timestamp = NO_TIMESTAMP
         self._bytes_since_index = 0
-
-    def truncate_to_offset(self, offset: int) -> None:
-        """Cut the segment before the batch holding offset (which must start a batch
-        here): recovery keeps the log and a recreated ring in step."""
-        row = self.find(offset)
-        if row is None:
-            return
-        os.ftruncate(self._fd, row[0])
-        self.size = row[0]
-        self.offset_index.truncate_to(offset)
-        self.time_index.truncate_to(offset)
-        self.next_offset = offset
+        self._indexes_dirty = True
 
     # ---- lifecycle ------------------------------------------------------------------
 
