@@ -42,10 +42,12 @@ benchmarks/bench_ring_c: benchmarks/bench_ring_c.c $(CSRC) $(wildcard csrc/*.h)
 bench: $(STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py
 	benchmarks/bench_ring_c
+	$(BIN)/python benchmarks/bench_log.py
 
 bench-smoke: $(STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py --smoke
 	benchmarks/bench_ring_c --smoke
+	$(BIN)/python benchmarks/bench_log.py --smoke
 
 clean:
 	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

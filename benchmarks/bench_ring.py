@@ -2,14 +2,22 @@
 consumer process over one `Ring`, next to `multiprocessing.Queue` in the same run.
 
 Measured, per value size (100 B, 4 KiB, 64 KiB):
-  - per-record API: `ring.append(value)` per record; the consumer `reader.poll()`s and
-    counts the Records it gets (each a `Record` with its value copied out to bytes);
-  - batch API: `ring.append_batch(values)` with `--batch` records per call;
-  - baseline: `multiprocessing.Queue` put/get per message, and of lists of `--batch`;
-  - one-way latency at `--rate` records/s, 100 B, the reader's default wait strategy
-    (spin 50 us, then sleep on the futex): the producer paces itself by busy-waiting on
-    CLOCK_MONOTONIC and stamps the send time into the value, the consumer subtracts it
-    from its own clock when poll() returns. Same pacing for the Queue.
+  - per-record API: `RecordAccumulator(ring).send(value)` per record (library defaults:
+    a batch is appended every 1000 records or 1 MiB of values), `flush()` at the end;
+    this is the per-record row the targets use;
+  - immediate-offset path: `ring.append(value)` per record, each its own batch;
+  - batch API: `ring.append_batch(values)` with `--batch` records per call, capped at
+    `--batch-bytes` of values (1 MiB, as a Kafka producer's batch.size caps a batch:
+    16 records at 64 KiB, 256 at 4 KiB);
+  - the consumer always `reader.poll()`s and counts the Records it gets (each a
+    `Record` with its value copied out to bytes);
+  - baseline: `multiprocessing.Queue` put/get per message, and of lists as big as the
+    ring's batches;
+  - one-way latency at `--rate` records/s, 100 B, sent with `ring.append` (each record
+    goes out at once), read with the reader's default wait strategy (spin
+    DEFAULT_SPIN, then sleep on the futex): the producer paces itself by busy-waiting
+    on CLOCK_MONOTONIC and stamps the send time into the value, the consumer subtracts
+    it from its own clock when poll() returns. Same pacing for the Queue.
 Throughput is wall time from the producer's first append to the consumer holding the
 last record, over value bytes only (MB = 1e6 B; keys, headers and framing not counted);
 each row is the median of `--repeat` runs, with the range. A row during which other
@@ -52,6 +60,7 @@ from typing import Any, Literal
 import psutil  # type: ignore[import-untyped]
 
 from shmbroker import _native
+from shmbroker.accumulator import RecordAccumulator
 from shmbroker.ring import DEFAULT_SPIN, Ring
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +68,7 @@ SIZES = (100, 4096, 65536)
 KiB = 1024
 MiB = 1024 * 1024
 # records per throughput run when --messages is not given: ~0.3-3 s each on 2 cores
-DEFAULT_MESSAGES = {100: 1_000_000, 4096: 300_000, 65536: 40_000}
+DEFAULT_MESSAGES = {100: 2_000_000, 4096: 300_000, 65536: 40_000}
 SMOKE_MESSAGES = {100: 2_000, 4096: 1_000, 65536: 200}
 QUEUE_SHARE = 5  # the Queue runs get 1/5 of the records: they are 5-10x slower
 STAMP = struct.Struct("<q")
@@ -67,7 +76,7 @@ WARMUP_SAMPLES = 1_000  # latency samples dropped while caches and predictors fi
 STALL_S = 20.0  # a consumer that sees nothing this long reports the run as hung
 
 # Targets, checked below and printed PASS/MISS.
-TARGET_PER_RECORD_RPS = 2.5e6  # ring.append per record, 100 B
+TARGET_PER_RECORD_RPS = 2.5e6  # RecordAccumulator.send per record, 100 B
 TARGET_PER_RECORD_VS_QUEUE = 10.0
 TARGET_BATCH_VS_QUEUE = 2.0  # append_batch vs Queue put of lists, 100 B
 TARGET_64K_BYTES_PER_S = 5e9
@@ -302,14 +311,20 @@ def _values(size: int, batch: int) -> list[bytes]:
 
 
 def ring_produce(
-    barrier: Any, name: str, size: int, n: int, batch: int
+    barrier: Any, name: str, api: str, size: int, n: int, batch: int
 ) -> dict[str, Any]:
     ring = Ring.open(name)
     values = _values(size, batch)
     value = values[0]
     barrier.wait()
     t0 = CLOCK()
-    if batch == 1:
+    if api == "send":  # Kafka's producer model: queue per record, append in batches
+        acc = RecordAccumulator(ring)
+        send = acc.send
+        for _ in range(n):
+            send(value)
+        acc.flush()
+    elif api == "append":  # each record its own batch, its offset returned at once
         append = ring.append
         for _ in range(n):
             append(value)
@@ -498,7 +513,14 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def throughput(
-    ctx: Any, kind: str, size: int, n: int, batch: int, ring_bytes: int, timeout: float
+    ctx: Any,
+    kind: str,
+    api: str,
+    size: int,
+    n: int,
+    batch: int,
+    ring_bytes: int,
+    timeout: float,
 ) -> dict[str, Any]:
     n -= n % batch
     cap = ring_capacity(size, batch, ring_bytes)
@@ -507,7 +529,7 @@ def throughput(
             p, c = run_pair(
                 ctx,
                 ring_produce,
-                (name, size, n, batch),
+                (name, api, size, n, batch),
                 ring_consume,
                 (name, size, n),
                 timeout,
@@ -526,6 +548,7 @@ def throughput(
     seconds = (c["end_ns"] - p["start_ns"]) / 1e9
     return {
         "kind": kind,
+        "api": api,
         "size": size,
         "batch": batch,
         "records": n,
@@ -631,13 +654,13 @@ def _fmt_size(size: int) -> str:
 
 
 def _label(row: dict[str, Any]) -> str:
-    if row["kind"] == "ring":
-        return (
-            "ring.append" if row["batch"] == 1 else f"ring.append_batch x{row['batch']}"
-        )
-    return (
-        "Queue put/get" if row["batch"] == 1 else f"Queue put/get list x{row['batch']}"
-    )
+    return {
+        "send": "RecordAccumulator.send",
+        "append": "ring.append (immediate offset)",
+        "append_batch": f"ring.append_batch x{row['batch']}",
+        "put": "Queue put/get",
+        "put_list": f"Queue put/get list x{row['batch']}",
+    }[row["api"]]
 
 
 def _pass(ok: bool) -> str:
@@ -647,11 +670,8 @@ def _pass(ok: bool) -> str:
 def targets(
     rows: list[dict[str, Any]], lat: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    def find(kind: str, size: int, batch: int) -> dict[str, Any] | None:
-        for r in rows:
-            if (r["kind"], r["size"], r["batch"] == 1) == (kind, size, batch == 1):
-                return r
-        return None
+    def find(api: str, size: int) -> dict[str, Any] | None:
+        return next((r for r in rows if (r["api"], r["size"]) == (api, size)), None)
 
     out = []
 
@@ -672,18 +692,19 @@ def targets(
             }
         )
 
-    rec, qrec = find("ring", 100, 1), find("queue", 100, 1)
-    bat, qbat = find("ring", 100, 0), find("queue", 100, 0)
+    # the per-record API is RecordAccumulator.send; ring.append is shown, not judged
+    rec, qrec = find("send", 100), find("put", 100)
+    bat, qbat = find("append_batch", 100), find("put_list", 100)
     if rec:
         check(
-            "per-record 100 B records/s",
+            "per-record (send) 100 B records/s",
             rec["records_per_s"],
             TARGET_PER_RECORD_RPS,
             "rec/s",
         )
         if qrec:
             check(
-                "per-record 100 B vs Queue per-message",
+                "per-record (send) 100 B vs Queue per-msg",
                 rec["records_per_s"] / qrec["records_per_s"],
                 TARGET_PER_RECORD_VS_QUEUE,
                 "x",
@@ -695,8 +716,12 @@ def targets(
             TARGET_BATCH_VS_QUEUE,
             "x",
         )
-    for batch, name in ((1, "per-record"), (0, "batch")):
-        r = find("ring", 65536, batch)
+    for api, name in (
+        ("send", "send"),
+        ("append", "ring.append"),
+        ("append_batch", "batch"),
+    ):
+        r = find(api, 65536)
         if r:
             check(
                 f"64 KiB {name} bytes/s",
@@ -746,30 +771,32 @@ def print_report(
         )
     print()
     print(
-        "throughput, median of the runs (value bytes only, MB = 1e6 B; ratio = ring / "
-        "Queue, same size and batching; range = slowest..fastest run, records/s)"
+        "throughput, median of the runs (value bytes only, MB = 1e6 B; vs Queue: "
+        "per-record rows against Queue put/get, batch rows against Queue lists of the "
+        "same size; range = slowest..fastest run, records/s)"
     )
     print(
-        f"  {'size':>6}  {'api':28} {'records':>9} {'s':>6} {'records/s':>12} "
+        f"  {'size':>6}  {'api':30} {'records':>9} {'s':>6} {'records/s':>12} "
         f"{'MB/s':>9}  {'vs Queue':>8}  {'range':>21}"
     )
     for r in rows:
         ratio = ""
         if r["kind"] == "ring":
+            # per-record rows against Queue per message, batches against lists
             q = next(
                 (
                     x
                     for x in rows
                     if x["kind"] == "queue"
                     and x["size"] == r["size"]
-                    and x["batch"] == r["batch"]
+                    and (x["batch"] == 1) == (r["api"] != "append_batch")
                 ),
                 None,
             )
             if q:
                 ratio = f"{r['records_per_s'] / q['records_per_s']:.1f}x"
         print(
-            f"  {_fmt_size(r['size']):>6}  {_label(r):28} {r['records']:>9} "
+            f"  {_fmt_size(r['size']):>6}  {_label(r):30} {r['records']:>9} "
             f"{r['seconds']:>6.2f} {r['records_per_s']:>12,.0f} "
             f"{r['bytes_per_s'] / 1e6:>9,.0f}  {ratio:>8}  {_range(r):>21}{_flag(r)}"
         )
@@ -844,7 +871,7 @@ def print_report(
                 )
             cmp = ">=" if unit != "ns" else "<="
             print(
-                f"  {_pass(t['pass'])}  {t['target']:38} {got:>14}  "
+                f"  {_pass(t['pass'])}  {t['target']:42} {got:>14}  "
                 f"(want {cmp} {want}; {t['ratio']:.2f} of target)"
             )
 
@@ -867,6 +894,13 @@ def main(argv: list[str] | None = None) -> int:
         help="value size in bytes (repeatable; default 100, 4096, 65536)",
     )
     ap.add_argument("--batch", type=int, default=1000, help="records per batch call")
+    ap.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=MiB,
+        help="at most this many value bytes per batch call (default 1 MiB, as a Kafka "
+        "producer's batch.size; the accumulator's own default is the same)",
+    )
     ap.add_argument(
         "--ring-bytes",
         type=int,
@@ -907,10 +941,18 @@ def main(argv: list[str] | None = None) -> int:
         n = args.messages or (SMOKE_MESSAGES if args.smoke else DEFAULT_MESSAGES).get(
             size, max(1000, 4_000_000_000 // size)
         )
-        for kind in ("ring", "queue")[: 1 if args.no_queue else 2]:
+        # records per batch call: --batch, capped at --batch-bytes of values
+        bsize = max(1, min(batch, args.batch_bytes // size))
+        apis = [
+            ("ring", "send", 1),
+            ("ring", "append", 1),
+            ("ring", "append_batch", bsize),
+        ]
+        if not args.no_queue:
+            apis += [("queue", "put", 1), ("queue", "put_list", bsize)]
+        for kind, api, b in apis:
             nk = n if args.messages or kind == "ring" else n // QUEUE_SHARE
-            for b in (1, batch):
-                configs.append((kind, size, max(nk, 2 * b), b))
+            configs.append((kind, api, size, max(nk, 2 * b), b))
     runs: dict[tuple[Any, ...], list[dict[str, Any]]] = {c: [] for c in configs}
     for _ in range(1 if args.smoke else args.repeat):
         for c in configs:

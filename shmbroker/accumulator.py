@@ -49,7 +49,9 @@ class RecordAccumulator:
         timestamp: int | None = None,
         headers: Sequence[Header] | None = None,
     ) -> None:
-        """Queue one record; appends the batch when it is full."""
+        """Queue one record; appends the batch when it is full. If that append fails
+        (RingFull after the timeout), this record is not queued and the error is
+        raised; the records queued before it stay queued for the next flush."""
         values = self._values
         values.append(value)
         self._keys.append(key)
@@ -70,7 +72,21 @@ class RecordAccumulator:
         if value is not None:
             self._bytes += len(value)
         if len(values) >= self.batch_records or self._bytes >= self.batch_bytes:
-            self.flush()
+            try:
+                self.flush()
+            except BaseException:
+                self._unqueue_last()  # so that a caller who retries send() sends once
+                raise
+
+    def _unqueue_last(self) -> None:
+        value = self._values.pop()
+        self._keys.pop()
+        self._any_key = any(k is not None for k in self._keys)
+        for column in (self._timestamps, self._headers):
+            if column is not None:
+                column.pop()
+        if value is not None:
+            self._bytes -= len(value)
 
     def __len__(self) -> int:
         return len(self._values)
