@@ -303,3 +303,15 @@ TestRingModel = RingModel.TestCase
 TestRingModel.settings = settings(
     max_examples=60, stateful_step_count=60, deadline=None
 )
+
+
+@pytest.mark.parametrize("n", [3, 50])  # built row by row, and by columns
+def test_keys_headers_and_nulls_survive_polls_small_and_large(ring, n):
+    values = [None if i % 3 == 0 else b"v%d" % i for i in range(n)]
+    keys = [None if i % 2 else b"k%d" % i for i in range(n)]
+    headers = [[("a", b"1"), ("b", None)] if i % 4 == 0 else [] for i in range(n)]
+    ring.append_batch(values, keys, headers=headers)
+    got = ring.reader(0).poll(0)
+    assert [r.value for r in got] == values
+    assert [r.key for r in got] == keys
+    assert [list(r.headers) for r in got] == headers
