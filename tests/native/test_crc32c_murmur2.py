@@ -3,6 +3,7 @@ against published vectors and kafka-python's pure-Python implementations."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -146,3 +147,19 @@ def test_partition_for_key_with_max_int_partitions() -> None:
 def test_partition_for_key_rejects_no_partitions(partitions: int) -> None:
     with pytest.raises(InvalidArgument, match="partition: invalid argument"):
         _native.partition_for_key(b"key", partitions)
+
+
+@pytest.mark.parametrize(
+    "size", [3 * 4096 - 1, 3 * 4096, 3 * 4096 + 1, 6 * 4096 + 9, 65536, 200_003]
+)
+def test_crc32c_of_large_buffers_in_three_streams_equals_kafka_python(
+    size: int,
+) -> None:
+    """If a buffer is long enough for the three-stream path, then the result is still
+    the plain CRC32C, also when chained from a non-zero CRC."""
+    data = random.Random(size).randbytes(size)
+    assert _native.crc32c(data) == kafka_python.crc(data)
+    head = data[: size // 5]
+    assert _native.crc32c(data[size // 5 :], _native.crc32c(head)) == _native.crc32c(
+        data
+    )
