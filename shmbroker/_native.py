@@ -37,7 +37,6 @@ FULL: int = lib.SHMB_FULL
 EMPTY: int = lib.SHMB_EMPTY
 LAPPED: int = lib.SHMB_LAPPED
 ETOOBIG: int = lib.SHMB_ETOOBIG
-NOTFOUND: int = lib.SHMB_NOTFOUND
 
 
 def strerror(rc: int) -> str:
@@ -219,8 +218,7 @@ class Decoded:
 
 
 SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS
-SCAN_PARTIAL = 1  # Scan.stop: a partial batch at the end
-SCAN_FULL = 2  # Scan.stop: the rows were full
+SCAN_PARTIAL = 1  # Scan.stop: a partial batch at the end (2: the rows were full)
 
 
 class Scan:
