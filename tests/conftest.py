@@ -54,6 +54,20 @@ def run_on_small_tmpfs(
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_shm_left_by_this_session() -> Iterator[None]:
+    """Objects named by this test process (tests and state machines) must be gone."""
+    yield
+    mine = [
+        n
+        for n in shm.list_names()
+        if f".{os.getpid()}." in n or n.startswith(f"/{shm.NAME_PREFIX}t{os.getpid()}.")
+    ]
+    for name in mine:
+        shm.unlink(name)
+    assert not mine, f"the tests left shared memory behind: {mine}"
+
+
 @pytest.fixture
 def shm_prefix() -> Iterator[str]:
     """A unique name prefix; the test fails if it leaves any /dev/shm entry behind."""

@@ -14,6 +14,7 @@ import pytest
 from shmbroker import OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
 from shmbroker.log.partition import PartitionLog
+from shmbroker.log.segment import LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
 
 SMALL = TopicConfig(
@@ -266,3 +267,27 @@ def test_flush_messages_fsyncs_every_n_records(open_log):
     produce(log.ring, 1, size=20, spill=log)
     assert log.recovery_point == 60
     assert log.ring.stat().durable_offset == 60
+
+
+def test_reopening_validates_only_segments_past_the_recovery_point(
+    open_log, monkeypatch
+):
+    """If the log was flushed, then a reopen scans only the active segment batch by
+    batch: recovery time follows the unflushed tail, not the log size."""
+    log = open_log()
+    produce(log.ring, 1000, spill=log)
+    segments = len(log.segments())
+    assert segments >= 3
+    log.close()
+    recovered = []
+    original = LogSegment.recover
+
+    def counting_recover(segment):
+        recovered.append(segment.base_offset)
+        return original(segment)
+
+    monkeypatch.setattr(LogSegment, "recover", counting_recover)
+    reopened = open_log()
+    assert recovered == [reopened.active.base_offset]
+    assert len(reopened.segments()) == segments
+    assert reopened.reader(20_000 - 1).poll(0)[0].offset == 19_999
