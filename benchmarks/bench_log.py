@@ -62,7 +62,6 @@ import platform
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -76,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds
 
 from shmbroker import _native, errors, shm
 from shmbroker.accumulator import RecordAccumulator
@@ -110,48 +110,6 @@ PARENT_CPU: int | None = None
 
 
 # ---- header -------------------------------------------------------------------------
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _cpu_busy(seconds: float = 0.5) -> float:
-    """Fraction of all CPUs busy over the next `seconds`: other work skews results."""
-
-    def sample() -> tuple[int, int]:
-        fields = [
-            int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ]
-        return sum(fields[:8]), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return 1 - (i1 - i0) / max(t1 - t0, 1)
 
 
 def _read(path: str | Path) -> str:
@@ -189,14 +147,14 @@ def _filesystem(path: Path) -> dict[str, Any]:
 
 
 def header(directory: Path, warm: bool, usable: int) -> dict[str, Any]:
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    if _git("status", "--porcelain", "--untracked-files=no"):
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
         commit += "+dirty"
     balloon = Path("/sys/bus/virtio/drivers/virtio_balloon")
     vm = "/proc/sys/vm/"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": usable,
         "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
@@ -219,7 +177,7 @@ def header(directory: Path, warm: bool, usable: int) -> dict[str, Any]:
             if PRODUCER_CPU is not None
             else "none (fewer than 2 cores)"
         ),
-        "cpu_busy_before": round(_cpu_busy(), 3),
+        "cpu_busy_before": round(cpu_busy(), 3),
     }
 
 
@@ -364,32 +322,16 @@ class Producer:
         return res
 
 
-def _others_cpu_s() -> dict[int, float]:
-    """CPU-seconds so far of every user-space process but this one and its children
-    (kernel threads, such as writeback, are left out: they work for us)."""
-    me, out = os.getpid(), {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info["ppid"]
-        if proc.pid in (me, 2) or ppid in (me, 2):
-            continue
-        try:
-            t = proc.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        out[proc.pid] = t.user + t.system + t.children_user + t.children_system
-    return out
-
-
 class OtherCpu:
     """Share of all cores that other processes used while the block ran: they
     competed with ours for two cores. Rows over OTHER_CPU_WARN are marked '*'."""
 
     def __enter__(self) -> OtherCpu:
-        self.t0, self.before = time.monotonic(), _others_cpu_s()
+        self.t0, self.before = time.monotonic(), others_cpu_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        after, wall = _others_cpu_s(), time.monotonic() - self.t0
+        after, wall = others_cpu_seconds(), time.monotonic() - self.t0
         used = sum(t - self.before.get(pid, 0.0) for pid, t in after.items())
         self.share = max(0.0, used / (max(wall, 1e-9) * (os.cpu_count() or 1)))
 
@@ -428,10 +370,6 @@ def _values(size: int, count: int) -> list[bytes]:
 
 def encoded_batch(size: int, count: int) -> bytes:
     return _native.batch_encode(_native.RecordArrays(_values(size, count)))
-
-
-def _fmt_size(size: int) -> str:
-    return f"{size // KiB} KiB" if size >= KiB and size % KiB == 0 else f"{size} B"
 
 
 # ---- 1. spill throughput ------------------------------------------------------------
@@ -976,7 +914,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     for size in sorted({r["size"] for r in spill}):
         s, sf = find("spill", size), find("spill+fsync", size)
         dd, dds = find("dd", size), find("dd+fdatasync", size)
-        label = _fmt_size(size)
+        label = fmt_size(size)
         if s and dd:
             check(
                 f"1. spill {label} vs dd (page cache)",
@@ -1000,7 +938,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
     for r in result.get("catchup") or []:
         check(
-            f"3. catch-up read_batches {_fmt_size(r['size'])}",
+            f"3. catch-up read_batches {fmt_size(r['size'])}",
             r["read_bytes_per_s"],
             TARGET_CATCHUP_BYTES_PER_S,
             "B/s",
@@ -1105,7 +1043,7 @@ def print_report(result: dict[str, Any]) -> None:
                 vs_sync = f"{r['bytes_per_s'] / dds['bytes_per_s']:.2f}x"
             batch = f"x{r['batch']}" if "batch" in r else ""
             print(
-                f"  {_fmt_size(r['size']):>6} {batch:>6}  {what[r['kind']]:34} "
+                f"  {fmt_size(r['size']):>6} {batch:>6}  {what[r['kind']]:34} "
                 f"{_mb(r['bytes']):>6} {r['seconds']:>6.2f} {_mb(r['bytes_per_s']):>7}"
                 f" {vs_dd:>6} {vs_sync:>10} {_busy(r.get('producer_busy')):>8}"
                 f" {_busy(r.get('spill_busy')):>9} {r.get('full_waits', ''):>10}"
@@ -1162,7 +1100,7 @@ def print_report(result: dict[str, Any]) -> None:
                 f"{min(runs) / 1e9:.2f}..{max(runs) / 1e9:.2f}" if len(runs) > 1 else ""
             )
             print(
-                f"  {_fmt_size(r['size']):>6} {'x' + str(r['batch']):>6} "
+                f"  {fmt_size(r['size']):>6} {'x' + str(r['batch']):>6} "
                 f"{_mb(r['bytes']):>6} {r['records']:>11,} "
                 f"{r['read_bytes_per_s'] / 1e9:>17.2f} {rng:>11} {faults:>21}  "
                 f"{r['poll_records_per_s']:>14,.0f} "

@@ -47,7 +47,6 @@ import platform
 import resource
 import signal
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -57,7 +56,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import psutil  # type: ignore[import-untyped]
+from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds
 
 from shmbroker import _native
 from shmbroker.accumulator import RecordAccumulator
@@ -101,55 +100,13 @@ CLOCK, CLOCK_NAME = _pick_clock()
 # ---- header -------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _cpu_busy(seconds: float = 0.5) -> float:
-    """Fraction of all CPUs busy over the next `seconds`: other work skews results."""
-
-    def sample() -> tuple[int, int]:
-        fields = [
-            int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ]
-        return sum(fields[:8]), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        t0, i0 = sample()
-        time.sleep(seconds)
-        t1, i1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return 1 - (i1 - i0) / max(t1 - t0, 1)
-
-
 def header() -> dict[str, Any]:
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    if _git("status", "--porcelain", "--untracked-files=no"):
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no"):
         commit += "+dirty"
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -158,7 +115,7 @@ def header() -> dict[str, Any]:
         "crc32c_hardware": _native.crc32c_hardware(),
         "native_module": Path(sys.modules["shmbroker._shmb"].__file__ or "?").name,
         "clock": CLOCK_NAME,
-        "cpu_busy_before": round(_cpu_busy(), 3),
+        "cpu_busy_before": round(cpu_busy(), 3),
     }
 
 
@@ -177,20 +134,6 @@ def _minor_faults() -> int:
 def _cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-def _others_cpu_seconds() -> dict[int, float]:
-    """CPU-seconds used so far by every other process (with its reaped children)."""
-    me, out = os.getpid(), {}
-    for proc in psutil.process_iter():
-        if proc.pid == me:
-            continue
-        try:
-            t = proc.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        out[proc.pid] = t.user + t.system + t.children_user + t.children_system
-    return out
 
 
 def _worker(
@@ -224,7 +167,7 @@ def run_pair(
     cpus = sorted(os.sched_getaffinity(0))
     pcpu, ccpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     barrier = ctx.Barrier(2)
-    others0, t0 = _others_cpu_seconds(), time.monotonic()
+    others0, t0 = others_cpu_seconds(), time.monotonic()
     pr, pw = ctx.Pipe(duplex=False)
     cr, cw = ctx.Pipe(duplex=False)
     procs = [
@@ -264,7 +207,7 @@ def run_pair(
         ours = {p.pid for p in procs}
         others = sum(
             t - others0.get(pid, 0.0)
-            for pid, t in _others_cpu_seconds().items()
+            for pid, t in others_cpu_seconds().items()
             if pid not in ours
         )
         other = others / ((time.monotonic() - t0) * len(cpus))
@@ -649,10 +592,6 @@ def noise_floor(ctx: Any, seconds: float) -> list[dict[str, Any]]:
 # ---- report -------------------------------------------------------------------------
 
 
-def _fmt_size(size: int) -> str:
-    return f"{size // KiB} KiB" if size >= KiB and size % KiB == 0 else f"{size} B"
-
-
 def _label(row: dict[str, Any]) -> str:
     return {
         "send": "RecordAccumulator.send",
@@ -796,7 +735,7 @@ def print_report(
             if q:
                 ratio = f"{r['records_per_s'] / q['records_per_s']:.1f}x"
         print(
-            f"  {_fmt_size(r['size']):>6}  {_label(r):30} {r['records']:>9} "
+            f"  {fmt_size(r['size']):>6}  {_label(r):30} {r['records']:>9} "
             f"{r['seconds']:>6.2f} {r['records_per_s']:>12,.0f} "
             f"{r['bytes_per_s'] / 1e6:>9,.0f}  {ratio:>8}  {_range(r):>21}{_flag(r)}"
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shmbroker import shm
+from shmbroker import Ring, shm
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -82,3 +82,12 @@ def shm_prefix() -> Iterator[str]:
 @pytest.fixture
 def ring_name(shm_prefix: str) -> str:
     return f"/{shm_prefix}ring"
+
+
+@pytest.fixture
+def ring(ring_name: str) -> Iterator[Ring]:
+    """A fresh 64 KiB ring, unlinked afterwards."""
+    r = Ring.create(ring_name, 1 << 16)
+    yield r
+    r.unlink()
+    r.close()

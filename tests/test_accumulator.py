@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shmbroker import Ring, RingFull
+from shmbroker import RingFull
 from shmbroker.accumulator import RecordAccumulator
-
-
-@pytest.fixture
-def ring(ring_name):
-    r = Ring.create(ring_name, 1 << 16)
-    yield r
-    r.unlink()
-    r.close()
 
 
 def test_sends_become_batches_with_dense_offsets_and_all_fields(ring):

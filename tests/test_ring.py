@@ -26,14 +26,6 @@ from shmbroker import (
 from tests.conftest import wait_until
 
 
-@pytest.fixture
-def ring(ring_name):
-    r = Ring.create(ring_name, 1 << 16)
-    yield r
-    r.unlink()
-    r.close()
-
-
 def values(records):
     return [r.value for r in records]
 

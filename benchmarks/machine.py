@@ -1,0 +1,78 @@
+"""What the benchmarks share: the machine they ran on and who else used it.
+
+Imported by the bench_*.py scripts from their own directory (they run as scripts)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+KiB = 1024
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_busy(seconds: float = 0.5) -> float:
+    """Fraction of all CPUs busy over the next `seconds`: other work skews results."""
+
+    def sample() -> tuple[int, int]:
+        fields = [
+            int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        ]
+        return sum(fields[:8]), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+def fmt_size(size: int) -> str:
+    return f"{size // KiB} KiB" if size >= KiB and size % KiB == 0 else f"{size} B"
+
+
+def others_cpu_seconds() -> dict[int, float]:
+    """CPU-seconds so far of every user-space process but this one and its children
+    (kernel threads, such as writeback, are left out: they work for us)."""
+    me, out = os.getpid(), {}
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info["ppid"]
+        if proc.pid in (me, 2) or ppid in (me, 2):
+            continue
+        try:
+            t = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        out[proc.pid] = t.user + t.system + t.children_user + t.children_system
+    return out
