@@ -129,6 +129,22 @@ class _Index:
             os.close(fd)
             raise
 
+    @classmethod
+    def load(
+        cls: type[_IndexT], path: str | os.PathLike[str], base_offset: int
+    ) -> _IndexT:
+        """A read-only snapshot of the entries, for a process that does not own the
+        log: a missing file is empty, and a partial last entry (the owner is writing
+        it) is left out, not cut. It is closed: lookups only."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        whole = len(data) - len(data) % cls._ENTRY.size
+        return cls(path, base_offset, -1, data[:whole])
+
     def _decode(self, data: bytes) -> tuple[array[int], array[int]]:
         raise NotImplementedError
 

@@ -436,24 +436,8 @@ class PartitionLog:
 
     def read_segments(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
         """Whole batches from the segments, the first holding offset; b'' when offset
-        is not (yet) in them."""
-        with self._lock:
-            segments = list(self._segments)
-        for k in range(len(segments) - 1, -1, -1):
-            if segments[k].base_offset <= offset:
-                break
-        else:
-            return b""
-        for segment in segments[k:]:
-            try:
-                row = segment.find(offset)
-                if row is not None:
-                    return segment.read(row[0], max_bytes)
-            except OSError as exc:  # retention closed it under us
-                if exc.errno != errno.EBADF:
-                    raise
-                self._check_range(offset)
-        return b""
+        is not (yet, or any more) in them."""
+        return _read_segments(self.segments(), offset, max_bytes)
 
     def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
         self._check_range(offset)
@@ -485,13 +469,106 @@ class PartitionLog:
                     return record.offset
 
 
+def _read_segments(segments: list[LogSegment], offset: int, max_bytes: int) -> bytes:
+    for k in range(len(segments) - 1, -1, -1):
+        if segments[k].base_offset <= offset:
+            break
+    else:
+        return b""
+    for segment in segments[k:]:
+        try:
+            row = segment.find(offset)
+            if row is not None:
+                return segment.read(row[0], max_bytes)
+        except OSError as exc:  # retention closed it under us: the log start moved
+            if exc.errno != errno.EBADF:
+                raise
+            return b""
+    return b""
+
+
+class PartitionReader:
+    """Read-only access to a partition from any process (consumers, the gateway):
+    recent offsets from the ring, older ones from the segment files. It never writes,
+    recovers or spills: the process that owns the PartitionLog does. Not thread-safe.
+    """
+
+    def __init__(self, directory: Path, ring: Ring, topic: str, partition: int) -> None:
+        self.directory = directory
+        self.ring = ring
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self._segments: dict[int, LogSegment] = {}  # opened read-only, by base offset
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        ring_name: str,
+        *,
+        topic: str,
+        partition: int,
+    ) -> PartitionReader:
+        """Attach to a partition its owner has opened (NotFound if its ring is not
+        there)."""
+        return cls(Path(directory), Ring.open(ring_name), topic, partition)
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.ring.stat().log_start_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self.ring.stat().next_offset
+
+    def _current_segments(self) -> list[LogSegment]:
+        """The segment files there are now: retention deletes, the spill rolls."""
+        bases = sorted(
+            int(name[: -len(LOG_SUFFIX)])
+            for name in os.listdir(self.directory)
+            if name.endswith(LOG_SUFFIX)
+        )
+        for base in set(self._segments) - set(bases):
+            self._segments.pop(base).close()
+        for base in bases:
+            if base not in self._segments:
+                try:
+                    self._segments[base] = LogSegment(
+                        self.directory, base, readonly=True
+                    )
+                except FileNotFoundError:  # deleted between the listing and the open
+                    continue
+        return [self._segments[b] for b in bases if b in self._segments]
+
+    def read_segments(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
+        """Whole batches from the segments, the first holding offset; b'' when offset
+        is not (yet, or any more) in them."""
+        return _read_segments(self._current_segments(), offset, max_bytes)
+
+    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
+        start, high = self.log_start_offset, self.high_watermark
+        if not start <= offset <= high:
+            raise errors.OffsetOutOfRange(
+                f"offset {offset} of partition {self.name} is out of range: valid "
+                f"offsets are [{start}, {high})"
+            )
+        return LogReader(self, offset, spin=spin)
+
+    def close(self) -> None:
+        for segment in self._segments.values():
+            segment.close()
+        self._segments.clear()
+        self.ring.close()
+
+
 class LogReader:
     """Reads a partition from an offset onward, from the segments or the ring,
     whichever holds it. Not thread-safe."""
 
     def __init__(
         self,
-        log: PartitionLog,
+        log: PartitionLog | PartitionReader,
         offset: int,
         *,
         spin: float = DEFAULT_SPIN,
@@ -509,30 +586,32 @@ class LogReader:
         """Whole batches, the first holding self.offset (it may start before it);
         b'' when there is nothing new within timeout."""
         log = self.log
-        while True:
+        for _ in range(1000):  # each pass returns, or moves to the other source
             if self.offset < log.log_start_offset:
                 raise errors.OffsetOutOfRange(
                     f"offset {self.offset} of partition {log.name} was deleted by "
                     f"retention: the log starts at {log.log_start_offset}"
                 )
             if self._ring_reader is None:
-                if self.offset < log.log_end_offset:
-                    data = log.read_segments(self.offset, self.max_bytes)
-                    if data:
-                        return self._advance(data)
-                    continue
+                data = log.read_segments(self.offset, self.max_bytes)
+                if data:
+                    return self._advance(data)
                 try:
                     self._ring_reader = log.ring.reader(self.offset, spin=self._spin)
                 except errors.OffsetOutOfRange:
-                    if self.offset < log.log_end_offset:
-                        continue  # spilled meanwhile: the segments have it
-                    raise
+                    if self.offset > log.high_watermark:
+                        raise
+                    continue  # spilled between the two looks: the segments have it
             try:
                 data = self._ring_reader.read_batches(timeout)
             except errors.Lapped:  # lapped means spilled: read the segments
                 self._ring_reader = None
                 continue
             return self._advance(data) if data else b""
+        raise errors.BrokenError(
+            f"partition {log.name}: offset {self.offset} is neither in the segments "
+            f"nor in the ring"
+        )
 
     def _advance(self, data: bytes) -> bytes:
         rows = self._scan.scan(data, 0, len(data))

@@ -38,7 +38,11 @@ class LogSegment:
     concurrently (pread of bytes below `size`, which only grows)."""
 
     def __init__(
-        self, directory: Path, base_offset: int, index_interval_bytes: int = 4096
+        self,
+        directory: Path,
+        base_offset: int,
+        index_interval_bytes: int = 4096,
+        readonly: bool = False,
     ) -> None:
         self.directory = directory
         self.base_offset = base_offset
@@ -48,12 +52,16 @@ class LogSegment:
             (directory / file_name(base_offset, suffix)).exists()
             for suffix in (OffsetIndex.SUFFIX, TimeIndex.SUFFIX)
         )
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # readonly: another process owns the segment and may be appending to it
+        self.readonly = readonly
+        flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+        self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
         self.size = os.fstat(self._fd).st_size
-        self.offset_index = OffsetIndex.open(
+        index_open = "load" if readonly else "open"
+        self.offset_index = getattr(OffsetIndex, index_open)(
             directory / file_name(base_offset, OffsetIndex.SUFFIX), base_offset
         )
-        self.time_index = TimeIndex.open(
+        self.time_index = getattr(TimeIndex, index_open)(
             directory / file_name(base_offset, TimeIndex.SUFFIX), base_offset
         )
         self.next_offset = base_offset  # one past the last offset written
@@ -153,8 +161,13 @@ class LogSegment:
                 return
             position += consumed
 
+    def _refresh(self) -> None:
+        if self.readonly:  # bytes below the file size are whole writes of the owner
+            self.size = os.fstat(self._fd).st_size
+
     def find(self, offset: int) -> list[int] | None:
         """The scan row of the batch holding offset, or None if offset >= next."""
+        self._refresh()
         _, position = self.offset_index.lookup(offset)
         for row in self.batches(position):
             if row[3] >= offset:

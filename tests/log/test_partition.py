@@ -13,7 +13,7 @@ import pytest
 
 from shmbroker import OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
-from shmbroker.log.partition import PartitionLog
+from shmbroker.log.partition import PartitionLog, PartitionReader
 from shmbroker.log.segment import LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
 
@@ -291,3 +291,28 @@ def test_reopening_validates_only_segments_past_the_recovery_point(
     assert recovered == [reopened.active.base_offset]
     assert len(reopened.segments()) == segments
     assert reopened.reader(20_000 - 1).poll(0)[0].offset == 19_999
+
+
+def test_a_partition_reader_reads_everything_and_writes_nothing(
+    open_log, tmp_path, ring_name
+):
+    """If a process that does not own the log reads it, then it sees every record
+    from the segments and the ring, and leaves the files as they were (no index
+    created, no tail cut) even where an index is missing."""
+    log = open_log()
+    produce(log.ring, 1000, spill=log)
+    produce(log.ring, 5)  # these only in the ring
+    for index in (tmp_path / "t-0").glob("0000000000000000000*.index"):
+        index.unlink()
+    files = {p.name: p.read_bytes() for p in (tmp_path / "t-0").iterdir()}
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        records = read_all(view)
+        assert [r.offset for r in records] == list(range(20_100))
+        assert view.reader(12_345).poll(0)[0].offset == 12_345
+        assert {p.name: p.read_bytes() for p in (tmp_path / "t-0").iterdir()} == files
+        log.enforce_retention(now_ms=2**62)  # the owner deletes old segments
+        with pytest.raises(OffsetOutOfRange, match="valid offsets are"):
+            view.reader(0)
+    finally:
+        view.close()

@@ -2,6 +2,7 @@
 
     python -m tests.system.ring_worker produce RING ID COUNT MODE [--stop FILE]
     python -m tests.system.ring_worker consume RING COUNT POSITION_FILE
+    python -m tests.system.ring_worker consume-log DIR RING COUNT
 
 A record's value is (producer id, sequence number) plus padding. The consumer checks
 what a user would: offsets dense from 0, every producer's sequence numbers in order
@@ -79,6 +80,34 @@ def consume(args: argparse.Namespace) -> None:
     ring.close()
 
 
+def consume_log(args: argparse.Namespace) -> None:
+    """As consume, through a PartitionReader: segments first, then the ring."""
+    from shmbroker.log.partition import PartitionReader
+
+    log = PartitionReader.open(args.directory, args.ring, topic="t", partition=0)
+    reader = log.reader(0)
+    next_seq: dict[int, int] = {}
+    expected_offset, count, problems = 0, 0, []
+    while count < args.count:
+        records = reader.poll(timeout=30)
+        if not records:
+            problems.append(f"no record for 30s after {count}")
+            break
+        for r in records:
+            if r.offset != expected_offset:
+                problems.append(f"offset {r.offset}, expected {expected_offset}")
+            expected_offset = r.offset + 1
+            pid, seq = RECORD.unpack_from(r.value)
+            if seq != next_seq.get(pid, 0):
+                problems.append(f"producer {pid}: seq {seq}, expected {next_seq[pid]}")
+            next_seq[pid] = seq + 1
+        count += len(records)
+    json.dump(
+        {"records": count, "next_seq": next_seq, "problems": problems[:20]}, sys.stdout
+    )
+    log.close()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -95,8 +124,12 @@ def main() -> None:
     co.add_argument("count", type=int, help="-1: until idle for --idle seconds")
     co.add_argument("position_file")
     co.add_argument("--idle", type=float, default=30)
+    cl = sub.add_parser("consume-log")
+    cl.add_argument("directory")
+    cl.add_argument("ring")
+    cl.add_argument("count", type=int)
     args = p.parse_args()
-    produce(args) if args.cmd == "produce" else consume(args)
+    {"produce": produce, "consume": consume, "consume-log": consume_log}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 from shmbroker import shm
 from shmbroker.config import TopicConfig
 from shmbroker.log.partition import PartitionLog
-from tests.conftest import run_on_small_tmpfs
+from tests.conftest import run_on_small_tmpfs, wait_until
 from tests.system.ring_worker import RECORD
 from tests.system.test_ring_processes import ROOT, finish, worker
 
@@ -94,6 +94,43 @@ def test_killing_the_spilling_process_under_load_loses_and_duplicates_nothing(
         for p in [*producers, proc]:
             if p.poll() is None:
                 p.kill()
+                p.communicate()
+        shm.unlink(ring_name)
+
+
+def test_a_reader_process_reads_old_records_from_segments_then_new_ones_from_the_ring(
+    tmp_path, ring_name
+):
+    """If another process owns and spills the log, then a consumer process with a
+    PartitionReader reads every record once, in order, from offset 0: the first ones
+    from the segment files (long gone from the 256 KiB ring), the rest from the ring
+    while producers still append."""
+    directory = tmp_path / "t-0"
+    owner = spiller(directory, ring_name)
+    producers = [
+        worker("produce", ring_name, i, 100_000, "mixed", "--batch", 50)
+        for i in range(2)
+    ]
+    try:
+        wait_until(  # two segments: offset 0 is long gone from the ring
+            lambda: (
+                len(list(directory.glob("*.log"))) >= 2
+                or producers[0].poll() is not None
+            ),
+            60,
+            "a second segment",
+        )
+        consumer = worker("consume-log", directory, ring_name, 200_000)
+        for p in producers:
+            finish(p, 120)
+        result = json.loads(finish(consumer, 120))
+        assert result["problems"] == []
+        assert result["records"] == 200_000
+        assert result["next_seq"] == {"0": 100_000, "1": 100_000}
+    finally:
+        for p in [*producers, owner]:
+            if p.poll() is None:
+                p.terminate()
                 p.communicate()
         shm.unlink(ring_name)
 
