@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system lint typecheck check bench bench-smoke clean
+.PHONY: dev build run test test-system test-sanitize lint typecheck check bench bench-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,14 @@ test: $(STAMP)
 
 test-system: $(STAMP)
 	$(BIN)/pytest -q -m system tests
+
+# The whole suite against an ASan + UBSan build of the C core, then back to -O2.
+SANITIZERS := $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
+test-sanitize: $(STAMP)
+	SHMB_SANITIZE=1 $(BIN)/pip install -q -e .
+	LD_PRELOAD=$(SANITIZERS) ASAN_OPTIONS=detect_leaks=0 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(BIN)/pytest -q -p no:cacheprovider tests; \
+		status=$$?; $(BIN)/pip install -q -e .; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check shmbroker tests benchmarks tools csrc/build_ffi.py
