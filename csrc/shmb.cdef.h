@@ -130,6 +130,8 @@ int64_t shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t k
                                 const uint8_t *value, int32_t value_len, int64_t timestamp,
                                 int32_t timeout_ms);
 
+int64_t shmb_ring_append_value(shmb_ring_t *ring, const uint8_t *value, int32_t value_len);
+
 int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
                        int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);
 

@@ -393,6 +393,10 @@ int64_t shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_
     return shmb_ring_append_records(r, &one, timeout_ms);
 }
 
+int64_t shmb_ring_append_value(shmb_ring_t *r, const uint8_t *value, int32_t value_len) {
+    return shmb_ring_append_record(r, NULL, -1, value, value_len, SHMB_TIMESTAMP_NOW, -1);
+}
+
 int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
     shmb_ring_header_t *h = r->hdr;
     int64_t spill = shmb_load_relaxed(&h->spill.spill_position);

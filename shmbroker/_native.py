@@ -315,6 +315,10 @@ class RingMap:
             timeout_ms,
         )
 
+    def append_value(self, value: bytes) -> int:
+        """append_record(None, value, now, wait forever), with 3 arguments, not 7."""
+        return lib.shmb_ring_append_value(self._ptr, value, len(value))  # type: ignore[no-any-return]
+
     def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
         return int(lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms))
 

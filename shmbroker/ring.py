@@ -148,6 +148,17 @@ class Ring:
 
         Blocks up to timeout (None: forever, 0: not at all) while the ring is full of
         unspilled bytes."""
+        if (
+            key is None
+            and timestamp is None
+            and timeout is None
+            and value
+            and not headers
+        ):
+            rc = self.native.append_value(value)  # the commonest call, the fewest args
+            if rc < 0:
+                raise self._append_error(rc, timeout)
+            return rc
         if headers:
             return self.append_batch(
                 [value],
