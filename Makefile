@@ -38,11 +38,13 @@ test-sanitize: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shmbroker tests benchmarks tools csrc/build_ffi.py
+	$(BIN)/ruff format --check shmbroker tests benchmarks tools csrc/build_ffi.py
+	$(BIN)/mypy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint test
 
 benchmarks/bench_ring_c: benchmarks/bench_ring_c.c $(CSRC) $(wildcard csrc/*.h)
 	$(CC) $(CFLAGS_BENCH) -o $@ $< $(CSRC) -lpthread
