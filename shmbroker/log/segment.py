@@ -88,25 +88,28 @@ class LogSegment:
             os.ftruncate(self._fd, start)
             raise
         self.size = start + len(data)
-        first = rows[0]
-        for i in range(0, len(rows), F):
-            pos, size, base, last, max_ts = rows[i : i + 5]
-            self._note_batch(start + pos - first, size, base, last, max_ts)
+        self._note_batches(rows, start - rows[0])
 
-    def _note_batch(
-        self, position: int, size: int, base: int, last: int, ts: int
-    ) -> None:
+    def _note_batches(self, rows: list[int], shift: int) -> None:
+        """Index the batches of scan rows (at file position row position + shift).
+        One loop with locals, not a call a batch: with one-record batches the spill
+        thread runs this for every record."""
         if self.first_timestamp == NO_TIMESTAMP:
-            self.first_timestamp = ts
-        if ts > self.max_timestamp:
-            self.max_timestamp, self._offset_of_max_timestamp = ts, last
-        if self._bytes_since_index > self.index_interval_bytes:
-            self.offset_index.append(last, position)
-            self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
-            self._bytes_since_index = 0
-            self._indexes_dirty = True
-        self._bytes_since_index += size
-        self.next_offset = last + 1
+            self.first_timestamp = rows[4]
+        interval, since = self.index_interval_bytes, self._bytes_since_index
+        max_ts, max_ts_offset = self.max_timestamp, self._offset_of_max_timestamp
+        for i in range(0, len(rows), F):
+            if rows[i + 4] > max_ts:
+                max_ts, max_ts_offset = rows[i + 4], rows[i + 3]
+            if since > interval:
+                self.offset_index.append(rows[i + 3], rows[i] + shift)
+                self.time_index.append(max_ts, max_ts_offset)
+                since = 0
+                self._indexes_dirty = True
+            since += rows[i + 1]
+        self._bytes_since_index = since
+        self.max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
+        self.next_offset = rows[-F + 3] + 1
 
     def seal(self) -> None:
         """Before the segment stops being active: its largest timestamp into the time
@@ -195,11 +198,11 @@ class LogSegment:
         self._reset_indexes()
         valid, expected, why = 0, self.base_offset, "a partial or corrupt batch"
         for row in self.batches(0, verify=True):
-            pos, size, base, last, max_ts, _ = row
+            pos, size, base, last, _, _ = row
             if base != expected:  # offsets are dense: a jump is a corrupt baseOffset
                 why = f"offset {base} where {expected} was due"
                 break
-            self._note_batch(pos, size, base, last, max_ts)
+            self._note_batches(row, 0)
             valid, expected = pos + size, last + 1
         cut = self.size - valid
         if cut:
@@ -229,8 +232,8 @@ class LogSegment:
         except CorruptError as exc:
             log.warning("rebuilding the indexes of %s: %s", self.path, exc)
             self._reset_indexes()
-            for pos, size, base, last, max_ts, _ in self.batches(0):
-                self._note_batch(pos, size, base, last, max_ts)
+            for row in self.batches(0):
+                self._note_batches(row, 0)
             return
         self.max_timestamp, self._offset_of_max_timestamp = self.time_index.last_entry
         for _, _, _, last, max_ts, _ in self.batches(last_indexed.position):
