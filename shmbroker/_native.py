@@ -268,7 +268,9 @@ def ring_object_bytes(capacity_bytes: int) -> int:
 class RingMap:
     """A ring mapped into this process. The mapping lives until this object dies."""
 
-    __slots__ = ("_out", "_ptr", "_stat", "capacity_bytes")
+    # no scratch space shared between calls: threads may share one RingMap, and the
+    # GIL is released during every C call
+    __slots__ = ("_ptr", "capacity_bytes")
 
     def __init__(
         self,
@@ -292,10 +294,7 @@ class RingMap:
             f"map {what}",
         )
         self._ptr = ffi.gc(out[0], lib.shmb_ring_unmap)
-        self._out = ffi.new("int64_t *")
-        self._stat = ffi.new("shmb_ring_stat_t *")
-        lib.shmb_ring_stat(self._ptr, self._stat)
-        self.capacity_bytes = int(self._stat.capacity_bytes)
+        self.capacity_bytes = self.stat()["capacity_bytes"]
 
     def unmap(self) -> None:
         ffi.release(self._ptr)
@@ -327,20 +326,24 @@ class RingMap:
             lib.shmb_ring_append_batch(self._ptr, batch, len(batch), flags, timeout_ms)
         )
 
-    def read(self, position: int, buf: Any, timeout_ms: int, spin_ns: int) -> int:
+    def read(
+        self, cell: Any, position: int, buf: Any, timeout_ms: int, spin_ns: int
+    ) -> int:
         """Copy whole batches at position into buf; returns bytes or a negative rc.
-        The new position is position + bytes."""
-        self._out[0] = position
+        The new position is position + bytes. cell: the caller's `new_cell()`, one per
+        reader (allocating one a call would cost a one-record poll 10%)."""
+        cell[0] = position
         return int(
-            lib.shmb_ring_read(self._ptr, self._out, buf, len(buf), timeout_ms, spin_ns)
+            lib.shmb_ring_read(self._ptr, cell, buf, len(buf), timeout_ms, spin_ns)
         )
 
     def batch_bytes(self, position: int) -> int:
         return int(lib.shmb_ring_batch_bytes(self._ptr, position))
 
     def seek(self, offset: int) -> int:
-        rc = lib.shmb_ring_seek(self._ptr, offset, self._out)
-        return rc if rc < 0 else int(self._out[0])
+        cell = ffi.new("int64_t *")
+        rc = lib.shmb_ring_seek(self._ptr, offset, cell)
+        return rc if rc < 0 else int(cell[0])
 
     # ---- the durable log's side: one spiller per ring
 
@@ -378,12 +381,17 @@ class RingMap:
         _check(lib.shmb_ring_set_log_start_offset(self._ptr, offset), "set log start")
 
     def stat(self) -> dict[str, int]:
-        s = self._stat
+        s = ffi.new("shmb_ring_stat_t *")
         lib.shmb_ring_stat(self._ptr, s)
         return {name: int(getattr(s, name)) for name in STAT_FIELDS}
 
 
 STAT_FIELDS = tuple(name for name, _ in ffi.typeof("shmb_ring_stat_t").fields)
+
+
+def new_cell() -> Any:
+    """An int64 the C library may write (a reader's position)."""
+    return ffi.new("int64_t *")
 
 
 def new_buffer(size: int) -> Any:

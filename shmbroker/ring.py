@@ -324,6 +324,7 @@ class RingReader:
         self.partition = partition
         self._spin_ns = int(spin * 1e9)
         self._check_crcs = check_crcs  # appends were validated; this re-checks bytes
+        self._cell = _native.new_cell()  # this reader's own: threads may share a ring
         self._new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._skip_below = -1  # after a seek into a batch: drop its earlier records
@@ -341,7 +342,9 @@ class RingReader:
         native = self.ring.native
         timeout_ms = -1 if timeout is None else _timeout_ms(timeout)
         while True:
-            n = native.read(self.position, self._buf, timeout_ms, self._spin_ns)
+            n = native.read(
+                self._cell, self.position, self._buf, timeout_ms, self._spin_ns
+            )
             if n > 0:
                 self._have, self._at = n, 0
                 self.position += n

@@ -20,6 +20,7 @@ from shmbroker import (
     OffsetOutOfRange,
     Ring,
     RingFull,
+    RingReader,
     _native,
     shm,
 )
@@ -307,3 +308,34 @@ def test_keys_headers_and_nulls_survive_polls_small_and_large(ring, n):
     assert [r.value for r in got] == values
     assert [r.key for r in got] == keys
     assert [list(r.headers) for r in got] == headers
+
+
+def test_readers_in_threads_sharing_one_ring_each_see_every_record(ring_name):
+    """If several threads read one Ring object at once (each with its own reader),
+    then each gets every record in order: no call shares scratch space."""
+    with Ring.create(ring_name, 1 << 22) as shared:
+        try:
+            for i in range(2000):
+                shared.append_batch([b"%d" % (i * 10 + j) for j in range(10)])
+            problems = []
+
+            def read_all():
+                # a small buffer: many reads, so the threads' calls interleave
+                reader = RingReader(shared, 0, topic="t", buffer_bytes=256)
+                expected = 0
+                while expected < 20_000:
+                    for r in reader.poll(0):
+                        if r.offset != expected or r.value != b"%d" % expected:
+                            problems.append((r.offset, expected))
+                            return
+                        expected += 1
+                    shared.stat()  # stat shares nothing either
+
+            threads = [threading.Thread(target=read_all) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            assert problems == []
+        finally:
+            shared.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,18 @@ DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
 F = _native.SCAN_FIELDS  # a scan row: position, bytes, base, last, max ts, records
+
+
+_per_thread = threading.local()
+
+
+def _scan() -> _native.Scan:
+    """This thread's Scan: its rows are scratch space that a C call fills with the GIL
+    released, so threads reading one segment must not share one."""
+    scan: _native.Scan | None = getattr(_per_thread, "scan", None)
+    if scan is None:
+        scan = _per_thread.scan = _native.Scan()
+    return scan
 
 
 def file_name(base_offset: int, suffix: str) -> str:
@@ -71,7 +84,6 @@ class LogSegment:
         self.created_ms = int(time.time() * 1000)
         self._bytes_since_index = 0
         self._indexes_dirty = True  # fsync them at the first flush
-        self._scan = _native.Scan()
 
     # ---- writing --------------------------------------------------------------------
 
@@ -138,27 +150,28 @@ class LogSegment:
         `self.scan_stop` says why."""
         size = self.size
         self.scan_stop = 0
+        scan = _scan()
         while position < size:
             chunk = os.pread(self._fd, min(SCAN_CHUNK_BYTES, size - position), position)
-            rows = self._scan.scan(chunk, 0, len(chunk), verify)
+            rows = scan.scan(chunk, 0, len(chunk), verify)
+            # read before yielding: the consumer of this generator may scan too
+            consumed, stop = scan.bytes_consumed, scan.stop
             for i in range(0, len(rows), F):
                 row = rows[i : i + F]
                 row[0] += position
                 yield row
-            consumed = self._scan.bytes_consumed
-            stop = self._scan.stop
             if stop == _native.SCAN_PARTIAL and consumed == 0 and len(chunk) >= 12:
                 # a batch larger than the chunk: read it whole
                 total = int.from_bytes(chunk[8:12], "big") + 12
                 if position + total <= size and total > len(chunk):
                     whole = os.pread(self._fd, total, position)
-                    rows = self._scan.scan(whole, 0, len(whole), verify)
+                    rows = scan.scan(whole, 0, len(whole), verify)
+                    stop = scan.stop
                     if rows:
                         rows[0] += position
                         yield rows
                         position += total
                         continue
-                    stop = self._scan.stop
             if stop < 0 or (stop == _native.SCAN_PARTIAL and consumed == 0):
                 self.scan_stop = stop
                 return
@@ -181,9 +194,10 @@ class LogSegment:
         """Whole batches from position, at most max_bytes unless the first batch alone
         is larger: then that batch (Kafka's KIP-74)."""
         data = os.pread(self._fd, min(max_bytes, self.size - position), position)
-        rows = self._scan.scan(data, 0, len(data))
+        scan = _scan()
+        rows = scan.scan(data, 0, len(data))
         if rows:
-            consumed = self._scan.bytes_consumed
+            consumed = scan.bytes_consumed
             return data if consumed == len(data) else data[:consumed]
         if len(data) >= 12:
             total = int.from_bytes(data[8:12], "big") + 12

@@ -316,3 +316,28 @@ def test_a_partition_reader_reads_everything_and_writes_nothing(
             view.reader(0)
     finally:
         view.close()
+
+
+def test_reader_threads_sharing_a_log_each_see_every_record(open_log):
+    """If several threads read one PartitionLog from the segments at once, then each
+    gets every record in order: segments share no scratch space between threads."""
+    log = open_log()
+    produce(log.ring, 1000, spill=log)
+    problems = []
+
+    def read_all():
+        reader, expected = log.reader(0), 0
+        reader.max_bytes = 2048  # many small reads, so the threads interleave
+        while expected < 20_000:
+            for r in reader.poll(0):
+                if r.offset != expected:
+                    problems.append((r.offset, expected))
+                    return
+                expected += 1
+
+    threads = [threading.Thread(target=read_all) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert problems == []
