@@ -915,27 +915,18 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         s, sf = find("spill", size), find("spill+fsync", size)
         dd, dds = find("dd", size), find("dd+fdatasync", size)
         label = fmt_size(size)
-        if s and dd:
-            check(
-                f"1. spill {label} vs dd (page cache)",
-                s["bytes_per_s"] / dd["bytes_per_s"],
-                TARGET_SPILL_VS_DD,
-                "x",
-            )
-        if s and dds:
-            check(
-                f"1. spill {label} vs dd+fdatasync",
-                s["bytes_per_s"] / dds["bytes_per_s"],
-                TARGET_SPILL_VS_DD,
-                "x",
-            )
-        if sf and dds:
-            check(
-                f"1. spill+fsync {label} vs dd+fdatasync",
-                sf["bytes_per_s"] / dds["bytes_per_s"],
-                TARGET_SPILL_VS_DD,
-                "x",
-            )
+        for name, ours, base in (
+            (f"1. spill {label} vs dd (page cache)", s, dd),
+            (f"1. spill {label} vs dd+fdatasync", s, dds),
+            (f"1. spill+fsync {label} vs dd+fdatasync", sf, dds),
+        ):
+            if ours and base:
+                check(
+                    name,
+                    ours["bytes_per_s"] / base["bytes_per_s"],
+                    TARGET_SPILL_VS_DD,
+                    "x",
+                )
     for r in result.get("catchup") or []:
         check(
             f"3. catch-up read_batches {fmt_size(r['size'])}",

@@ -17,6 +17,8 @@ import json
 import os
 import struct
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from shmbroker import Ring
 
@@ -50,17 +52,18 @@ def produce(args: argparse.Namespace) -> None:
     ring.close()
 
 
-def consume(args: argparse.Namespace) -> None:
-    ring = Ring.open(args.ring)
-    reader = ring.reader(0, check_crcs=True)
-    fd = os.open(args.position_file, os.O_RDWR | os.O_CREAT, 0o600)
+def check(
+    reader: Any, count: int, idle: float, after_poll: Callable[[], None] = lambda: None
+) -> None:
+    """Poll until count records (-1: until idle), check offsets dense from 0 and each
+    producer's sequence gap-free, and print the JSON summary."""
     next_seq: dict[int, int] = {}
-    expected_offset, count, problems = 0, 0, []
-    while args.count < 0 or count < args.count:
-        records = reader.poll(timeout=args.idle)
+    expected_offset, seen, problems = 0, 0, []
+    while count < 0 or seen < count:
+        records = reader.poll(timeout=idle)
         if not records:
-            if args.count >= 0:
-                problems.append(f"no record for {args.idle}s after {count}")
+            if count >= 0:
+                problems.append(f"no record for {idle}s after {seen}")
             break
         for r in records:
             if r.offset != expected_offset:
@@ -72,10 +75,22 @@ def consume(args: argparse.Namespace) -> None:
                     f"producer {pid}: seq {seq}, expected {next_seq.get(pid, 0)}"
                 )
             next_seq[pid] = seq + 1
-        count += len(records)
-        os.pwrite(fd, struct.pack("<q", reader.position), 0)
+        seen += len(records)
+        after_poll()
     json.dump(
-        {"records": count, "next_seq": next_seq, "problems": problems[:20]}, sys.stdout
+        {"records": seen, "next_seq": next_seq, "problems": problems[:20]}, sys.stdout
+    )
+
+
+def consume(args: argparse.Namespace) -> None:
+    ring = Ring.open(args.ring)
+    reader = ring.reader(0, check_crcs=True)
+    fd = os.open(args.position_file, os.O_RDWR | os.O_CREAT, 0o600)
+    check(
+        reader,
+        args.count,
+        args.idle,
+        lambda: os.pwrite(fd, struct.pack("<q", reader.position), 0) and None,
     )
     ring.close()
 
@@ -85,26 +100,7 @@ def consume_log(args: argparse.Namespace) -> None:
     from shmbroker.log.partition import PartitionReader
 
     log = PartitionReader.open(args.directory, args.ring, topic="t", partition=0)
-    reader = log.reader(0)
-    next_seq: dict[int, int] = {}
-    expected_offset, count, problems = 0, 0, []
-    while count < args.count:
-        records = reader.poll(timeout=30)
-        if not records:
-            problems.append(f"no record for 30s after {count}")
-            break
-        for r in records:
-            if r.offset != expected_offset:
-                problems.append(f"offset {r.offset}, expected {expected_offset}")
-            expected_offset = r.offset + 1
-            pid, seq = RECORD.unpack_from(r.value)
-            if seq != next_seq.get(pid, 0):
-                problems.append(f"producer {pid}: seq {seq}, expected {next_seq[pid]}")
-            next_seq[pid] = seq + 1
-        count += len(records)
-    json.dump(
-        {"records": count, "next_seq": next_seq, "problems": problems[:20]}, sys.stdout
-    )
+    check(log.reader(0), args.count, 30)
     log.close()
 
 
