@@ -3,6 +3,7 @@ shared-memory speed."""
 
 from shmbroker.errors import (
     BrokenError,
+    BrokerUnavailable,
     ClosedError,
     ConfigError,
     CorruptError,
@@ -15,6 +16,8 @@ from shmbroker.errors import (
     ProtocolError,
     RingFull,
     ShmbrokerError,
+    TopicExists,
+    UnknownTopic,
     WouldBlock,
 )
 from shmbroker.records import Record
@@ -24,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BrokenError",
+    "BrokerUnavailable",
     "ClosedError",
     "ConfigError",
     "CorruptError",
@@ -40,6 +44,8 @@ __all__ = [
     "RingReader",
     "RingStat",
     "ShmbrokerError",
+    "TopicExists",
+    "UnknownTopic",
     "WouldBlock",
     "__version__",
 ]

@@ -3,15 +3,27 @@
 `TopicConfig` holds a topic's (and so each of its partitions') settings under Kafka's
 names with dots turned into underscores; `TopicConfig.from_kafka({"retention.ms":
 "1000"})` takes Kafka's spelling and rejects unknown keys and bad values by name.
+`BrokerConfig` holds the supervisor's; `BrokerConfig.load` applies the precedence
+CLI flag > SHMBROKER_* environment > TOML file > default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from shmbroker.errors import ConfigError
+from shmbroker.errors import ConfigError, InvalidArgument
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -82,3 +94,110 @@ class TopicConfig:
 
 def kafka_name(field: str) -> str:
     return field.replace("_", ".")
+
+
+MAX_TOPIC_NAME = 249
+_LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def validate_topic_name(name: object) -> str:
+    """Kafka's rule: [a-zA-Z0-9._-], 1 to 249 characters, not '.' or '..'."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"topic name {name!r}: must be a non-empty string")
+    if name in (".", ".."):
+        raise InvalidArgument(f"topic name {name!r} is not allowed")
+    if len(name) > MAX_TOPIC_NAME:
+        raise InvalidArgument(
+            f"topic name of {len(name)} characters: at most {MAX_TOPIC_NAME} allowed"
+        )
+    if not _LEGAL_TOPIC.fullmatch(name):
+        bad = sorted({c for c in name if not _LEGAL_TOPIC.fullmatch(c)})
+        raise InvalidArgument(
+            f"topic name {name!r} contains {''.join(bad)!r}: legal characters are "
+            f"ASCII letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+DEFAULT_DATA_DIR = "shmbroker-data"
+CONTROL_SOCKET = "control.sock"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    data_dir: str = DEFAULT_DATA_DIR  # one broker per data directory
+    shm_prefix: str = "shmb."  # every shm name starts "/<prefix>"; tests make it unique
+    auto_create_topics_enable: bool = True  # a produce to an unknown topic creates it
+    num_partitions: int = 1  # partitions of an auto-created topic (Kafka)
+    # topic configs (Kafka's names) for topics that do not set them: lets a host with
+    # a small /dev/shm default to small rings
+    topic_defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_partitions < 1:
+            raise ConfigError(f"num.partitions: {self.num_partitions} must be >= 1")
+        if not self.shm_prefix.startswith("shmb.") or "/" in self.shm_prefix:
+            raise ConfigError(f"shm.prefix: {self.shm_prefix!r} must start 'shmb.'")
+        TopicConfig.from_kafka(self.topic_defaults)  # names the bad key, if any
+
+    @property
+    def control_socket(self) -> Path:
+        return Path(self.data_dir) / CONTROL_SOCKET
+
+    def topic_config(self, overrides: Mapping[str, str | int]) -> TopicConfig:
+        return TopicConfig.from_kafka({**self.topic_defaults, **overrides})
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **flags: Any,
+    ) -> BrokerConfig:
+        """Flags (None = not given) > SHMBROKER_<KEY> environment > TOML file >
+        defaults. The TOML file uses Kafka-style keys: `data.dir`, `num.partitions`,
+        `auto.create.topics.enable`, `shm.prefix`, and a `[topic]` table of topic
+        config defaults."""
+        values: dict[str, Any] = {}
+        names = {kafka_name(f.name): f.name for f in dataclasses.fields(cls)}
+        if file is not None:
+            try:
+                data = tomllib.loads(Path(file).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"config file {file}: {exc}") from exc
+            for key, value in data.items():
+                if key == "topic":
+                    if not isinstance(value, dict):
+                        raise ConfigError(f"{file}: [topic] must be a table")
+                    values["topic_defaults"] = {k: str(v) for k, v in value.items()}
+                elif key in names:
+                    values[names[key]] = value
+                else:
+                    raise ConfigError(
+                        f"{file}: unknown key {key!r}; known: "
+                        f"{', '.join(sorted(names))}, [topic]"
+                    )
+        env = os.environ if env is None else env
+        for field in dataclasses.fields(cls):
+            raw = env.get("SHMBROKER_" + field.name.upper())
+            if raw is not None and field.name != "topic_defaults":
+                values[field.name] = raw
+        values.update({k: v for k, v in flags.items() if v is not None})
+        for field in dataclasses.fields(cls):
+            value = values.get(field.name)
+            if isinstance(value, str) and field.type in ("int", "bool"):
+                values[field.name] = _parse(field.name, value, field.type)
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: str) -> int | bool:
+    if kind == "bool":
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{kafka_name(name)}: {raw!r} is not true or false")
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{kafka_name(name)}: {raw!r} is not an integer") from None

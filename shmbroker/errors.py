@@ -22,6 +22,15 @@ class NotFound(ShmbrokerError, FileNotFoundError):
     """A ring, topic or file that should exist does not."""
 
 
+class UnknownTopic(NotFound):
+    """A topic or partition that does not exist, or was deleted while in use
+    (Kafka's UNKNOWN_TOPIC_OR_PARTITION)."""
+
+
+class TopicExists(ShmbrokerError):
+    """Creating a topic that exists (Kafka's TOPIC_ALREADY_EXISTS)."""
+
+
 class NoSpace(ShmbrokerError, OSError):
     """Shared memory or disk has too little free space for the request."""
 
@@ -44,6 +53,11 @@ class ClosedError(ShmbrokerError):
 
 class BrokenError(ShmbrokerError):
     """The peer (process, supervisor, ring) died or went away."""
+
+
+class BrokerUnavailable(BrokenError, ConnectionError):
+    """The supervisor's control socket does not answer: no broker runs on that data
+    directory, or it is restarting."""
 
 
 class LockTimeout(ShmbrokerError, TimeoutError):

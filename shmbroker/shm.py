@@ -9,7 +9,9 @@ error at creation, not a SIGBUS in the middle of an append.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 from collections.abc import Iterator
 
 import posix_ipc
@@ -101,3 +103,44 @@ def list_names(prefix: str = NAME_PREFIX) -> Iterator[str]:
     for entry in sorted(os.listdir(SHM_DIR)):
         if entry.startswith(prefix):
             yield "/" + entry
+
+
+# ---- the names a broker gives its objects ------------------------------------------
+# Every object of the broker on one data directory starts with
+# `/<prefix>b<broker id>.`: the broker id is a hash of the data directory's real path,
+# so two brokers never share names and a restarted one finds its rings again. A ring is
+# named by its topic's id (not its name: a deleted and re-created topic gets new rings,
+# and topic names can be longer than a shm name may be) and partition. The broker's
+# info object holds the data directory, so that `shmbroker gc` can tell whether a
+# ring's broker and topic still exist.
+BROKER_ID_CHARS = 12
+_BROKER_NAME = re.compile(
+    r"^/(?P<prefix>shmb\..*?)b(?P<broker_id>[0-9a-f]{12})\."
+    r"(?:(?P<info>broker)|(?P<topic_id>[0-9a-f]{32})\.(?P<partition>\d+))$"
+)
+
+
+def broker_id(data_dir: str | os.PathLike[str]) -> str:
+    real = os.path.realpath(data_dir)
+    return hashlib.sha256(real.encode()).hexdigest()[:BROKER_ID_CHARS]
+
+
+def broker_base(prefix: str, broker: str) -> str:
+    """The name prefix of every object of one broker."""
+    if not prefix.startswith(NAME_PREFIX) or "/" in prefix:
+        raise InvalidArgument(f"shm prefix {prefix!r} must start with {NAME_PREFIX!r}")
+    return f"/{prefix}b{broker}."
+
+
+def ring_name(base: str, topic_id: str, partition: int) -> str:
+    return validate_name(f"{base}{topic_id}.{partition}")
+
+
+def broker_info_name(base: str) -> str:
+    return validate_name(f"{base}broker")
+
+
+def parse_broker_name(name: str) -> re.Match[str] | None:
+    """Groups prefix, broker_id, and info or (topic_id, partition); None if the name
+    is not one a broker made."""
+    return _BROKER_NAME.match(name)

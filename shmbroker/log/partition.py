@@ -25,6 +25,7 @@ from pathlib import Path
 
 from shmbroker import _native, errors
 from shmbroker.config import TopicConfig
+from shmbroker.log.checkpoint import read_offset, write_offset
 from shmbroker.log.index import NO_TIMESTAMP
 from shmbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
 from shmbroker.records import Record, build_records
@@ -40,30 +41,6 @@ MAX_INDEX_RELATIVE = 2**31 - 1  # an index entry holds offset - base as int32
 IDLE_WAKE_MS = 100  # the spill thread wakes this often to flush and enforce retention
 RETENTION_INTERVAL = 1.0
 SPILL_RETRY_MAX = 1.0  # seconds between retries of a failing spill, at most
-
-
-def _read_checkpoint(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _write_checkpoint(path: Path, value: int) -> None:
-    """Atomically: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, f"{value}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class PartitionLog:
@@ -122,8 +99,8 @@ class PartitionLog:
         bases = sorted(
             int(p.name[: -len(LOG_SUFFIX)]) for p in directory.glob(f"*{LOG_SUFFIX}")
         )
-        log_start = _read_checkpoint(directory / LOG_START_FILE) or 0
-        recovery_point = _read_checkpoint(directory / RECOVERY_POINT_FILE) or 0
+        log_start = read_offset(directory / LOG_START_FILE) or 0
+        recovery_point = read_offset(directory / RECOVERY_POINT_FILE) or 0
         segments: list[LogSegment] = []
         for i, base in enumerate(bases):
             segment = LogSegment(directory, base, config.index_interval_bytes)
@@ -329,7 +306,7 @@ class PartitionLog:
     def _checkpoint(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
-            _write_checkpoint(self.directory / RECOVERY_POINT_FILE, self.recovery_point)
+            write_offset(self.directory / RECOVERY_POINT_FILE, self.recovery_point)
             self._last_checkpoint = now
 
     # ---- retention ------------------------------------------------------------------
@@ -356,7 +333,7 @@ class PartitionLog:
                 self.log_start_offset = self._segments[0].base_offset
         if deleted:
             self._unflushed = [s for s in self._unflushed if s not in deleted]
-            _write_checkpoint(self.directory / LOG_START_FILE, self.log_start_offset)
+            write_offset(self.directory / LOG_START_FILE, self.log_start_offset)
             self.ring.set_log_start_offset(self.log_start_offset)
             for segment in deleted:
                 segment.delete()
