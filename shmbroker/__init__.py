@@ -1,6 +1,10 @@
 """shmbroker: Kafka's model (topics, partitions, dense offsets) on one host, at
 shared-memory speed."""
 
+from shmbroker.client.admin import Admin, NewTopic
+from shmbroker.client.consumer import Consumer
+from shmbroker.client.producer import Producer, RecordFuture
+from shmbroker.embedded import EmbeddedBroker
 from shmbroker.errors import (
     BrokenError,
     BrokerUnavailable,
@@ -20,31 +24,39 @@ from shmbroker.errors import (
     UnknownTopic,
     WouldBlock,
 )
-from shmbroker.records import Record
+from shmbroker.records import Record, RecordMetadata, TopicPartition
 from shmbroker.ring import Ring, RingReader, RingStat
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admin",
     "BrokenError",
     "BrokerUnavailable",
     "ClosedError",
     "ConfigError",
+    "Consumer",
     "CorruptError",
+    "EmbeddedBroker",
     "InvalidArgument",
     "Lapped",
     "LockTimeout",
+    "NewTopic",
     "NoSpace",
     "NotFound",
     "OffsetOutOfRange",
+    "Producer",
     "ProtocolError",
     "Record",
+    "RecordFuture",
+    "RecordMetadata",
     "Ring",
     "RingFull",
     "RingReader",
     "RingStat",
     "ShmbrokerError",
     "TopicExists",
+    "TopicPartition",
     "UnknownTopic",
     "WouldBlock",
     "__version__",

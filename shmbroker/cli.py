@@ -13,11 +13,58 @@ import uuid
 import click
 
 from shmbroker import Ring, ShmbrokerError, shm
+from shmbroker.config import BrokerConfig
 
 
 @click.group()
 def main() -> None:
     """shmbroker: Kafka's model on one host, at shared-memory speed."""
+
+
+def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint=what)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@main.command()
+@click.option("--data-dir", help="[default: ./shmbroker-data or $SHMBROKER_DATA_DIR]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file: data.dir, num.partitions, auto.create.topics.enable, "
+              "shm.prefix, [topic] defaults")  # fmt: skip
+@click.option("--shm-prefix", help="start of every shared-memory name [shmb.]")
+@click.option("--num-partitions", type=int, help="of auto-created topics [1]")
+@click.option("--auto-create-topics/--no-auto-create-topics", default=None,
+              help="create a topic on its first produce [on]")  # fmt: skip
+@click.option("--topic-config", multiple=True, metavar="KEY=VALUE",
+              help="default topic config, e.g. ring.bytes=4194304")  # fmt: skip
+def serve(
+    data_dir: str | None,
+    config_file: str | None,
+    shm_prefix: str | None,
+    num_partitions: int | None,
+    auto_create_topics: bool | None,
+    topic_config: tuple[str, ...],
+) -> None:
+    """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C."""
+    from shmbroker.broker.supervisor import serve as run
+
+    try:
+        config = BrokerConfig.load(
+            config_file,
+            data_dir=data_dir,
+            shm_prefix=shm_prefix,
+            num_partitions=num_partitions,
+            auto_create_topics_enable=auto_create_topics,
+            topic_defaults=_key_values(topic_config, "--topic-config") or None,
+        )
+        run(config)
+    except ShmbrokerError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -123,6 +123,12 @@ DEFAULT_DATA_DIR = "shmbroker-data"
 CONTROL_SOCKET = "control.sock"
 
 
+def default_data_dir() -> str:
+    """Where clients look for the broker when not told: SHMBROKER_DATA_DIR, else
+    ./shmbroker-data (the supervisor's default too)."""
+    return os.environ.get("SHMBROKER_DATA_DIR") or DEFAULT_DATA_DIR
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     data_dir: str = DEFAULT_DATA_DIR  # one broker per data directory

@@ -1,36 +1,34 @@
 """The topic registry: every topic's id, partition count and config overrides, in
-`<data-dir>/topics.json`, rewritten atomically (temp file, fsync, rename, fsync of the
-directory) on every change, so a crash leaves the old or the new registry, never a mix.
-
-Clients read the file directly when the supervisor is not there (its rings and segment
-files are enough to produce and consume), so its format is versioned.
+`<data-dir>/topics.json` (format in protocol.py: clients read it when the supervisor is
+not there), rewritten atomically on every change, so a crash leaves the old or the new
+registry, never a mix. Also the broker's info object in /dev/shm, which tells
+`shmbroker gc` whose rings are whose.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
 from shmbroker import shm
-from shmbroker.errors import ConfigError, CorruptError, NotFound
+from shmbroker.errors import NotFound
 from shmbroker.log.checkpoint import write_atomically
+from shmbroker.protocol import REGISTRY_FILE, RegistryFile, TopicEntry, load_registry
 
-REGISTRY_FILE = "topics.json"
-REGISTRY_VERSION = 1
-
-
-class TopicEntry(msgspec.Struct, frozen=True):
-    topic_id: str  # 32 hex digits, new for every creation (Kafka's topic id)
-    partitions: int
-    configs: dict[str, str] = {}  # Kafka-named overrides of the broker's defaults
-
-
-class RegistryFile(msgspec.Struct):
-    version: int = REGISTRY_VERSION
-    topics: dict[str, TopicEntry] = {}
+__all__ = [
+    "REGISTRY_FILE",
+    "BrokerInfo",
+    "TopicEntry",
+    "load",
+    "new_topic_id",
+    "read_broker_info",
+    "save",
+    "write_broker_info",
+]
 
 
 def new_topic_id() -> str:
@@ -39,25 +37,21 @@ def new_topic_id() -> str:
 
 def load(data_dir: str | os.PathLike[str]) -> dict[str, TopicEntry]:
     """The topics of a data directory ({} if it has no registry yet)."""
-    path = Path(data_dir) / REGISTRY_FILE
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    try:
-        registry = msgspec.json.decode(raw, type=RegistryFile)
-    except msgspec.DecodeError as exc:
-        raise CorruptError(f"topic registry {path}: {exc}") from exc
-    if registry.version != REGISTRY_VERSION:
-        raise ConfigError(
-            f"topic registry {path} has version {registry.version}; this shmbroker "
-            f"reads version {REGISTRY_VERSION}"
-        )
-    return registry.topics
+    return load_registry(data_dir).topics
 
 
-def save(data_dir: str | os.PathLike[str], topics: dict[str, TopicEntry]) -> None:
-    registry = RegistryFile(topics=dict(sorted(topics.items())))
+def save(
+    data_dir: str | os.PathLike[str],
+    topics: Mapping[str, TopicEntry],
+    *,
+    shm_prefix: str = shm.NAME_PREFIX,
+    topic_defaults: Mapping[str, str] | None = None,
+) -> None:
+    registry = RegistryFile(
+        shm_prefix=shm_prefix,
+        topic_defaults=dict(topic_defaults or {}),
+        topics=dict(sorted(topics.items())),
+    )
     data = msgspec.json.format(msgspec.json.encode(registry), indent=2)
     write_atomically(Path(data_dir) / REGISTRY_FILE, data)
 

@@ -1,0 +1,395 @@
+"""The supervisor (`shmbroker serve`): one per data directory. It owns the topic
+registry, creates and deletes rings and partition directories, runs every partition's
+spill and retention, and answers the control socket. The data plane does not need it:
+producers and consumers keep their rings mapped while it restarts.
+
+Order of changes, so that a crash at any point leaves nothing another process would
+misread: a topic enters the registry before its rings exist, and leaves it before its
+rings are marked deleted and unlinked (`shmbroker gc` removes rings no registry owns).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from shmbroker import errors, protocol, shm
+from shmbroker.broker import gc, registry
+from shmbroker.broker.control import ControlConnection, ControlServer
+from shmbroker.config import BrokerConfig, TopicConfig, validate_topic_name
+from shmbroker.log.partition import PartitionLog
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "supervisor.lock"
+MAX_PARTITIONS = 10_000
+
+
+class Supervisor:
+    """`start()` then `serve_forever()` (until SIGTERM/SIGINT or `request_stop()`),
+    or use it as a context manager in tests."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.broker_id = ""
+        self.shm_base = ""
+        self.topics: dict[str, registry.TopicEntry] = {}
+        self.logs: dict[tuple[str, int], PartitionLog] = {}
+        self._lock = threading.RLock()  # admin changes, one at a time
+        self._stop = threading.Event()
+        self._lock_fd: int | None = None
+        self._server: ControlServer | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self.broker_id = shm.broker_id(self.data_dir)
+            self.shm_base = shm.broker_base(self.config.shm_prefix, self.broker_id)
+            registry.write_broker_info(
+                shm.broker_info_name(self.shm_base),
+                registry.BrokerInfo(
+                    str(self.data_dir.resolve()), os.getpid(), int(time.time() * 1000)
+                ),
+            )
+            self.topics = registry.load(self.data_dir)
+            self._save_registry()  # records this broker's shm prefix for clients
+            for removal in gc.orphans(self.shm_base, self.topics):
+                log.warning("removing ring %s: %s", removal.name, removal.reason)
+                shm.unlink(removal.name)
+            for name, entry in self.topics.items():
+                for p in range(entry.partitions):
+                    self._open_partition(name, entry, p)
+            self._server = ControlServer(self.config.control_socket, self.handle)
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "supervisor %d serving %s (%d topics, %d partitions) on %s",
+            os.getpid(),
+            self.data_dir,
+            len(self.topics),
+            len(self.logs),
+            self.config.control_socket,
+        )
+
+    def _take_lock(self) -> None:
+        path = self.data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise errors.LockTimeout(
+                    f"another supervisor (pid {holder}) is serving {self.data_dir}: "
+                    f"stop it first, or use another --data-dir"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def serve_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT (or request_stop), then stop gracefully."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("supervisor: %s, stopping", signal.Signals(signum).name)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        """Stop serving, spill and fsync every partition, release the data directory.
+        The rings stay: attached clients keep working, and the next start finds them."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            for partition_log in self.logs.values():
+                partition_log.close()
+            self.logs.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            log.info("supervisor %d stopped", os.getpid())
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- partitions -----------------------------------------------------------------
+
+    def _topic_config(self, entry: registry.TopicEntry) -> TopicConfig:
+        return self.config.topic_config(entry.configs)
+
+    def _open_partition(self, topic: str, entry: registry.TopicEntry, p: int) -> None:
+        partition_log = PartitionLog.open(
+            self.data_dir / f"{topic}-{p}",
+            shm.ring_name(self.shm_base, entry.topic_id, p),
+            self._topic_config(entry),
+            topic=topic,
+            partition=p,
+        )
+        partition_log.start()
+        self.logs[topic, p] = partition_log
+
+    def _save_registry(self) -> None:
+        registry.save(
+            self.data_dir,
+            self.topics,
+            shm_prefix=self.config.shm_prefix,
+            topic_defaults=self.config.topic_defaults,
+        )
+
+    def _entry(self, name: str) -> registry.TopicEntry:
+        entry = self.topics.get(name)
+        if entry is None:
+            raise errors.UnknownTopic(f"topic {name!r} does not exist")
+        return entry
+
+    # ---- admin ----------------------------------------------------------------------
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        configs: dict[str, str] | None = None,
+        validate_only: bool = False,
+    ) -> protocol.TopicMetadata:
+        validate_topic_name(name)
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise errors.InvalidArgument(
+                f"topic {name!r}: partitions must be 1..{MAX_PARTITIONS}, "
+                f"not {partitions}"
+            )
+        configs = {k: str(v) for k, v in (configs or {}).items()}
+        config = self.config.topic_config(configs)  # names a bad key or value
+        shm.check_space(partitions * (config.ring_bytes + 4096))
+        with self._lock:
+            if name in self.topics:
+                raise errors.TopicExists(f"topic {name!r} already exists")
+            entry = registry.TopicEntry(registry.new_topic_id(), partitions, configs)
+            if validate_only:
+                return self._metadata(name, entry)
+            self.topics[name] = entry
+            self._save_registry()
+            try:
+                for p in range(partitions):
+                    self._open_partition(name, entry, p)
+            except BaseException:
+                self._delete(name)  # a full /dev/shm half-way: leave nothing behind
+                raise
+        log.info("created topic %s: %d partitions, %s", name, partitions, configs)
+        return self._metadata(name, entry)
+
+    def delete_topic(self, name: str) -> None:
+        with self._lock:
+            self._entry(name)
+            self._delete(name)
+        log.info("deleted topic %s", name)
+
+    def _delete(self, name: str) -> None:
+        entry = self.topics.pop(name)
+        self._save_registry()
+        for p in range(entry.partitions):
+            partition_log = self.logs.pop((name, p), None)
+            ring_name = shm.ring_name(self.shm_base, entry.topic_id, p)
+            if partition_log is not None:
+                partition_log.ring.mark_deleted()  # attached clients fail, not lose
+                partition_log.close()
+            shm.unlink(ring_name)
+            directory = self.data_dir / f"{name}-{p}"
+            if directory.exists():
+                # as Kafka: rename first, so a crash never leaves a half-deleted
+                # partition directory under the live name
+                doomed = directory.with_name(
+                    f"{directory.name}.{entry.topic_id}-delete"
+                )
+                directory.rename(doomed)
+                shutil.rmtree(doomed)
+
+    def alter_configs(
+        self, name: str, set_: dict[str, str], delete: list[str]
+    ) -> protocol.TopicMetadata:
+        with self._lock:
+            entry = self._entry(name)
+            configs = {k: v for k, v in entry.configs.items() if k not in delete}
+            configs.update({k: str(v) for k, v in set_.items()})
+            known = TopicConfig().to_kafka()
+            for key in delete:
+                if key not in known:
+                    raise errors.ConfigError(
+                        f"unknown topic config {key!r}; known: {', '.join(known)}"
+                    )
+            config = self.config.topic_config(configs)
+            old = self._topic_config(entry)
+            if config.ring_bytes != old.ring_bytes:
+                raise errors.ConfigError(
+                    f"ring.bytes of topic {name!r} cannot change: its rings exist "
+                    f"(delete and re-create the topic)"
+                )
+            entry = registry.TopicEntry(entry.topic_id, entry.partitions, configs)
+            self.topics[name] = entry
+            self._save_registry()
+            for p in range(entry.partitions):
+                self.logs[name, p].config = config
+        log.info("altered configs of topic %s: %s", name, configs)
+        return self._metadata(name, entry)
+
+    def create_partitions(self, name: str, total: int) -> protocol.TopicMetadata:
+        with self._lock:
+            entry = self._entry(name)
+            if not entry.partitions < total <= MAX_PARTITIONS:
+                raise errors.InvalidArgument(
+                    f"topic {name!r} has {entry.partitions} partitions: the new count "
+                    f"must be more than that and at most {MAX_PARTITIONS}, not {total}"
+                )
+            config = self._topic_config(entry)
+            shm.check_space((total - entry.partitions) * (config.ring_bytes + 4096))
+            old = entry.partitions
+            entry = registry.TopicEntry(entry.topic_id, total, entry.configs)
+            self.topics[name] = entry
+            self._save_registry()
+            for p in range(old, total):
+                self._open_partition(name, entry, p)
+        log.info("topic %s now has %d partitions", name, total)
+        return self._metadata(name, entry)
+
+    def metadata(
+        self, names: list[str] | None, auto_create: bool
+    ) -> protocol.MetadataReply:
+        with self._lock:
+            if names is None:
+                names = sorted(self.topics)
+            out = []
+            for name in names:
+                entry = self.topics.get(name)
+                if entry is None:
+                    if not (auto_create and self.config.auto_create_topics_enable):
+                        raise errors.UnknownTopic(
+                            f"topic {name!r} does not exist"
+                            + (
+                                ""
+                                if self.config.auto_create_topics_enable
+                                else " (auto.create.topics.enable is false)"
+                            )
+                        )
+                    out.append(self.create_topic(name, self.config.num_partitions))
+                    continue
+                out.append(self._metadata(name, entry))
+        return protocol.MetadataReply(out)
+
+    def _metadata(
+        self, name: str, entry: registry.TopicEntry
+    ) -> protocol.TopicMetadata:
+        return protocol.TopicMetadata(
+            name,
+            entry.topic_id,
+            entry.partitions,
+            self._topic_config(entry).to_kafka(),
+        )
+
+    def describe(self, names: list[str] | None) -> protocol.DescribeReply:
+        with self._lock:
+            out = []
+            for name in sorted(self.topics) if names is None else names:
+                entry = self._entry(name)
+                partitions = []
+                for p in range(entry.partitions):
+                    plog = self.logs[name, p]
+                    stat = plog.ring.stat()
+                    partitions.append(
+                        protocol.PartitionDescription(
+                            partition=p,
+                            log_start_offset=plog.log_start_offset,
+                            high_watermark=stat.next_offset,
+                            log_end_offset=plog.log_end_offset,
+                            recovery_point=plog.recovery_point,
+                            ring_capacity_bytes=stat.capacity_bytes,
+                            ring_unspilled_bytes=stat.tail_position
+                            - stat.spill_position,
+                            disk_bytes=plog.disk_usage(),
+                            segments=len(plog.segments()),
+                            spill_error=None
+                            if plog.spill_error is None
+                            else str(plog.spill_error),
+                        )
+                    )
+                out.append(
+                    protocol.TopicDescription(
+                        name,
+                        entry.topic_id,
+                        partitions,
+                        self._topic_config(entry).to_kafka(only_changed=True),
+                    )
+                )
+        return protocol.DescribeReply(out)
+
+    # ---- the control socket ---------------------------------------------------------
+
+    def handle(
+        self, request: protocol.Request, conn: ControlConnection
+    ) -> protocol.Reply:
+        if isinstance(request, protocol.Hello):
+            return protocol.HelloReply(
+                protocol.PROTOCOL_VERSION,
+                self.broker_id,
+                self.shm_base,
+                str(self.data_dir.resolve()),
+                os.getpid(),
+            )
+        if isinstance(request, protocol.Metadata):
+            return self.metadata(request.topics, request.auto_create)
+        if isinstance(request, protocol.CreateTopic):
+            return self.create_topic(
+                request.name, request.partitions, request.configs, request.validate_only
+            )
+        if isinstance(request, protocol.DeleteTopic):
+            self.delete_topic(request.name)
+            return protocol.Done()
+        if isinstance(request, protocol.AlterConfigs):
+            return self.alter_configs(request.name, request.set, request.delete)
+        if isinstance(request, protocol.CreatePartitions):
+            return self.create_partitions(request.name, request.total)
+        if isinstance(request, protocol.DescribeTopics):
+            return self.describe(request.names)
+        raise errors.ProtocolError(f"unknown control request {type(request).__name__}")
+
+
+def serve(config: BrokerConfig) -> None:
+    """`shmbroker serve`: log to stderr, start, serve until a signal, stop."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    supervisor = Supervisor(config)
+    supervisor.start()
+    supervisor.serve_forever()

@@ -1,0 +1,337 @@
+"""The Consumer: Kafka's consumer API over the partition rings and segment files.
+
+Each assigned partition has a LogReader (recent offsets from the ring, older ones from
+the segments) and a position: the offset of the next record `poll` returns. Without a
+group, the application assigns partitions itself (`assign`); a new assignment starts
+where `auto_offset_reset` says. Offsets deleted by retention under a reader are
+handled by the same policy, as Kafka does.
+
+Waiting: with one partition, poll sleeps on that ring's futex; with several, it
+checks each and sleeps on them in turn for at most MULTI_WAIT each, so a record on
+any partition is seen within that time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
+
+from shmbroker import errors
+from shmbroker.client.connection import Connection
+from shmbroker.log.partition import LogReader, PartitionReader
+from shmbroker.records import Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+MULTI_WAIT = 0.001  # seconds poll sleeps on one ring of several before the next
+OffsetReset = Literal["earliest", "latest", "none"]
+EARLIEST, LATEST = -2, -1  # Kafka's ListOffsets timestamps
+
+
+class _Assigned:
+    """One assigned partition: where to read next, and what was read ahead."""
+
+    def __init__(self, reader: PartitionReader) -> None:
+        self.reader = reader
+        self.log_reader: LogReader | None = None
+        self.buffer: list[Record] = []  # fetched, not yet returned, in order
+        self.at = 0  # index of the next record in buffer to return
+        self.paused = False
+
+    def seek(self, offset: int) -> None:
+        self.log_reader = self.reader.reader(offset)
+        self.buffer, self.at = [], 0
+
+    @property
+    def position(self) -> int:
+        if self.at < len(self.buffer):
+            return self.buffer[self.at].offset
+        assert self.log_reader is not None
+        return self.log_reader.offset
+
+
+def offset_for(reader: PartitionReader, spec: int) -> int | None:
+    """Kafka's ListOffsets for one partition: EARLIEST, LATEST, or the first offset
+    with a timestamp >= spec (None if there is none)."""
+    if spec == EARLIEST:
+        return reader.log_start_offset
+    if spec == LATEST:
+        return reader.high_watermark
+    log_reader = reader.reader(reader.log_start_offset)
+    while records := log_reader.poll(0):
+        for record in records:
+            if record.timestamp >= spec:
+                return record.offset
+    return None
+
+
+class Consumer:
+    """Reads assigned partitions of topics of the broker on data_dir. Not
+    thread-safe (as Kafka's consumer): one thread polls."""
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        *,
+        client_id: str = "shmbroker-consumer",
+        group_id: str | None = None,
+        auto_offset_reset: OffsetReset = "latest",
+        max_poll_records: int = 500,
+        consumer_timeout_ms: float | None = None,
+    ) -> None:
+        if group_id is not None:
+            raise errors.ConfigError(
+                "group.id: consumer groups are not there yet; use assign()"
+            )
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise errors.ConfigError(
+                f"auto.offset.reset: {auto_offset_reset!r} must be earliest, latest "
+                f"or none"
+            )
+        self.auto_offset_reset = auto_offset_reset
+        self.max_poll_records = max_poll_records
+        self.consumer_timeout = (
+            None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
+        )
+        self.connection = Connection(data_dir, client_id=client_id)
+        self._assigned: dict[TopicPartition, _Assigned] = {}
+        self._order: list[_Assigned] = []  # unpaused, in the order poll visits them
+        self._next = 0
+        self._closed = False
+
+    # ---- assignment -----------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
+        """Read exactly these partitions (replacing the previous assignment); new
+        ones start where auto_offset_reset says."""
+        wanted = [TopicPartition(*tp) for tp in partitions]
+        opened: dict[TopicPartition, _Assigned] = {}
+        try:
+            for tp in wanted:
+                if tp in self._assigned:
+                    opened[tp] = self._assigned[tp]
+                elif tp not in opened:
+                    opened[tp] = self._open(tp)
+        except BaseException:
+            for tp, a in opened.items():
+                if tp not in self._assigned:
+                    a.reader.close()
+            raise
+        for tp, a in self._assigned.items():
+            if tp not in opened:
+                a.reader.close()
+        self._assigned = opened
+        self._reorder()
+
+    def _open(self, tp: TopicPartition) -> _Assigned:
+        meta = self.connection.topic(tp.topic)
+        if not 0 <= tp.partition < meta.partitions:
+            raise errors.UnknownTopic(
+                f"topic {tp.topic!r} has partitions 0..{meta.partitions - 1}, not "
+                f"{tp.partition}"
+            )
+        reader = PartitionReader.open(
+            self.connection.partition_dir(*tp),
+            self.connection.ring_name(meta, tp.partition),
+            topic=tp.topic,
+            partition=tp.partition,
+        )
+        assigned = _Assigned(reader)
+        try:
+            self._reset(assigned, tp)
+        except BaseException:
+            reader.close()
+            raise
+        return assigned
+
+    def _reset(self, assigned: _Assigned, tp: TopicPartition) -> None:
+        if self.auto_offset_reset == "none":
+            raise errors.OffsetOutOfRange(
+                f"{tp.topic}-{tp.partition}: no position to start from and "
+                f"auto.offset.reset is none: seek() first"
+            )
+        reader = assigned.reader
+        assigned.seek(
+            reader.log_start_offset
+            if self.auto_offset_reset == "earliest"
+            else reader.high_watermark
+        )
+
+    def _reorder(self) -> None:
+        self._order = [a for a in self._assigned.values() if not a.paused]
+        self._next = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def _get(self, tp: TopicPartition | tuple[str, int]) -> _Assigned:
+        try:
+            return self._assigned[TopicPartition(*tp)]
+        except KeyError:
+            raise errors.InvalidArgument(
+                f"partition {tp[0]}-{tp[1]} is not assigned to this consumer"
+            ) from None
+
+    # ---- positions ------------------------------------------------------------------
+
+    def seek(self, tp: TopicPartition | tuple[str, int], offset: int) -> None:
+        """The next poll returns offset next (OffsetOutOfRange names the valid
+        range)."""
+        self._get(tp).seek(offset)
+
+    def seek_to_beginning(self, *partitions: TopicPartition | tuple[str, int]) -> None:
+        for tp in partitions or list(self._assigned):
+            a = self._get(tp)
+            a.seek(a.reader.log_start_offset)
+
+    def seek_to_end(self, *partitions: TopicPartition | tuple[str, int]) -> None:
+        for tp in partitions or list(self._assigned):
+            a = self._get(tp)
+            a.seek(a.reader.high_watermark)
+
+    def position(self, tp: TopicPartition | tuple[str, int]) -> int:
+        return self._get(tp).position
+
+    def beginning_offsets(
+        self, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> dict[TopicPartition, int]:
+        return {
+            tp: off
+            for tp, off in self._list(partitions, EARLIEST).items()
+            if off is not None
+        }
+
+    def end_offsets(
+        self, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> dict[TopicPartition, int]:
+        return {
+            tp: off
+            for tp, off in self._list(partitions, LATEST).items()
+            if off is not None
+        }
+
+    def offsets_for_times(
+        self, timestamps: Mapping[TopicPartition | tuple[str, int], int]
+    ) -> dict[TopicPartition, int | None]:
+        """The first offset with a timestamp >= the given one (ms), per partition;
+        None where no record is that new."""
+        out: dict[TopicPartition, int | None] = {}
+        for tp, ts in timestamps.items():
+            if ts < 0:
+                raise errors.InvalidArgument(f"timestamp {ts} < 0")
+            out.update(self._list([tp], ts))
+        return out
+
+    def _list(
+        self, partitions: Iterable[TopicPartition | tuple[str, int]], spec: int
+    ) -> dict[TopicPartition, int | None]:
+        out = {}
+        for tp in map(TopicPartition._make, partitions):
+            assigned = self._assigned.get(tp)
+            if assigned is not None:
+                out[tp] = offset_for(assigned.reader, spec)
+            else:
+                temporary = self._open(tp)
+                try:
+                    out[tp] = offset_for(temporary.reader, spec)
+                finally:
+                    temporary.reader.close()
+        return out
+
+    # ---- flow control ---------------------------------------------------------------
+
+    def pause(self, *partitions: TopicPartition | tuple[str, int]) -> None:
+        for tp in partitions:
+            self._get(tp).paused = True
+        self._reorder()
+
+    def resume(self, *partitions: TopicPartition | tuple[str, int]) -> None:
+        for tp in partitions:
+            self._get(tp).paused = False
+        self._reorder()
+
+    def paused(self) -> set[TopicPartition]:
+        return {tp for tp, a in self._assigned.items() if a.paused}
+
+    # ---- reading --------------------------------------------------------------------
+
+    def poll(self, timeout: float | None = None) -> Record | None:
+        """The next record, or None if none came within timeout (None: wait)."""
+        records = self.poll_batch(1, timeout)
+        return records[0] if records else None
+
+    def poll_batch(
+        self, max_records: int | None = None, timeout: float | None = 0
+    ) -> list[Record]:
+        """Up to max_records records (default max_poll_records), from one
+        partition at a time in turn; [] if none came within timeout."""
+        if self._closed:
+            raise errors.ClosedError("the consumer is closed")
+        limit = self.max_poll_records if max_records is None else max_records
+        deadline = None if timeout is None else time.monotonic() + timeout
+        order = self._order
+        if not order:
+            if timeout is None:
+                raise errors.InvalidArgument("poll with no (unpaused) assignment")
+            return []
+        n = len(order)
+        while True:
+            for _ in range(n):
+                a = order[self._next % n]
+                self._next += 1
+                if a.at >= len(a.buffer) and not self._fetch(a, 0):
+                    continue
+                out = a.buffer[a.at : a.at + limit]
+                a.at += len(out)
+                return out
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return []
+            if n > 1:
+                wait = MULTI_WAIT if wait is None else min(wait, MULTI_WAIT)
+            a = order[self._next % n]
+            if self._fetch(a, wait):
+                self._next += 1
+                out = a.buffer[:limit]
+                a.at = len(out)
+                return out
+
+    def _fetch(self, a: _Assigned, timeout: float | None) -> bool:
+        assert a.log_reader is not None
+        try:
+            records = a.log_reader.poll(timeout)
+        except errors.OffsetOutOfRange as exc:
+            if self.auto_offset_reset == "none":
+                raise
+            tp = TopicPartition(a.reader.topic, a.reader.partition)
+            log.warning("%s; resetting to %s", exc, self.auto_offset_reset)
+            self._reset(a, tp)
+            return False
+        a.buffer, a.at = records, 0
+        return bool(records)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Records until consumer_timeout_ms passes without one (forever if None)."""
+        while True:
+            records = self.poll_batch(timeout=self.consumer_timeout)
+            if not records:
+                return
+            yield from records
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for a in self._assigned.values():
+            a.reader.close()
+        self._assigned.clear()
+        self._order = []
+        self.connection.close()
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

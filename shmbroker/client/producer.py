@@ -1,0 +1,303 @@
+"""The Producer: Kafka's producer API over the partition rings, no broker hop.
+
+`send` queues a record for its partition (murmur2 of the key, as Kafka's Java client;
+sticky partitioning for keyless records: one partition until its batch goes, then the
+next) and returns a RecordFuture; a queue goes to its ring as one batch when it holds
+`batch_records` records or `batch_size` bytes, after `linger_ms` (a background thread),
+or on `flush`. `send_batch` appends a list of records to one partition at once: the
+fast path. With acks="all" a record counts as sent only once it is fsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+
+from shmbroker import _native, errors, protocol
+from shmbroker.accumulator import RecordAccumulator
+from shmbroker.client.connection import Connection
+from shmbroker.config import TopicConfig
+from shmbroker.records import Header, RecordMetadata
+from shmbroker.ring import Ring
+
+log = logging.getLogger(__name__)
+
+
+class _Batch:
+    """The records queued together for one partition; base_offset once appended."""
+
+    __slots__ = ("base_offset", "queue")
+
+    def __init__(self, queue: _PartitionQueue) -> None:
+        self.queue = queue
+        self.base_offset = -1
+
+
+class RecordFuture:
+    """Where a sent record went, once its batch is appended (kafka-python's
+    FutureRecordMetadata)."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.base_offset >= 0
+
+    def get(self, timeout: float | None = None) -> RecordMetadata:
+        """Append the record's batch now if it still waits, then its metadata (with
+        acks="all", after it is fsynced)."""
+        batch = self._batch
+        queue = batch.queue
+        if batch.base_offset < 0:
+            with queue.producer._lock:
+                if batch.base_offset < 0:
+                    queue.flush()
+        offset = batch.base_offset + self._index
+        if queue.producer.durable:
+            queue.wait_durable(offset + 1, timeout)
+        return RecordMetadata(queue.topic, queue.partition, offset)
+
+
+class _PartitionQueue(RecordAccumulator):
+    def __init__(self, producer: Producer, ring: Ring, topic: str, partition: int,
+                 batch_bytes: int) -> None:  # fmt: skip
+        super().__init__(
+            ring,
+            batch_records=producer.batch_records,
+            batch_bytes=batch_bytes,
+            timeout=producer.max_block_ms / 1000,
+        )
+        self.producer = producer
+        self.topic = topic
+        self.partition = partition
+        self.batch = _Batch(self)
+        self.since = 0.0  # when the first queued record came, for linger.ms
+        self.next_offset = -1  # one past the last record appended
+
+    def flush(self) -> int:
+        n = len(self)
+        next_offset = super().flush()
+        if n:
+            self.batch.base_offset = next_offset - n
+            self.batch = _Batch(self)
+            self.next_offset = next_offset
+        return next_offset
+
+    def wait_durable(self, offset: int, timeout: float | None) -> None:
+        if not self.ring.wait_durable(offset, timeout):
+            raise errors.WouldBlock(
+                f"{self.topic}-{self.partition}: offset {offset - 1} not fsynced "
+                f"within {timeout}s"
+            )
+
+
+class _Topic:
+    def __init__(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
+        self.meta = meta
+        self.config = TopicConfig.from_kafka(meta.configs)
+        self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
+        batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
+        self.queues: list[_PartitionQueue] = []
+        try:
+            for p in range(meta.partitions):
+                ring = Ring.open(producer.connection.ring_name(meta, p))
+                self.queues.append(
+                    _PartitionQueue(producer, ring, meta.name, p, batch_bytes)
+                )
+        except BaseException:
+            self.close()
+            raise
+        self.sticky = self.queues[random.randrange(len(self.queues))]
+
+    def close(self) -> None:
+        for queue in self.queues:
+            queue.ring.close()
+
+
+class Producer:
+    """Sends records to topics of the broker on data_dir. Thread-safe."""
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        *,
+        client_id: str = "shmbroker-producer",
+        acks: int | str = 1,
+        batch_size: int = 1 << 20,
+        batch_records: int = 1000,
+        linger_ms: float = 5,
+        max_block_ms: int = 60_000,
+        auto_create_topics: bool = True,
+    ) -> None:
+        if acks not in (0, 1, -1, "all", "0", "1", "-1"):
+            raise errors.ConfigError(f"acks: {acks!r} must be 0, 1, -1 or 'all'")
+        self.durable = acks in (-1, "all", "-1")
+        self.batch_size = batch_size
+        self.batch_records = batch_records
+        self.linger = linger_ms / 1000
+        self.max_block_ms = max_block_ms
+        self.auto_create_topics = auto_create_topics
+        self.connection = Connection(data_dir, client_id=client_id)
+        self._topics: dict[str, _Topic] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._linger_thread = threading.Thread(
+            target=self._linger_loop, name="producer-linger", daemon=True
+        )
+        self._linger_thread.start()
+
+    def _topic(self, name: str) -> _Topic:
+        topic = self._topics.get(name)
+        if topic is None:
+            if self._closed.is_set():
+                raise errors.ClosedError("the producer is closed")
+            meta = self.connection.topic(name, auto_create=self.auto_create_topics)
+            topic = self._topics[name] = _Topic(self, meta)
+        return topic
+
+    def partitions_for(self, topic: str) -> list[int]:
+        with self._lock:
+            return list(range(len(self._topic(topic).queues)))
+
+    def _queue(
+        self, topic: _Topic, key: bytes | None, partition: int | None
+    ) -> _PartitionQueue:
+        queues = topic.queues
+        if partition is not None:
+            if not 0 <= partition < len(queues):
+                raise errors.UnknownTopic(
+                    f"topic {topic.meta.name!r} has partitions 0..{len(queues) - 1}, "
+                    f"not {partition}"
+                )
+            return queues[partition]
+        if key is None:
+            return topic.sticky
+        return queues[_native.partition_for_key(key, len(queues))]
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: Sequence[Header] | None = None,
+        partition: int | None = None,
+        timestamp: int | None = None,
+    ) -> RecordFuture:
+        """Queue one record; returns a future of its metadata. Blocks (up to
+        max_block_ms, then RingFull) only when its ring is full of unspilled data."""
+        with self._lock:
+            t = self._topics.get(topic) or self._topic(topic)
+            queue = self._queue(t, key, partition)
+            size = (len(value) if value else 0) + (len(key) if key else 0)
+            if size > t.config.max_message_bytes:
+                raise errors.InvalidArgument(
+                    f"record of {size} bytes to topic {topic!r}: larger than its "
+                    f"max.message.bytes ({t.config.max_message_bytes})"
+                )
+            batch, index = queue.batch, len(queue)
+            if not index:
+                queue.since = time.monotonic()
+            if t.log_append_time:
+                timestamp = None  # the append stamps it
+            try:
+                queue.send(value, key, timestamp, headers)
+            except errors.UnknownTopic:
+                self._forget(topic)
+                raise
+            if queue.batch is not batch and queue is t.sticky and len(t.queues) > 1:
+                # sticky: the batch went, so the next keyless records go elsewhere
+                i = queue.partition + random.randrange(1, len(t.queues))
+                t.sticky = t.queues[i % len(t.queues)]
+        return RecordFuture(batch, index)
+
+    def send_batch(
+        self,
+        topic: str,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None = None,
+        *,
+        partition: int | None = None,
+        timestamp: int | None = None,
+        headers: Sequence[Sequence[Header]] | None = None,
+    ) -> RecordMetadata:
+        """Append the records to one partition as one batch, now (the fast path);
+        returns the first record's metadata. Keys do not choose the partition here:
+        pass partition, or the topic's sticky partition is used."""
+        with self._lock:
+            t = self._topics.get(topic) or self._topic(topic)
+            queue = self._queue(t, None, partition)
+            queue.flush()  # keep the partition's records in send order
+            try:
+                base = queue.ring.append_batch(
+                    values,
+                    keys,
+                    timestamp=None if t.log_append_time else timestamp,
+                    headers=headers,
+                    timeout=self.max_block_ms / 1000,
+                )
+            except errors.UnknownTopic:
+                self._forget(topic)
+                raise
+            queue.next_offset = base + len(values)
+        if self.durable:
+            queue.wait_durable(base + len(values), self.max_block_ms / 1000)
+        return RecordMetadata(topic, queue.partition, base)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Append every queued record; with acks="all", wait until all are fsynced."""
+        with self._lock:
+            queues = [q for t in self._topics.values() for q in t.queues]
+            for queue in queues:
+                queue.flush()
+        if self.durable:
+            for queue in queues:
+                if queue.next_offset >= 0:
+                    queue.wait_durable(queue.next_offset, timeout)
+
+    def _forget(self, topic: str) -> None:
+        """The topic was deleted: drop its rings; the next send looks it up again."""
+        t = self._topics.pop(topic, None)
+        if t is not None:
+            t.close()
+
+    def _linger_loop(self) -> None:
+        while not self._closed.wait(self.linger):
+            now = time.monotonic()
+            with self._lock:
+                for t in list(self._topics.values()):
+                    for queue in t.queues:
+                        if len(queue) and now - queue.since >= self.linger:
+                            try:
+                                queue.flush()
+                            except errors.ShmbrokerError as exc:
+                                # stays queued: the next send or flush raises it
+                                log.debug(
+                                    "linger flush of %s failed: %s", t.meta.name, exc
+                                )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then release the rings and the connection."""
+        if self._closed.is_set():
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed.set()
+            self._linger_thread.join()
+            with self._lock:
+                for t in self._topics.values():
+                    t.close()
+                self._topics.clear()
+            self.connection.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,140 @@
+"""A broker for tests and scripts: `with EmbeddedBroker() as broker:` starts
+`shmbroker serve` as a subprocess on a temporary data directory, waits until it answers,
+and on exit stops it gracefully and removes its directory and shared memory.
+
+    with EmbeddedBroker() as broker, Producer(broker.data_dir) as producer:
+        producer.send("events", b"hello")
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from shmbroker import errors, protocol, shm
+from shmbroker.client.connection import Connection
+
+LOG_FILE = "supervisor.log"
+
+
+class EmbeddedBroker:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        shm_prefix: str = shm.NAME_PREFIX,
+        num_partitions: int = 1,
+        auto_create_topics: bool = True,
+        topic_defaults: Mapping[str, str | int] | None = None,
+        startup_timeout: float = 30.0,
+        remove: bool | None = None,
+    ) -> None:
+        """remove: delete the data directory and the rings on stop (default: only
+        when the directory is a temporary one made here)."""
+        self._temporary = data_dir is None
+        self.data_dir = Path(
+            tempfile.mkdtemp(prefix="shmbroker-") if data_dir is None else data_dir
+        )
+        self.remove = self._temporary if remove is None else remove
+        self.shm_base = shm.broker_base(shm_prefix, shm.broker_id(self.data_dir))
+        self.startup_timeout = startup_timeout
+        self.args = [
+            sys.executable, "-m", "shmbroker", "serve",
+            "--data-dir", str(self.data_dir),
+            "--shm-prefix", shm_prefix,
+            "--num-partitions", str(num_partitions),
+            "--auto-create-topics" if auto_create_topics else "--no-auto-create-topics",
+        ]  # fmt: skip
+        for key, value in (topic_defaults or {}).items():
+            self.args += ["--topic-config", f"{key}={value}"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> EmbeddedBroker:
+        """Start the supervisor and wait until its control socket answers."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self.process = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        with Connection(self.data_dir, client_id="embedded") as connection:
+            while True:
+                try:
+                    # any cheap request proves the supervisor is up
+                    connection.request(protocol.Metadata([]), protocol.MetadataReply)
+                    return self
+                except errors.BrokerUnavailable:
+                    pass
+                if self.process.poll() is not None:
+                    raise errors.BrokenError(
+                        f"the supervisor exited with {self.process.returncode} while "
+                        f"starting: {self.log_tail()}"
+                    )
+                if time.monotonic() > deadline:
+                    self.kill()
+                    raise errors.BrokenError(
+                        f"the supervisor did not answer within "
+                        f"{self.startup_timeout}s: {self.log_tail()}"
+                    )
+                time.sleep(0.01)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait: it spills and fsyncs everything. Returns its exit code."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: the rings survive, the next start recovers."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> EmbeddedBroker:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        """Remove the broker's shared memory and, if temporary, its directory."""
+        for name in shm.list_names(self.shm_base.removeprefix("/")):
+            shm.unlink(name)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        code = self.stop()
+        if self.remove:
+            self.cleanup()
+        if code != 0 and exc[0] is None:
+            raise errors.BrokenError(
+                f"the supervisor exited with {code} on stop: {self.log_tail()}"
+            )

@@ -1,0 +1,218 @@
+"""What the supervisor and its clients agree on: the control-socket messages, and the
+files a client reads when the supervisor is not there (the topic registry).
+
+Control socket framing: a 4-byte big-endian length, then one msgpack-encoded message
+(a tagged msgspec Struct). A connection opens with Hello, which carries the protocol
+version; every request gets exactly one reply, in order. Data never goes through the
+socket: clients map the rings and read the segment files themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+
+import msgspec
+
+from shmbroker import errors
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 16 << 20
+_LENGTH = struct.Struct(">I")
+
+
+# ---- requests ----------------------------------------------------------------------
+
+
+class Hello(msgspec.Struct, tag=True, frozen=True):
+    version: int
+    client_id: str
+    pid: int
+
+
+class Metadata(msgspec.Struct, tag=True, frozen=True):
+    topics: list[str] | None = None  # None: every topic
+    auto_create: bool = False  # create unknown topics if the broker allows it
+
+
+class CreateTopic(msgspec.Struct, tag=True, frozen=True):
+    name: str
+    partitions: int = 1
+    configs: dict[str, str] = {}
+    validate_only: bool = False
+
+
+class DeleteTopic(msgspec.Struct, tag=True, frozen=True):
+    name: str
+
+
+class AlterConfigs(msgspec.Struct, tag=True, frozen=True):
+    name: str
+    set: dict[str, str] = {}
+    delete: list[str] = []  # back to the broker's default
+
+
+class CreatePartitions(msgspec.Struct, tag=True, frozen=True):
+    name: str
+    total: int  # the new partition count (Kafka's CreatePartitions)
+
+
+class DescribeTopics(msgspec.Struct, tag=True, frozen=True):
+    names: list[str] | None = None
+
+
+Request = (
+    Hello
+    | Metadata
+    | CreateTopic
+    | DeleteTopic
+    | AlterConfigs
+    | CreatePartitions
+    | DescribeTopics
+)
+
+
+# ---- replies -----------------------------------------------------------------------
+
+
+class HelloReply(msgspec.Struct, tag=True, frozen=True):
+    version: int
+    broker_id: str
+    shm_base: str  # every ring name starts with it
+    data_dir: str
+    pid: int
+
+
+class TopicMetadata(msgspec.Struct, tag=True, frozen=True):
+    name: str
+    topic_id: str
+    partitions: int
+    configs: dict[str, str]  # every config, effective values, Kafka's names
+
+
+class MetadataReply(msgspec.Struct, tag=True, frozen=True):
+    topics: list[TopicMetadata]
+
+
+class PartitionDescription(msgspec.Struct, tag=True, frozen=True):
+    partition: int
+    log_start_offset: int
+    high_watermark: int  # one past the last record appended
+    log_end_offset: int  # one past the last record spilled to segments
+    recovery_point: int  # one past the last record fsynced
+    ring_capacity_bytes: int
+    ring_unspilled_bytes: int
+    disk_bytes: int
+    segments: int
+    spill_error: str | None = None
+
+
+class TopicDescription(msgspec.Struct, tag=True, frozen=True):
+    name: str
+    topic_id: str
+    partitions: list[PartitionDescription]
+    configs: dict[str, str]  # only those that differ from the defaults
+
+
+class DescribeReply(msgspec.Struct, tag=True, frozen=True):
+    topics: list[TopicDescription]
+
+
+class Done(msgspec.Struct, tag=True, frozen=True):
+    pass
+
+
+class ErrorReply(msgspec.Struct, tag=True, frozen=True):
+    kind: str  # the name of a class in shmbroker.errors
+    message: str
+
+
+Reply = HelloReply | MetadataReply | DescribeReply | TopicMetadata | Done | ErrorReply
+
+_encoder = msgspec.msgpack.Encoder()
+request_decoder = msgspec.msgpack.Decoder(Request)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+
+
+def error_reply(exc: errors.ShmbrokerError) -> ErrorReply:
+    return ErrorReply(type(exc).__name__, str(exc))
+
+
+def raise_error(reply: ErrorReply) -> None:
+    """Raise the exception an ErrorReply stands for, as the supervisor raised it."""
+    cls = getattr(errors, reply.kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.ShmbrokerError)):
+        cls = errors.ShmbrokerError
+    raise cls(reply.message)
+
+
+def send(sock: socket.socket, message: Request | Reply) -> None:
+    body = _encoder.encode(message)
+    sock.sendall(_LENGTH.pack(len(body)) + body)
+
+
+def receive(sock: socket.socket) -> bytes | None:
+    """One frame's body, or None if the peer closed the connection."""
+    head = _receive_exactly(sock, _LENGTH.size)
+    if head is None:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    if length > MAX_FRAME_BYTES:
+        raise errors.ProtocolError(f"control frame of {length} bytes: too large")
+    body = _receive_exactly(sock, length)
+    if body is None:
+        raise errors.ProtocolError("control connection closed inside a frame")
+    return body
+
+
+def _receive_exactly(sock: socket.socket, n: int) -> bytes | None:
+    chunks, have = [], 0
+    while have < n:
+        chunk = sock.recv(n - have)
+        if not chunk:
+            if have:
+                raise errors.ProtocolError("control connection closed inside a frame")
+            return None
+        chunks.append(chunk)
+        have += len(chunk)
+    return b"".join(chunks)
+
+
+# ---- the topic registry file -------------------------------------------------------
+
+REGISTRY_FILE = "topics.json"
+REGISTRY_VERSION = 1
+
+
+class TopicEntry(msgspec.Struct, frozen=True):
+    topic_id: str  # 32 hex digits, new for every creation (Kafka's topic id)
+    partitions: int
+    configs: dict[str, str] = {}  # Kafka-named overrides of the broker's defaults
+
+
+class RegistryFile(msgspec.Struct):
+    version: int = REGISTRY_VERSION
+    shm_prefix: str = "shmb."  # the broker's: clients derive ring names from it
+    topic_defaults: dict[str, str] = {}  # the broker's topic config defaults
+    topics: dict[str, TopicEntry] = {}
+
+
+def load_registry(data_dir: str | os.PathLike[str]) -> RegistryFile:
+    """The registry of a data directory (empty if it has none yet)."""
+    path = Path(data_dir) / REGISTRY_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return RegistryFile()
+    try:
+        registry = msgspec.json.decode(raw, type=RegistryFile)
+    except msgspec.DecodeError as exc:
+        raise errors.CorruptError(f"topic registry {path}: {exc}") from exc
+    if registry.version != REGISTRY_VERSION:
+        raise errors.ConfigError(
+            f"topic registry {path} has version {registry.version}; this shmbroker "
+            f"reads version {REGISTRY_VERSION}"
+        )
+    return registry
