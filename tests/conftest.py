@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shmbroker import Ring, shm
+from shmbroker import EmbeddedBroker, Ring, shm
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -91,3 +91,29 @@ def ring(ring_name: str) -> Iterator[Ring]:
     yield r
     r.unlink()
     r.close()
+
+
+SMALL_RING = 1 << 20  # tests' topics default to 1 MiB rings: /dev/shm may be small
+
+
+@pytest.fixture
+def broker(tmp_path: Path, shm_prefix: str) -> Iterator[EmbeddedBroker]:
+    """A real supervisor process on a fresh data directory, with this test's shm
+    prefix; stopped gracefully afterwards (the test fails if it does not exit 0), its
+    rings removed."""
+    embedded = EmbeddedBroker(
+        tmp_path / "data",
+        shm_prefix=shm_prefix,
+        topic_defaults={"ring.bytes": SMALL_RING},
+        remove=True,
+    )
+    embedded.start()
+    try:
+        yield embedded
+    finally:
+        if embedded.process is not None:
+            code = embedded.stop()
+            embedded.cleanup()
+            assert code == 0, f"supervisor exited {code}: {embedded.log_tail()}"
+        else:
+            embedded.cleanup()

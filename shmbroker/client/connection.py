@@ -86,6 +86,8 @@ class Connection:
                     self._sock = self._connect()
                 try:
                     return self._exchange(self._sock, request, kind)
+                except errors.ShmbrokerError:  # the supervisor's answer (some are OSErrors)
+                    raise
                 except OSError as exc:  # the supervisor restarted: connect again, once
                     self._sock.close()
                     self._sock = None
