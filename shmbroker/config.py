@@ -165,18 +165,22 @@ class BrokerConfig:
         `auto.create.topics.enable`, `shm.prefix`, and a `[topic]` table of topic
         config defaults."""
         values: dict[str, Any] = {}
-        names = {kafka_name(f.name): f.name for f in dataclasses.fields(cls)}
+        names = {
+            kafka_name(f.name): f.name
+            for f in dataclasses.fields(cls)
+            if f.name != "topic_defaults"
+        }
         if file is not None:
             try:
                 data = tomllib.loads(Path(file).read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigError(f"config file {file}: {exc}") from exc
-            for key, value in data.items():
-                if key == "topic":
-                    if not isinstance(value, dict):
-                        raise ConfigError(f"{file}: [topic] must be a table")
-                    values["topic_defaults"] = {k: str(v) for k, v in value.items()}
-                elif key in names:
+            topic = data.pop("topic", {})
+            if not isinstance(topic, dict):
+                raise ConfigError(f"{file}: [topic] must be a table")
+            values["topic_defaults"] = {k: str(v) for k, v in _flatten(topic).items()}
+            for key, value in _flatten(data).items():
+                if key in names:
                     values[names[key]] = value
                 else:
                     raise ConfigError(
@@ -194,6 +198,17 @@ class BrokerConfig:
             if isinstance(value, str) and field.type in ("int", "bool"):
                 values[field.name] = _parse(field.name, value, field.type)
         return cls(**values)
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML reads `data.dir = 1` as {"data": {"dir": 1}}: back to Kafka's keys."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def _parse(name: str, raw: str, kind: str) -> int | bool:

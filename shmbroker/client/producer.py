@@ -3,8 +3,8 @@
 `send` queues a record for its partition (murmur2 of the key, as Kafka's Java client;
 sticky partitioning for keyless records: one partition until its batch goes, then the
 next) and returns a RecordFuture; a queue goes to its ring as one batch when it holds
-`batch_records` records or `batch_size` bytes, after `linger_ms` (a background thread),
-or on `flush`. `send_batch` appends a list of records to one partition at once: the
+`batch_records` records or `batch_size` bytes, after `linger_ms` (a background thread;
+linger_ms=0 appends every record at once, as Kafka's), or on `flush`. `send_batch` appends a list of records to one partition at once: the
 fast path. With acks="all" a record counts as sent only once it is fsynced.
 """
 
@@ -137,6 +137,8 @@ class Producer:
     ) -> None:
         if acks not in (0, 1, -1, "all", "0", "1", "-1"):
             raise errors.ConfigError(f"acks: {acks!r} must be 0, 1, -1 or 'all'")
+        if linger_ms < 0:
+            raise errors.ConfigError(f"linger.ms: {linger_ms} must be >= 0")
         self.durable = acks in (-1, "all", "-1")
         self.batch_size = batch_size
         self.batch_records = batch_records
@@ -147,10 +149,12 @@ class Producer:
         self._topics: dict[str, _Topic] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._linger_thread = threading.Thread(
-            target=self._linger_loop, name="producer-linger", daemon=True
-        )
-        self._linger_thread.start()
+        self._linger_thread: threading.Thread | None = None
+        if self.linger > 0:
+            self._linger_thread = threading.Thread(
+                target=self._linger_loop, name="producer-linger", daemon=True
+            )
+            self._linger_thread.start()
 
     def _topic(self, name: str) -> _Topic:
         topic = self._topics.get(name)
@@ -207,6 +211,8 @@ class Producer:
                 timestamp = None  # the append stamps it
             try:
                 queue.send(value, key, timestamp, headers)
+                if not self.linger:
+                    queue.flush()
             except errors.UnknownTopic:
                 self._forget(topic)
                 raise
@@ -289,7 +295,8 @@ class Producer:
             self.flush(timeout)
         finally:
             self._closed.set()
-            self._linger_thread.join()
+            if self._linger_thread is not None:
+                self._linger_thread.join()
             with self._lock:
                 for t in self._topics.values():
                     t.close()

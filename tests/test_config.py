@@ -1,0 +1,87 @@
+"""BrokerConfig's precedence (flag > SHMBROKER_* env > TOML file > default), its errors,
+and Kafka's topic-name rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shmbroker.config import BrokerConfig, validate_topic_name
+from shmbroker.errors import ConfigError, InvalidArgument
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
+    file = tmp_path / "broker.toml"
+    file.write_text(
+        'data.dir = "/from/file"\nnum.partitions = 3\n'
+        'auto.create.topics.enable = false\n[topic]\nring.bytes = 65536\n'
+    )
+    assert BrokerConfig.load(env={}) == BrokerConfig()
+    from_file = BrokerConfig.load(file, env={})
+    assert from_file.data_dir == "/from/file"
+    assert from_file.num_partitions == 3
+    assert from_file.auto_create_topics_enable is False
+    assert from_file.topic_config({}).ring_bytes == 65536
+    env = {"SHMBROKER_NUM_PARTITIONS": "5", "SHMBROKER_DATA_DIR": "/from/env"}
+    from_env = BrokerConfig.load(file, env=env)
+    assert (from_env.data_dir, from_env.num_partitions) == ("/from/env", 5)
+    flagged = BrokerConfig.load(file, env=env, data_dir="/flag", num_partitions=None)
+    assert (flagged.data_dir, flagged.num_partitions) == ("/flag", 5)
+
+
+def test_topic_overrides_beat_the_brokers_topic_defaults() -> None:
+    config = BrokerConfig(topic_defaults={"ring.bytes": "65536", "retention.ms": "5"})
+    topic = config.topic_config({"retention.ms": "7"})
+    assert (topic.ring_bytes, topic.retention_ms) == (65536, 7)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("nope = 1\n", "unknown key 'nope'"),
+        ("num.partitions = 0\n", "num.partitions"),
+        ('[topic]\n"retention.mss" = 1\n', "retention.mss"),
+        ("data.dir = \n", "config file"),
+    ],
+)
+def test_bad_config_file_names_the_key(tmp_path: Path, text: str, match: str) -> None:
+    file = tmp_path / "broker.toml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        BrokerConfig.load(file, env={})
+
+
+def test_bad_env_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match="num.partitions: 'many'"):
+        BrokerConfig.load(env={"SHMBROKER_NUM_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match="auto.create.topics.enable"):
+        BrokerConfig.load(env={"SHMBROKER_AUTO_CREATE_TOPICS_ENABLE": "maybe"})
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no-such.toml"):
+        BrokerConfig.load(tmp_path / "no-such.toml", env={})
+
+
+@pytest.mark.parametrize("name", ["a", "A.b_c-9", "x" * 249, "..a", "_"])
+def test_legal_topic_names(name: str) -> None:
+    assert validate_topic_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
+        ("", "non-empty"),
+        (".", "not allowed"),
+        ("..", "not allowed"),
+        ("x" * 250, "at most 249"),
+        ("a/b", "'/'"),
+        ("a b", "' '"),
+        ("tópico", "'ó'"),
+        (None, "non-empty string"),
+    ],
+)
+def test_illegal_topic_names_name_the_rule(name: object, match: str) -> None:
+    with pytest.raises(InvalidArgument, match=match):
+        validate_topic_name(name)
