@@ -15,7 +15,7 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
     file = tmp_path / "broker.toml"
     file.write_text(
         'data.dir = "/from/file"\nnum.partitions = 3\n'
-        'auto.create.topics.enable = false\n[topic]\nring.bytes = 65536\n'
+        "auto.create.topics.enable = false\n[topic]\nring.bytes = 65536\n"
     )
     assert BrokerConfig.load(env={}) == BrokerConfig()
     from_file = BrokerConfig.load(file, env={})
@@ -53,14 +53,14 @@ def test_bad_config_file_names_the_key(tmp_path: Path, text: str, match: str) ->
 
 
 def test_bad_env_value_names_the_key() -> None:
-    with pytest.raises(ConfigError, match="num.partitions: 'many'"):
+    with pytest.raises(ConfigError, match=r"num\.partitions: 'many'"):
         BrokerConfig.load(env={"SHMBROKER_NUM_PARTITIONS": "many"})
-    with pytest.raises(ConfigError, match="auto.create.topics.enable"):
+    with pytest.raises(ConfigError, match=r"auto\.create\.topics\.enable"):
         BrokerConfig.load(env={"SHMBROKER_AUTO_CREATE_TOPICS_ENABLE": "maybe"})
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no-such.toml"):
+    with pytest.raises(ConfigError, match=r"no-such\.toml"):
         BrokerConfig.load(tmp_path / "no-such.toml", env={})
 
 

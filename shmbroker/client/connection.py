@@ -86,7 +86,7 @@ class Connection:
                     self._sock = self._connect()
                 try:
                     return self._exchange(self._sock, request, kind)
-                except errors.ShmbrokerError:  # the supervisor's answer (some are OSErrors)
+                except errors.ShmbrokerError:  # an answer; some are also OSErrors
                     raise
                 except OSError as exc:  # the supervisor restarted: connect again, once
                     self._sock.close()
