@@ -10,6 +10,7 @@ Records sent without a timestamp get the wall clock when their batch is appended
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from shmbroker import _native
@@ -21,7 +22,10 @@ DEFAULT_BATCH_BYTES = 1 << 20
 
 
 class RecordAccumulator:
-    """Queues records for one ring and appends them in batches. Not thread-safe."""
+    """Queues records for one ring and appends them in batches. Not thread-safe.
+
+    Keys, timestamps and headers are columns made on first use in a batch, so a
+    value-only send is one list append and two checks."""
 
     def __init__(
         self,
@@ -35,12 +39,16 @@ class RecordAccumulator:
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.timeout = timeout
+        self.since = 0.0  # time.monotonic() of the first queued record (linger.ms)
+        self._new_batch()
+
+    def _new_batch(self) -> None:
         self._values: list[bytes | None] = []
-        self._keys: list[bytes | None] = []
-        self._timestamps: list[int] | None = None  # made on first explicit timestamp
-        self._headers: list[Sequence[Header]] | None = None  # made on first use
+        self._keys: list[bytes | None] | None = None
+        self._timestamps: list[int] | None = None
+        self._headers: list[Sequence[Header]] | None = None
+        self._columns = False  # any of the three exists
         self._bytes = 0
-        self._any_key = False
 
     def send(
         self,
@@ -48,41 +56,54 @@ class RecordAccumulator:
         key: bytes | None = None,
         timestamp: int | None = None,
         headers: Sequence[Header] | None = None,
-    ) -> None:
-        """Queue one record; appends the batch when it is full. If that append fails
-        (RingFull after the timeout), this record is not queued and the error is
-        raised; the records queued before it stay queued for the next flush."""
+    ) -> int:
+        """Queue one record; returns its index in the batch being queued. Appends
+        the batch when it is full; if that append fails (RingFull after the
+        timeout), this record is not queued and the error is raised; the records
+        queued before it stay queued for the next flush."""
         values = self._values
+        index = len(values)
+        if not index:
+            self.since = time.monotonic()
         values.append(value)
-        self._keys.append(key)
-        if key is not None:
-            self._any_key = True
-        if timestamp is not None:
-            if self._timestamps is None:
-                self._timestamps = [_native.TIMESTAMP_NOW] * (len(values) - 1)
-            self._timestamps.append(timestamp)
-        elif self._timestamps is not None:
-            self._timestamps.append(_native.TIMESTAMP_NOW)
-        if headers:
-            if self._headers is None:
-                self._headers = [()] * (len(values) - 1)
-            self._headers.append(headers)
-        elif self._headers is not None:
-            self._headers.append(())
+        if key is not None or timestamp is not None or headers or self._columns:
+            self._add_columns(index, key, timestamp, headers)
         if value is not None:
             self._bytes += len(value)
-        if len(values) >= self.batch_records or self._bytes >= self.batch_bytes:
+        if index >= self.batch_records - 1 or self._bytes >= self.batch_bytes:
             try:
                 self.flush()
             except BaseException:
                 self._unqueue_last()  # so that a caller who retries send() sends once
                 raise
+        return index
+
+    def _add_columns(
+        self,
+        index: int,
+        key: bytes | None,
+        timestamp: int | None,
+        headers: Sequence[Header] | None,
+    ) -> None:
+        if key is not None and self._keys is None:
+            self._keys = [None] * index
+        if timestamp is not None and self._timestamps is None:
+            self._timestamps = [_native.TIMESTAMP_NOW] * index
+        if headers and self._headers is None:
+            self._headers = [()] * index
+        self._columns = True
+        if self._keys is not None:
+            self._keys.append(key)
+        if self._timestamps is not None:
+            self._timestamps.append(
+                _native.TIMESTAMP_NOW if timestamp is None else timestamp
+            )
+        if self._headers is not None:
+            self._headers.append(headers or ())
 
     def _unqueue_last(self) -> None:
         value = self._values.pop()
-        self._keys.pop()
-        self._any_key = any(k is not None for k in self._keys)
-        for column in (self._timestamps, self._headers):
+        for column in (self._keys, self._timestamps, self._headers):
             if column is not None:
                 column.pop()
         if value is not None:
@@ -97,16 +118,16 @@ class RecordAccumulator:
         values = self._values
         if not values:
             return -1
+        keys = self._keys
         base = self.ring.append_batch(
             values,
-            self._keys if self._any_key else None,
+            keys if keys is not None and any(k is not None for k in keys) else None,
             timestamps=self._timestamps,
             headers=self._headers,
             timeout=self.timeout,
         )
         n = len(values)
-        self._values, self._keys, self._timestamps = [], [], None
-        self._headers, self._bytes, self._any_key = None, 0, False
+        self._new_batch()
         return base + n
 
     def __enter__(self) -> RecordAccumulator:

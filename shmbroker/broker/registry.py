@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from shmbroker import shm
-from shmbroker.errors import NotFound
+from shmbroker.errors import InvalidArgument, NotFound
 from shmbroker.log.checkpoint import write_atomically
 from shmbroker.protocol import REGISTRY_FILE, RegistryFile, TopicEntry, load_registry
 
@@ -64,11 +64,19 @@ class BrokerInfo(msgspec.Struct, frozen=True):
     started_unix_ms: int
 
 
+INFO_BYTES = 4096
+
+
 def write_broker_info(name: str, info: BrokerInfo) -> None:
-    """Replace the broker's info object in /dev/shm."""
-    data = msgspec.json.encode(info)
-    shm.unlink(name)
-    fd = shm.create(name, len(data))
+    """Write the broker's info object in /dev/shm, in place if it exists: never
+    unlinked on the way, or `shmbroker gc` could see a broker without one."""
+    data = msgspec.json.encode(info).ljust(INFO_BYTES)  # JSON allows trailing blanks
+    if len(data) > INFO_BYTES:
+        raise InvalidArgument(f"broker info of {len(data)} bytes: data dir too long")
+    try:
+        fd = shm.open_fd(name)
+    except NotFound:
+        fd = shm.create(name, INFO_BYTES)
     try:
         os.pwrite(fd, data, 0)
     finally:

@@ -1,11 +1,12 @@
 """The Producer: Kafka's producer API over the partition rings, no broker hop.
 
 `send` queues a record for its partition (murmur2 of the key, as Kafka's Java client;
-sticky partitioning for keyless records: one partition until its batch goes, then the
-next) and returns a RecordFuture; a queue goes to its ring as one batch when it holds
-`batch_records` records or `batch_size` bytes, after `linger_ms` (a background thread;
-linger_ms=0 appends every record at once, as Kafka's), or on `flush`. `send_batch` appends a list of records to one partition at once: the
-fast path. With acks="all" a record counts as sent only once it is fsynced.
+sticky partitioning for keyless records: one partition until its batch goes, then
+another) and returns a RecordFuture. A partition's queue goes to its ring as one batch
+when it holds `batch_records` records or `batch_size` bytes, after `linger_ms` (a
+background thread; 0 appends every record at once, as Kafka), or on `flush`.
+`send_batch` appends a list of records to one partition at once: the fast path. With
+acks="all" a record counts as sent only once it is fsynced.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+
+import msgspec
 
 from shmbroker import _native, errors, protocol
 from shmbroker.accumulator import RecordAccumulator
@@ -36,36 +39,34 @@ class _Batch:
         self.base_offset = -1
 
 
-class RecordFuture:
-    """Where a sent record went, once its batch is appended (kafka-python's
-    FutureRecordMetadata)."""
+class RecordFuture(msgspec.Struct, frozen=True, gc=False):
+    """Where a sent record will be, once its batch is appended (kafka-python's
+    FutureRecordMetadata). A Struct: one is made per send, and this is the
+    cheapest object to make."""
 
-    __slots__ = ("_batch", "_index")
-
-    def __init__(self, batch: _Batch, index: int) -> None:
-        self._batch = batch
-        self._index = index
+    batch: _Batch
+    index: int
 
     def done(self) -> bool:
-        return self._batch.base_offset >= 0
+        return self.batch.base_offset >= 0
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Append the record's batch now if it still waits, then its metadata (with
         acks="all", after it is fsynced)."""
-        batch = self._batch
+        batch = self.batch
         queue = batch.queue
         if batch.base_offset < 0:
             with queue.producer._lock:
                 if batch.base_offset < 0:
                     queue.flush()
-        offset = batch.base_offset + self._index
+        offset = batch.base_offset + self.index
         if queue.producer.durable:
             queue.wait_durable(offset + 1, timeout)
-        return RecordMetadata(queue.topic, queue.partition, offset)
+        return RecordMetadata(queue.topic.name, queue.partition, offset)
 
 
 class _PartitionQueue(RecordAccumulator):
-    def __init__(self, producer: Producer, ring: Ring, topic: str, partition: int,
+    def __init__(self, producer: Producer, ring: Ring, topic: _Topic, partition: int,
                  batch_bytes: int) -> None:  # fmt: skip
         super().__init__(
             ring,
@@ -77,7 +78,6 @@ class _PartitionQueue(RecordAccumulator):
         self.topic = topic
         self.partition = partition
         self.batch = _Batch(self)
-        self.since = 0.0  # when the first queued record came, for linger.ms
         self.next_offset = -1  # one past the last record appended
 
     def flush(self) -> int:
@@ -87,19 +87,21 @@ class _PartitionQueue(RecordAccumulator):
             self.batch.base_offset = next_offset - n
             self.batch = _Batch(self)
             self.next_offset = next_offset
+            if self.topic.sticky is self:
+                self.topic.stick_elsewhere()
         return next_offset
 
     def wait_durable(self, offset: int, timeout: float | None) -> None:
         if not self.ring.wait_durable(offset, timeout):
             raise errors.WouldBlock(
-                f"{self.topic}-{self.partition}: offset {offset - 1} not fsynced "
-                f"within {timeout}s"
+                f"{self.topic.name}-{self.partition}: offset {offset - 1} not "
+                f"fsynced within {timeout}s"
             )
 
 
 class _Topic:
     def __init__(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
-        self.meta = meta
+        self.name = meta.name
         self.config = TopicConfig.from_kafka(meta.configs)
         self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
         batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
@@ -108,12 +110,19 @@ class _Topic:
             for p in range(meta.partitions):
                 ring = Ring.open(producer.connection.ring_name(meta, p))
                 self.queues.append(
-                    _PartitionQueue(producer, ring, meta.name, p, batch_bytes)
+                    _PartitionQueue(producer, ring, self, p, batch_bytes)
                 )
         except BaseException:
             self.close()
             raise
         self.sticky = self.queues[random.randrange(len(self.queues))]
+
+    def stick_elsewhere(self) -> None:
+        """Sticky partitioning (KIP-480): a batch went, the next go to another."""
+        n = len(self.queues)
+        if n > 1:
+            p = self.sticky.partition + random.randrange(1, n)
+            self.sticky = self.queues[p % n]
 
     def close(self) -> None:
         for queue in self.queues:
@@ -157,17 +166,18 @@ class Producer:
             self._linger_thread.start()
 
     def _topic(self, name: str) -> _Topic:
-        topic = self._topics.get(name)
-        if topic is None:
-            if self._closed.is_set():
-                raise errors.ClosedError("the producer is closed")
-            meta = self.connection.topic(name, auto_create=self.auto_create_topics)
-            topic = self._topics[name] = _Topic(self, meta)
-        return topic
+        """The topic's rings, mapped on first use (the one control-socket call)."""
+        with self._lock:
+            topic = self._topics.get(name)
+            if topic is None:
+                if self._closed.is_set():
+                    raise errors.ClosedError("the producer is closed")
+                meta = self.connection.topic(name, auto_create=self.auto_create_topics)
+                topic = self._topics[name] = _Topic(self, meta)
+            return topic
 
     def partitions_for(self, topic: str) -> list[int]:
-        with self._lock:
-            return list(range(len(self._topic(topic).queues)))
+        return list(range(len(self._topic(topic).queues)))
 
     def _queue(
         self, topic: _Topic, key: bytes | None, partition: int | None
@@ -176,7 +186,7 @@ class Producer:
         if partition is not None:
             if not 0 <= partition < len(queues):
                 raise errors.UnknownTopic(
-                    f"topic {topic.meta.name!r} has partitions 0..{len(queues) - 1}, "
+                    f"topic {topic.name!r} has partitions 0..{len(queues) - 1}, "
                     f"not {partition}"
                 )
             return queues[partition]
@@ -195,32 +205,36 @@ class Producer:
     ) -> RecordFuture:
         """Queue one record; returns a future of its metadata. Blocks (up to
         max_block_ms, then RingFull) only when its ring is full of unspilled data."""
-        with self._lock:
-            t = self._topics.get(topic) or self._topic(topic)
-            queue = self._queue(t, key, partition)
-            size = (len(value) if value else 0) + (len(key) if key else 0)
-            if size > t.config.max_message_bytes:
-                raise errors.InvalidArgument(
-                    f"record of {size} bytes to topic {topic!r}: larger than its "
-                    f"max.message.bytes ({t.config.max_message_bytes})"
-                )
-            batch, index = queue.batch, len(queue)
-            if not index:
-                queue.since = time.monotonic()
-            if t.log_append_time:
-                timestamp = None  # the append stamps it
-            try:
-                queue.send(value, key, timestamp, headers)
-                if not self.linger:
-                    queue.flush()
-            except errors.UnknownTopic:
-                self._forget(topic)
-                raise
-            if queue.batch is not batch and queue is t.sticky and len(t.queues) > 1:
-                # sticky: the batch went, so the next keyless records go elsewhere
-                i = queue.partition + random.randrange(1, len(t.queues))
-                t.sticky = t.queues[i % len(t.queues)]
+        t = self._topics.get(topic) or self._topic(topic)
+        if value is not None and len(value) > t.config.max_message_bytes:
+            self._too_large(t, len(value))
+        if t.log_append_time:
+            timestamp = None  # the append stamps it
+        lock = self._lock
+        lock.acquire()  # not `with`: half the cost, and this is the per-record path
+        try:
+            queue = (
+                t.sticky
+                if key is None and partition is None
+                else self._queue(t, key, partition)
+            )
+            batch = queue.batch
+            index = queue.send(value, key, timestamp, headers)
+            if not self.linger:
+                queue.flush()
+        except errors.UnknownTopic:
+            self._forget(topic)
+            raise
+        finally:
+            lock.release()
         return RecordFuture(batch, index)
+
+    @staticmethod
+    def _too_large(t: _Topic, size: int) -> None:
+        raise errors.InvalidArgument(
+            f"record of {size} bytes to topic {t.name!r}: larger than its "
+            f"max.message.bytes ({t.config.max_message_bytes})"
+        )
 
     def send_batch(
         self,
@@ -235,8 +249,8 @@ class Producer:
         """Append the records to one partition as one batch, now (the fast path);
         returns the first record's metadata. Keys do not choose the partition here:
         pass partition, or the topic's sticky partition is used."""
+        t = self._topics.get(topic) or self._topic(topic)
         with self._lock:
-            t = self._topics.get(topic) or self._topic(topic)
             queue = self._queue(t, None, partition)
             queue.flush()  # keep the partition's records in send order
             try:
@@ -283,9 +297,7 @@ class Producer:
                                 queue.flush()
                             except errors.ShmbrokerError as exc:
                                 # stays queued: the next send or flush raises it
-                                log.debug(
-                                    "linger flush of %s failed: %s", t.meta.name, exc
-                                )
+                                log.debug("linger flush of %s failed: %s", t.name, exc)
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then release the rings and the connection."""
