@@ -13,7 +13,8 @@ typedef enum {
     SHMB_ELAYOUT = -8,
     SHMB_ETOOBIG = -9,
     SHMB_EUNSUPPORTED = -10,
-    SHMB_NOTFOUND = -11
+    SHMB_NOTFOUND = -11,
+    SHMB_EDELETED = -12
 } shmb_rc;
 
 const char *shmb_strerror(int rc);
@@ -113,6 +114,7 @@ typedef struct shmb_ring_stat {
     int64_t durable_offset;
     uint32_t durable_waiters;
     int32_t spill_errno;
+    uint32_t deleted;
 } shmb_ring_stat_t;
 
 int64_t shmb_ring_object_bytes(int64_t capacity_bytes);
@@ -152,4 +154,6 @@ int shmb_ring_durable_advance(shmb_ring_t *ring, int64_t offset);
 
 int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms);
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
+
+int shmb_ring_mark_deleted(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);

@@ -22,7 +22,8 @@ typedef enum {
     SHMB_ELAYOUT = -8,      /* not a ring, or a ring of another layout version */
     SHMB_ETOOBIG = -9,      /* batch larger than the ring, or than the caller's buffer */
     SHMB_EUNSUPPORTED = -10, /* compressed batch where records are needed */
-    SHMB_NOTFOUND = -11     /* offset no longer (or not yet) in the ring */
+    SHMB_NOTFOUND = -11,    /* offset no longer (or not yet) in the ring */
+    SHMB_EDELETED = -12     /* the ring was deleted: its topic is gone */
 } shmb_rc;
 
 const char *shmb_strerror(int rc);
@@ -152,6 +153,7 @@ typedef struct shmb_ring_stat {
     int64_t durable_offset;
     uint32_t durable_waiters;
     int32_t spill_errno;
+    uint32_t deleted;
 } shmb_ring_stat_t;
 
 /* Bytes the shared-memory object of a ring needs (header + data), or SHMB_EINVAL when
@@ -166,7 +168,8 @@ void shmb_ring_unmap(shmb_ring_t *ring);
 
 /* Appends return the offset given to the first record (>= 0) or a shmb_rc.
  * timeout_ms: 0 = don't wait for space, < 0 = wait forever. The batch is in place and
- * visible to readers when this returns. */
+ * visible to readers when this returns. SHMB_EDELETED once the ring is marked deleted,
+ * also for an append waiting for space then. */
 int64_t shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
                                int flags, int32_t timeout_ms);
 int64_t shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
@@ -184,7 +187,8 @@ int64_t shmb_ring_append_value(shmb_ring_t *ring, const uint8_t *value, int32_t 
  * sleeps on the futex. Returns bytes copied, SHMB_EMPTY, SHMB_LAPPED (*position was
  * overwritten: read it from the segments), or SHMB_ETOOBIG (the next batch is larger than
  * buf_len; *position is unchanged and the return says nothing more: use
- * shmb_ring_batch_bytes to size the buffer). */
+ * shmb_ring_batch_bytes to size the buffer). SHMB_EDELETED instead of SHMB_EMPTY when
+ * the ring is marked deleted: batches committed before are still returned first. */
 int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
                        int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);
 /* Total size of the committed batch at position, or SHMB_LAPPED / SHMB_EMPTY. */
@@ -195,7 +199,8 @@ int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
 
 /* ---- the durable log's side ---- */
 /* Wait until tail > position (spin_ns, then the futex); returns the tail, or SHMB_EMPTY
- * after timeout_ms. */
+ * after timeout_ms, or SHMB_EDELETED when the ring is deleted with nothing past
+ * position. */
 int64_t shmb_ring_wait(shmb_ring_t *ring, int64_t position, int32_t timeout_ms,
                        int64_t spin_ns);
 /* Committed, unspilled bytes at position (spill <= position <= tail): *data points at
@@ -210,9 +215,18 @@ int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset)
 void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
 /* Every offset below `offset` is fsynced: wake producers waiting for durability. */
 int shmb_ring_durable_advance(shmb_ring_t *ring, int64_t offset);
-/* Wait until durable_offset >= offset. 0, or SHMB_EMPTY after timeout_ms. */
+/* Wait until durable_offset >= offset. 0, or SHMB_EMPTY after timeout_ms, or
+ * SHMB_EDELETED when the ring is deleted first. */
 int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms);
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
+
+/* ---- the broker's side ---- */
+/* The ring's topic was deleted: every append from now on returns SHMB_EDELETED, and so
+ * do reads and waits with nothing left to return; every appender, reader and
+ * durability waiter asleep on the ring wakes at once. Takes the writer lock (for up to
+ * 1 s: longer only if its holder is stopped), so an append in progress commits first
+ * and stays readable. The broker calls this before unlinking the ring. */
+int shmb_ring_mark_deleted(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
 
 #endif

@@ -35,6 +35,7 @@ const char *shmb_strerror(int rc) {
     case SHMB_ETOOBIG: return "batch too large";
     case SHMB_EUNSUPPORTED: return "compressed batch";
     case SHMB_NOTFOUND: return "offset not in the ring";
+    case SHMB_EDELETED: return "the ring was deleted: its topic is gone";
     default: return "unknown error";
     }
 }

@@ -14,7 +14,8 @@
  *                            below spill + capacity. spill futex word + waiters, and
  *                            (position, offset) of the batch at the spill position
  *   line  4  data futex word + waiters (readers sleeping for new data)
- *   line  5  next_offset, log_start_offset, ring_start_offset
+ *   line  5  next_offset, log_start_offset, ring_start_offset, and the deleted flag
+ *            (set once, when the topic is deleted; every appender reads this line)
  *   line  6  writer lock (robust process-shared pthread mutex)
  *   line  7  current claim start/end/offset: what the lock holder is writing (recovery)
  *   line  8  counters
@@ -31,7 +32,7 @@
 #include <stdint.h>
 
 #define SHMB_RING_MAGIC 0x474e4952424d4853ULL /* "SHMBRING" little-endian */
-#define SHMB_RING_LAYOUT_VERSION 2u /* 2: durability line */
+#define SHMB_RING_LAYOUT_VERSION 3u /* 2: durability line; 3: deleted flag */
 #define SHMB_RING_HEADER_BYTES 4096
 #define SHMB_CACHE_LINE 64
 #define SHMB_RING_INDEX_SLOTS 64
@@ -71,6 +72,8 @@ typedef struct shmb_ring_header {
         int64_t next_offset;       /* high watermark: offset of the next appended record */
         int64_t log_start_offset;  /* set by the durable log's retention */
         int64_t ring_start_offset; /* offset of the first batch this ring ever held */
+        uint32_t deleted;          /* 1 once the topic is deleted: appends fail. Here
+                                    * because every append reads next_offset anyway */
     } offsets;
     SHMB_LINE(6) { pthread_mutex_t mutex; } lock;
     SHMB_LINE(7) {

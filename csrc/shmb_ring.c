@@ -9,7 +9,11 @@
  *   place, so a writer killed at any instruction leaves nothing torn behind; the next
  *   lock holder writes over its bytes.
  *   A reader's copy of [p, p + n) is good if claim - capacity <= p after the copy
- *   (seqlock): no writer reached those ring bytes on its next lap. */
+ *   (seqlock): no writer reached those ring bytes on its next lap.
+ *   The deleted flag is stored holding the writer lock and never cleared: an append
+ *   commits wholly before it or fails after it, so no append succeeds into a ring
+ *   whose topic is gone, and a reader drains every batch committed before it. (The
+ *   one exception: a lock holder stopped past LOCK_NOWAIT_BOUND_MS.) */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
@@ -35,9 +39,10 @@ struct shmb_ring {
     size_t reserved_bytes;
 };
 
-/* Bound on waiting for the writer lock when the caller asked not to wait for space:
- * the lock is held only while copying one batch, so this is reached only when the
- * holder is stopped (SIGSTOP, debugger), never when it died. */
+/* Bound on waiting for the writer lock when the caller asked not to wait for space,
+ * and when marking a ring deleted: the lock is held only while copying one batch, so
+ * this is reached only when the holder is stopped (SIGSTOP, debugger), never when it
+ * died. */
 #define LOCK_NOWAIT_BOUND_MS 1000
 
 static int64_t mono_ns(void) {
@@ -256,30 +261,38 @@ static int lock_writer(shmb_ring_t *r, int64_t deadline) {
 
 static inline void unlock_writer(shmb_ring_t *r) { pthread_mutex_unlock(&r->hdr->lock.mutex); }
 
-/* Sleep until *value >= need or the deadline passes; returns the last value seen.
- * The waiter count goes up before the value is checked, pairing with the advancer's
- * store(value); bump(word); load(waiters): one of the two sees the other, so no
- * wake-up is lost. */
-static int64_t sleep_until_at_least(int64_t *value, uint32_t *word, uint32_t *waiters,
-                                    int64_t need, int64_t deadline) {
+/* Sleep until *value >= need, *stop is set, or the deadline passes; returns the last
+ * value seen. The waiter count goes up before the value is checked, pairing with the
+ * advancer's store(value); bump(word); load(waiters): one of the two sees the other, so
+ * no wake-up is lost. The stopper stores *stop, bumps the word and wakes all without
+ * looking at the count: a sleeper that read the word before the bump fails its
+ * futex_wait or is woken, and one that read it after sees *stop. */
+static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32_t *word,
+                                    uint32_t *waiters, int64_t need, int64_t deadline) {
     int64_t seen;
     shmb_fetch_add(waiters, 1);
     for (;;) {
         uint32_t w = shmb_load_acquire(word);
-        if ((seen = shmb_load_acquire(value)) >= need || mono_ns() >= deadline) break;
+        /* acquire, and before the value: a value read after a set *stop is at least
+         * what it was when *stop was stored */
+        int stopped = shmb_load_acquire(stop) != 0;
+        if ((seen = shmb_load_acquire(value)) >= need || stopped || mono_ns() >= deadline)
+            break;
         futex_wait(word, w, deadline);
     }
     shmb_fetch_add(waiters, (uint32_t)-1);
     return seen;
 }
 
-/* Sleep until spill_position >= need or the deadline passes. */
+/* Sleep until spill_position >= need, the ring is deleted, or the deadline passes. */
 static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
     shmb_ring_header_t *h = r->hdr;
-    return sleep_until_at_least(&h->spill.spill_position, &h->spill.futex_word,
-                                &h->spill.waiters, need, deadline) >= need
-               ? SHMB_OK
-               : SHMB_FULL;
+    if (sleep_until_at_least(&h->spill.spill_position, &h->offsets.deleted,
+                             &h->spill.futex_word, &h->spill.waiters, need,
+                             deadline) >= need)
+        return SHMB_OK; /* claim checks the flag again under the lock */
+    /* relaxed: it only picks the error; the sleep read it with acquire */
+    return shmb_load_relaxed(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_FULL;
 }
 
 /* Take the lock with room for len bytes at the tail; returns with the lock held and
@@ -293,6 +306,12 @@ static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *posit
     for (;;) {
         int rc = lock_writer(r, lock_deadline);
         if (rc < 0) return rc;
+        /* relaxed: the marker stores the flag holding this lock. It shares a line with
+         * next_offset, which the append reads next, so it costs no extra miss */
+        if (shmb_load_relaxed(&h->offsets.deleted)) {
+            unlock_writer(r);
+            return SHMB_EDELETED;
+        }
         int64_t tail = shmb_load_relaxed(&h->tail.tail_position);
         int64_t end = tail + len;
         if (end - r->capacity <= shmb_load_acquire(&h->spill.spill_position)) {
@@ -310,8 +329,8 @@ static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *posit
             __atomic_fetch_add(&h->counters.full_waits, 1, __ATOMIC_RELAXED);
             waited = 1;
         }
-        if (timeout_ms == 0 || wait_for_spill(r, end - r->capacity, deadline) < 0)
-            return SHMB_FULL;
+        if (timeout_ms == 0) return SHMB_FULL;
+        if ((rc = wait_for_spill(r, end - r->capacity, deadline)) < 0) return rc;
     }
 }
 
@@ -439,16 +458,36 @@ int shmb_ring_wait_durable(shmb_ring_t *r, int64_t offset, int32_t timeout_ms) {
     shmb_ring_header_t *h = r->hdr;
     if (shmb_load_acquire(&h->durable.durable_offset) >= offset) return SHMB_OK;
     /* the waiter count also tells the spill thread to fsync at once */
-    return sleep_until_at_least(&h->durable.durable_offset, &h->durable.futex_word,
-                                &h->durable.waiters, offset, deadline_ns(timeout_ms)) >=
-                   offset
-               ? SHMB_OK
-               : SHMB_EMPTY;
+    if (sleep_until_at_least(&h->durable.durable_offset, &h->offsets.deleted,
+                             &h->durable.futex_word, &h->durable.waiters, offset,
+                             deadline_ns(timeout_ms)) >= offset)
+        return SHMB_OK;
+    /* relaxed: it only picks the error; the sleep read it with acquire */
+    return shmb_load_relaxed(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_EMPTY;
 }
 
 int shmb_ring_set_log_start_offset(shmb_ring_t *r, int64_t offset) {
     if (offset < 0) return SHMB_EINVAL;
     shmb_store_release(&r->hdr->offsets.log_start_offset, offset);
+    return SHMB_OK;
+}
+
+int shmb_ring_mark_deleted(shmb_ring_t *r) {
+    shmb_ring_header_t *h = r->hdr;
+    /* holding the writer lock: an append that has it commits before the flag, and
+     * every later one finds the flag in claim(). Bounded, so that a holder stopped
+     * (SIGSTOP, debugger) cannot stall the broker's delete: past the bound the flag
+     * goes in anyway, and only that holder's batch may still land */
+    int locked = lock_writer(r, deadline_ns(LOCK_NOWAIT_BOUND_MS)) == SHMB_OK;
+    /* release: a reader that sees the flag then sees every batch committed before it */
+    shmb_store_release(&h->offsets.deleted, 1u);
+    if (locked) unlock_writer(r);
+    /* bump and wake every futex, whatever the waiter counts: see sleep_until_at_least */
+    uint32_t *words[] = {&h->data.futex_word, &h->spill.futex_word, &h->durable.futex_word};
+    for (size_t i = 0; i < sizeof words / sizeof *words; i++) {
+        shmb_fetch_add(words[i], 1);
+        futex_wake_all(words[i]);
+    }
     return SHMB_OK;
 }
 
@@ -459,12 +498,24 @@ static inline int is_lapped(shmb_ring_t *r, int64_t position) {
     return shmb_load_relaxed(&r->hdr->claim.claim_position) - r->capacity > position;
 }
 
-/* Wait until tail > position; spin for spin_ns, then sleep on the data futex. */
+/* The tail, or SHMB_EDELETED when the ring is deleted and holds nothing past position. */
+static int64_t tail_unless_deleted(shmb_ring_t *r, int64_t position) {
+    shmb_ring_header_t *h = r->hdr;
+    /* the flag first, with acquire, then the tail: a set flag shows every batch
+     * committed before it, so none is cut off from the reader */
+    uint32_t deleted = shmb_load_acquire(&h->offsets.deleted);
+    int64_t tail = shmb_load_acquire(&h->tail.tail_position);
+    return deleted && tail == position ? SHMB_EDELETED : tail;
+}
+
+/* Wait until tail > position; spin for spin_ns, then sleep on the data futex.
+ * Returns the tail, or SHMB_EDELETED (see tail_unless_deleted). */
 static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_ms,
                              int64_t spin_ns) {
     shmb_ring_header_t *h = r->hdr;
     int64_t tail = shmb_load_acquire(&h->tail.tail_position);
-    if (tail > position || timeout_ms == 0) return tail;
+    if (tail > position) return tail;
+    if (timeout_ms == 0) return tail_unless_deleted(r, position);
     int64_t now = mono_ns();
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : now + (int64_t)timeout_ms * 1000000;
     int64_t spin_end = spin_ns < deadline - now ? now + spin_ns : deadline;
@@ -473,8 +524,10 @@ static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_m
         if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) return tail;
         if ((i & 63) == 0 && mono_ns() >= spin_end) break;
     }
-    return sleep_until_at_least(&h->tail.tail_position, &h->data.futex_word,
-                                &h->data.waiters, position + 1, deadline);
+    tail = sleep_until_at_least(&h->tail.tail_position, &h->offsets.deleted,
+                                &h->data.futex_word, &h->data.waiters, position + 1,
+                                deadline);
+    return tail > position ? tail : tail_unless_deleted(r, position);
 }
 
 /* Size of the batch at position, read from ring bytes that may be under rewrite:
@@ -489,6 +542,7 @@ int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t 
     if (!r || !position || !buf || buf_len <= 0) return SHMB_EINVAL;
     int64_t pos = *position;
     int64_t tail = wait_for_data(r, pos, timeout_ms, spin_ns);
+    if (tail == SHMB_EDELETED) return tail;
     if (pos > tail || pos < 0) return SHMB_EINVAL;
     if (pos == tail) return SHMB_EMPTY;
     if (tail - pos > r->capacity) return SHMB_LAPPED;
@@ -510,7 +564,7 @@ int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t 
 
 int64_t shmb_ring_wait(shmb_ring_t *r, int64_t position, int32_t timeout_ms, int64_t spin_ns) {
     int64_t tail = wait_for_data(r, position, timeout_ms, spin_ns);
-    return tail > position ? tail : SHMB_EMPTY;
+    return tail > position || tail == SHMB_EDELETED ? tail : SHMB_EMPTY;
 }
 
 int64_t shmb_ring_batch_bytes(shmb_ring_t *r, int64_t position) {
@@ -595,4 +649,5 @@ void shmb_ring_stat(shmb_ring_t *r, shmb_ring_stat_t *o) {
     o->durable_offset = shmb_load_acquire(&h->durable.durable_offset);
     o->durable_waiters = shmb_load_relaxed(&h->durable.waiters);
     o->spill_errno = shmb_load_relaxed(&h->durable.spill_errno);
+    o->deleted = shmb_load_acquire(&h->offsets.deleted);
 }

@@ -31,12 +31,14 @@ _RAISES: dict[int, type[errors.ShmbrokerError]] = {
     lib.SHMB_ETOOBIG: errors.InvalidArgument,
     lib.SHMB_EUNSUPPORTED: errors.InvalidArgument,
     lib.SHMB_NOTFOUND: errors.OffsetOutOfRange,
+    lib.SHMB_EDELETED: errors.UnknownTopic,
 }
 
 FULL: int = lib.SHMB_FULL
 EMPTY: int = lib.SHMB_EMPTY
 LAPPED: int = lib.SHMB_LAPPED
 ETOOBIG: int = lib.SHMB_ETOOBIG
+DELETED: int = lib.SHMB_EDELETED
 
 
 def strerror(rc: int) -> str:
@@ -368,8 +370,9 @@ class RingMap:
             lib.shmb_ring_durable_advance(self._ptr, offset), "advance durable offset"
         )
 
-    def wait_durable(self, offset: int, timeout_ms: int) -> bool:
-        return bool(lib.shmb_ring_wait_durable(self._ptr, offset, timeout_ms) == 0)
+    def wait_durable(self, offset: int, timeout_ms: int) -> int:
+        """0 once durable, or a negative rc: EMPTY after timeout_ms, DELETED."""
+        return int(lib.shmb_ring_wait_durable(self._ptr, offset, timeout_ms))
 
     def spill_advance(self, position: int, offset: int = -1) -> None:
         _check(
@@ -379,6 +382,11 @@ class RingMap:
 
     def set_log_start_offset(self, offset: int) -> None:
         _check(lib.shmb_ring_set_log_start_offset(self._ptr, offset), "set log start")
+
+    # ---- the broker's side
+
+    def mark_deleted(self) -> None:
+        _check(lib.shmb_ring_mark_deleted(self._ptr), "mark ring deleted")
 
     def stat(self) -> dict[str, int]:
         s = ffi.new("shmb_ring_stat_t *")

@@ -46,6 +46,7 @@ class RingStat(msgspec.Struct, frozen=True):
     durable_offset: int
     durable_waiters: int
     spill_errno: int
+    deleted: int
 
 
 def _timeout_ms(timeout: float | None) -> int:
@@ -251,13 +252,26 @@ class Ring:
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until every record below offset is fsynced to a segment (pass the last
         appended offset + 1); False on timeout. A waiting producer makes the spill
-        fsync at once."""
-        return self.native.wait_durable(
+        fsync at once. UnknownTopic if the ring is deleted first."""
+        rc = self.native.wait_durable(
             offset, -1 if timeout is None else _timeout_ms(timeout)
         )
+        if rc == _native.EMPTY:
+            return False
+        if rc < 0:
+            raise _native.error(rc, f"wait for durability on ring {self.name}")
+        return True
 
     def set_log_start_offset(self, offset: int) -> None:
         self.native.set_log_start_offset(offset)
+
+    def mark_deleted(self) -> None:
+        """Mark the ring's topic deleted; the broker calls it before unlinking a
+        deleted topic's ring. From then on every append, in any process, raises
+        UnknownTopic, and so do readers and `wait_durable` with nothing left to
+        return; those asleep on the ring wake at once. Readers still get the records
+        committed before. Waits (up to 1 s) for an append in progress to commit."""
+        self.native.mark_deleted()
 
     def stat(self) -> RingStat:
         return RingStat(**self.native.stat())

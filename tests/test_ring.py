@@ -1,10 +1,13 @@
 """Ring behaviour seen from one process: appends, reads, seeks, wrapping, waiting,
-and bad input. Cross-process behaviour is in tests/system/."""
+bad input and deletion. Cross-process behaviour is in tests/system/, but for one
+deletion test."""
 
 from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import threading
 from collections import deque
 
@@ -21,6 +24,7 @@ from shmbroker import (
     Ring,
     RingFull,
     RingReader,
+    UnknownTopic,
     _native,
     shm,
 )
@@ -202,6 +206,147 @@ def test_closed_ring_raises_closed_error(ring_name):
     ring.close()
     with pytest.raises(Exception, match="is closed"):
         ring.append(b"late")
+
+
+def fill(ring):
+    """Append until the ring is full of unspilled bytes."""
+    for value in (b"y" * 500, b"z"):  # big records, then small ones to the brim
+        with pytest.raises(RingFull):  # noqa: PT012
+            while True:
+                ring.append(value, timeout=0)
+
+
+def start_thread(call):
+    """Run call in a thread; the function returned joins it, then returns what call
+    returned or raises what it raised."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append((call(), None))
+        except Exception as exc:
+            outcome.append((None, exc))
+
+    thread = threading.Thread(target=run, daemon=True)  # a failed test can't hang exit
+    thread.start()
+
+    def result():
+        thread.join(30)
+        assert outcome, f"{call} still blocked after 30s"
+        value, exc = outcome[0]
+        if exc is not None:
+            raise exc
+        return value
+
+    return result
+
+
+def mark_deleted_from_another_handle(ring):
+    with Ring.open(ring.name) as other:
+        other.mark_deleted()
+
+
+DELETED = r"ring /\S+: the ring was deleted"
+
+
+def test_every_append_after_mark_deleted_raises_unknown_topic(ring):
+    ring.append(b"before")
+    ring.mark_deleted()
+    encoded = _native.batch_encode(_native.RecordArrays([b"e"]))
+    for append in (
+        lambda: ring.append(b"fast path"),
+        lambda: ring.append(b"v", b"k", timeout=0),
+        lambda: ring.append(b"v", headers=[("h", b"1")]),
+        lambda: ring.append_batch([b"a", b"b"], timeout=1),
+        lambda: ring.append_encoded(encoded),
+    ):
+        with pytest.raises(UnknownTopic, match=f"append to {DELETED}"):
+            append()
+    s = ring.stat()
+    assert (s.deleted, s.next_offset, s.batches_appended) == (1, 1, 1)
+
+
+def test_stat_shows_the_deleted_flag(ring):
+    assert ring.stat().deleted == 0
+    mark_deleted_from_another_handle(ring)
+    assert ring.stat().deleted == 1
+
+
+def test_appender_blocked_on_a_full_ring_wakes_when_deleted(ring):
+    fill(ring)
+    appended = start_thread(lambda: ring.append(b"z", timeout=None))
+    wait_until(lambda: ring.stat().spill_waiters == 1, 10, "appender to wait")
+    mark_deleted_from_another_handle(ring)
+    with pytest.raises(UnknownTopic, match=f"append to {DELETED}"):
+        appended()
+    assert ring.stat().spill_waiters == 0
+
+
+def test_reader_blocked_in_poll_wakes_when_deleted(ring):
+    reader = ring.reader(spin=0)
+    polled = start_thread(lambda: reader.poll(None))
+    wait_until(lambda: ring.stat().data_waiters == 1, 10, "reader to sleep")
+    mark_deleted_from_another_handle(ring)
+    with pytest.raises(UnknownTopic, match=f"read {DELETED}"):
+        polled()
+
+
+def test_reader_gets_records_committed_before_deletion_then_unknown_topic(ring):
+    ring.append_batch([b"a", b"b"])
+    ring.append(b"c")
+    ring.mark_deleted()
+    reader = ring.reader(0, spin=0)
+    assert values(reader.poll(None)) == [b"a", b"b", b"c"]
+    with pytest.raises(UnknownTopic, match=f"read {DELETED}"):
+        reader.poll(0)
+    with pytest.raises(UnknownTopic, match=DELETED):
+        ring.reader().read_batches(0)  # from the tail: nothing left to return
+    assert len(ring.reader(0).read_batches(0)) == ring.stat().tail_position
+
+
+def test_wait_durable_wakes_when_deleted(ring):
+    last = ring.append(b"never spilled")
+    waited = start_thread(lambda: ring.wait_durable(last + 1))
+    wait_until(lambda: ring.stat().durable_waiters == 1, 10, "durability waiter")
+    mark_deleted_from_another_handle(ring)
+    with pytest.raises(UnknownTopic, match=f"durability on {DELETED}"):
+        waited()
+    with pytest.raises(UnknownTopic, match=DELETED):
+        ring.wait_durable(last + 1, timeout=0)
+    ring.native.durable_advance(last + 1)  # as the spill does
+    assert ring.wait_durable(last + 1, timeout=0)  # durable is durable, deleted or not
+
+
+APPEND_UNTIL_DELETED = """
+import sys
+from shmbroker import Ring
+ring = Ring.open(sys.argv[1])
+print("appending", flush=True)
+ring.append(b"z", timeout=None)  # blocks: the ring is full
+"""
+
+
+@pytest.mark.system
+def test_process_blocked_appending_exits_with_the_error_when_deleted(ring):
+    """If another process is blocked appending to a full ring when its topic is
+    deleted, then it fails with UnknownTopic naming the ring, and exits."""
+    fill(ring)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", APPEND_UNTIL_DELETED, ring.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: ring.stat().spill_waiters == 1, 30, "process to block")
+        ring.mark_deleted()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out == "appending\n"
+    assert proc.returncode == 1
+    assert f"UnknownTopic: append to ring {ring.name}: the ring was deleted" in err, err
 
 
 class RingModel(RuleBasedStateMachine):
