@@ -206,10 +206,10 @@ class PartitionLog:
             return list(self._segments)
 
     def disk_usage(self) -> int:
-        """Bytes of the segment files and their indexes."""
+        """Bytes of the segment files and their indexes (not the checkpoints)."""
         total = 0
         for entry in os.scandir(self.directory):
-            if entry.is_file():
+            if entry.name.endswith((LOG_SUFFIX, ".index", ".timeindex")):
                 total += entry.stat().st_size
         return total
 
