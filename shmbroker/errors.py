@@ -74,3 +74,37 @@ class OffsetOutOfRange(ShmbrokerError, IndexError):
 
 class ProtocolError(ShmbrokerError):
     """A malformed Kafka request."""
+
+
+# ---- consumer groups: Kafka's error codes, one class each, so that the gateway maps
+# them back one to one and a client can catch exactly the one it handles --------------
+
+
+class GroupError(ShmbrokerError):
+    """A consumer-group request the coordinator refused."""
+
+
+class RebalanceInProgress(GroupError):
+    """The group is rebalancing: rejoin (Kafka's REBALANCE_IN_PROGRESS)."""
+
+
+class IllegalGeneration(GroupError):
+    """The member's generation is not the group's (Kafka's ILLEGAL_GENERATION): a
+    commit from an old generation is refused, so no partition has two owners."""
+
+
+class UnknownMemberId(GroupError):
+    """The group does not know this member (Kafka's UNKNOWN_MEMBER_ID): it was
+    removed (session timeout, max.poll.interval.ms, its connection closed)."""
+
+
+class InconsistentGroupProtocol(GroupError):
+    """The member's protocol type or assignors match none of the group's."""
+
+
+class GroupNotEmpty(GroupError):
+    """The group has live members (Kafka's NON_EMPTY_GROUP): stop them first."""
+
+
+class GroupIdNotFound(GroupError):
+    """No such group (Kafka's GROUP_ID_NOT_FOUND)."""

@@ -63,6 +63,75 @@ class DescribeTopics(msgspec.Struct, tag=True, frozen=True):
     names: list[str] | None = None
 
 
+class JoinGroup(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    member_id: str  # "" on the first join
+    protocol_type: str  # "consumer"
+    protocols: list[tuple[str, bytes]]  # (assignor name, subscription), by preference
+    session_timeout_ms: int
+    rebalance_timeout_ms: int  # the consumer's max.poll.interval.ms
+    group_instance_id: str | None = None  # static membership
+    client_id: str = ""
+
+
+class SyncGroup(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    generation: int
+    member_id: str
+    assignments: dict[str, bytes] | None = None  # from the leader: member -> bytes
+
+
+class Heartbeat(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    generation: int
+    member_id: str
+    wait_ms: int = 0  # > 0: return early only when the member must rejoin
+
+
+class LeaveGroup(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    member_id: str
+
+
+class CommittedOffset(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    offset: int
+    metadata: str = ""
+    commit_timestamp_ms: int = 0
+
+
+class OffsetCommit(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    generation: int  # -1 with member_id "" for a group without members
+    member_id: str
+    offsets: list[CommittedOffset]
+
+
+class OffsetFetch(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    partitions: list[tuple[str, int]] | None = None  # None: all the group has
+
+
+class ListGroups(msgspec.Struct, tag=True, frozen=True):
+    pass
+
+
+class DescribeGroup(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+
+
+class DeleteGroup(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+
+
+class AlterGroupOffsets(msgspec.Struct, tag=True, frozen=True):
+    """Set a group's offsets: refused while it has live members, as in Kafka."""
+
+    group_id: str
+    offsets: list[CommittedOffset]
+
+
 Request = (
     Hello
     | Metadata
@@ -71,6 +140,16 @@ Request = (
     | AlterConfigs
     | CreatePartitions
     | DescribeTopics
+    | JoinGroup
+    | SyncGroup
+    | Heartbeat
+    | LeaveGroup
+    | OffsetCommit
+    | OffsetFetch
+    | ListGroups
+    | DescribeGroup
+    | DeleteGroup
+    | AlterGroupOffsets
 )
 
 
@@ -120,6 +199,57 @@ class DescribeReply(msgspec.Struct, tag=True, frozen=True):
     topics: list[TopicDescription]
 
 
+class MemberMetadata(msgspec.Struct, frozen=True):
+    member_id: str
+    group_instance_id: str | None
+    metadata: bytes  # the member's subscription for the chosen protocol
+
+
+class JoinResult(msgspec.Struct, tag=True, frozen=True):
+    generation: int
+    protocol_name: str
+    leader: str
+    member_id: str
+    members: list[MemberMetadata]  # for the leader only: everyone's subscription
+
+
+class SyncResult(msgspec.Struct, tag=True, frozen=True):
+    assignment: bytes
+
+
+class OffsetFetchReply(msgspec.Struct, tag=True, frozen=True):
+    offsets: list[CommittedOffset]
+
+
+class GroupListing(msgspec.Struct, frozen=True):
+    group_id: str
+    state: str
+    protocol_type: str
+
+
+class ListGroupsReply(msgspec.Struct, tag=True, frozen=True):
+    groups: list[GroupListing]
+
+
+class MemberDescription(msgspec.Struct, frozen=True):
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    metadata: bytes
+    assignment: bytes
+
+
+class GroupDescription(msgspec.Struct, tag=True, frozen=True):
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol_name: str
+    generation: int
+    leader: str
+    members: list[MemberDescription]
+
+
 class Done(msgspec.Struct, tag=True, frozen=True):
     pass
 
@@ -129,7 +259,19 @@ class ErrorReply(msgspec.Struct, tag=True, frozen=True):
     message: str
 
 
-Reply = HelloReply | MetadataReply | DescribeReply | TopicMetadata | Done | ErrorReply
+Reply = (
+    HelloReply
+    | MetadataReply
+    | DescribeReply
+    | TopicMetadata
+    | JoinResult
+    | SyncResult
+    | OffsetFetchReply
+    | ListGroupsReply
+    | GroupDescription
+    | Done
+    | ErrorReply
+)
 
 _encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)
