@@ -76,9 +76,12 @@ class EmbeddedBroker:
         with Connection(self.data_dir, client_id="embedded") as connection:
             while True:
                 try:
-                    # any cheap request proves the supervisor is up
+                    # any cheap request proves the supervisor is up, if it is ours:
+                    # another one serving this directory makes ours exit
                     connection.request(protocol.Metadata([]), protocol.MetadataReply)
-                    return self
+                    hello = connection.hello
+                    if hello is not None and hello.pid == self.process.pid:
+                        return self
                 except errors.BrokerUnavailable:
                     pass
                 if self.process.poll() is not None:

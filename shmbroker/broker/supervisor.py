@@ -102,13 +102,17 @@ class Supervisor:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def serve_forever(self) -> None:
-        """Serve until SIGTERM/SIGINT (or request_stop), then stop gracefully."""
+    def serve_forever(self, start: bool = False) -> None:
+        """Serve until SIGTERM/SIGINT (or request_stop), then stop gracefully.
+        start: start() first, with the signals already taken: the control socket
+        answers before start() returns, and a stop sent then must be graceful too."""
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
+            if start:
+                self.start()
             while not self._stop.wait(1.0):
                 pass
         finally:
@@ -229,9 +233,10 @@ class Supervisor:
             directory = self.data_dir / f"{name}-{p}"
             if directory.exists():
                 # as Kafka: rename first, so a crash never leaves a half-deleted
-                # partition directory under the live name
+                # partition directory under the live name. The topic name is cut
+                # (as Kafka does): a 249-character one would pass NAME_MAX (255)
                 doomed = directory.with_name(
-                    f"{directory.name}.{entry.topic_id}-delete"
+                    f"{name[:200]}-{p}.{entry.topic_id}-delete"
                 )
                 directory.rename(doomed)
                 shutil.rmtree(doomed)
@@ -391,5 +396,4 @@ def serve(config: BrokerConfig) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     supervisor = Supervisor(config)
-    supervisor.start()
-    supervisor.serve_forever()
+    supervisor.serve_forever(start=True)

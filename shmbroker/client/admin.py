@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from shmbroker import protocol
+from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
 from shmbroker.log.partition import PartitionReader
@@ -96,6 +96,11 @@ class Admin:
         for key, spec in specs.items():
             tp = TopicPartition(*key)
             meta = self.connection.topic(tp.topic)
+            if not 0 <= tp.partition < meta.partitions:
+                raise errors.UnknownTopic(
+                    f"topic {tp.topic!r} has partitions 0..{meta.partitions - 1}, "
+                    f"not {tp.partition}"
+                )
             at = {"earliest": EARLIEST, "latest": LATEST}.get(str(spec))
             reader = PartitionReader.open(
                 self.connection.partition_dir(*tp),

@@ -102,9 +102,11 @@ class _PartitionQueue(RecordAccumulator):
 class _Topic:
     def __init__(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
         self.name = meta.name
+        self.topic_id = meta.topic_id
         self.config = TopicConfig.from_kafka(meta.configs)
         self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
         batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
+        self.batch_bytes = batch_bytes
         self.queues: list[_PartitionQueue] = []
         try:
             for p in range(meta.partitions):
@@ -123,6 +125,14 @@ class _Topic:
         if n > 1:
             p = self.sticky.partition + random.randrange(1, n)
             self.sticky = self.queues[p % n]
+
+    def grow(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
+        """The topic got more partitions (CreatePartitions): map their rings."""
+        for p in range(len(self.queues), meta.partitions):
+            ring = Ring.open(producer.connection.ring_name(meta, p))
+            self.queues.append(
+                _PartitionQueue(producer, ring, self, p, self.batch_bytes)
+            )
 
     def close(self) -> None:
         for queue in self.queues:
@@ -184,6 +194,10 @@ class Producer:
     ) -> _PartitionQueue:
         queues = topic.queues
         if partition is not None:
+            if partition >= len(queues):  # as Kafka: refresh metadata, then decide
+                meta = self.connection.topic(topic.name)
+                if meta.topic_id == topic.topic_id:
+                    topic.grow(self, meta)
             if not 0 <= partition < len(queues):
                 raise errors.UnknownTopic(
                     f"topic {topic.name!r} has partitions 0..{len(queues) - 1}, "

@@ -1,0 +1,332 @@
+"""The Consumer against a real supervisor: iteration, seeks, positions, offsets by
+time, flow control, reading older offsets than the ring holds, auto.offset.reset,
+deleted topics, close."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from shmbroker import (
+    Admin,
+    ClosedError,
+    ConfigError,
+    Consumer,
+    EmbeddedBroker,
+    InvalidArgument,
+    OffsetOutOfRange,
+    Producer,
+    TopicPartition,
+    UnknownTopic,
+)
+from tests.conftest import wait_until
+
+T0, T1 = TopicPartition("t", 0), TopicPartition("t", 1)
+
+
+def produce(broker, topic, values, partition=0, timestamps=None):
+    with Producer(broker.data_dir) as producer:
+        for i, value in enumerate(values):
+            ts = None if timestamps is None else timestamps[i]
+            producer.send(topic, value, partition=partition, timestamp=ts)
+
+
+def values(n, start=0):
+    return [b"v%d" % i for i in range(start, start + n)]
+
+
+def drain(consumer, idle=0.1):
+    """Every record polled until none comes for idle seconds."""
+    got = []
+    while records := consumer.poll_batch(timeout=idle):
+        got += records
+    return got
+
+
+@pytest.fixture
+def two_partitions(broker: EmbeddedBroker) -> EmbeddedBroker:
+    """Topic t: 10 records in partition 0, 5 in partition 1."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 2)
+    produce(broker, "t", values(10), partition=0)
+    produce(broker, "t", values(5, 100), partition=1)
+    return broker
+
+
+def test_iteration_yields_every_record_and_ends_after_consumer_timeout(
+    two_partitions,
+):
+    with Consumer(
+        two_partitions.data_dir, auto_offset_reset="earliest", consumer_timeout_ms=200
+    ) as consumer:
+        consumer.assign([T0, T1])
+        started = time.monotonic()
+        records = list(consumer)
+        elapsed = time.monotonic() - started
+    by_partition = {
+        p: [(r.offset, r.value) for r in records if r.partition == p] for p in (0, 1)
+    }
+    assert by_partition[0] == list(enumerate(values(10)))
+    assert by_partition[1] == list(enumerate(values(5, 100)))
+    assert 0.2 <= elapsed < 10, f"iteration ended after {elapsed:.3f}s"
+
+
+def test_poll_returns_one_record_and_poll_batch_at_most_max_records(broker):
+    produce(broker, "t", values(10))
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("t", 0)])
+        first = consumer.poll(timeout=5)
+        assert (first.topic, first.partition, first.offset, first.value) == (
+            "t",
+            0,
+            0,
+            b"v0",
+        )
+        batch = consumer.poll_batch(3, timeout=5)
+        assert [r.offset for r in batch] == [1, 2, 3]
+        assert [r.value for r in drain(consumer)] == values(6, 4)
+        assert consumer.poll_batch(timeout=0) == []
+        assert consumer.poll(timeout=0.05) is None
+        assert consumer.position(("t", 0)) == 10
+
+
+def test_seek_and_position_move_the_next_record_returned(two_partitions):
+    with Consumer(two_partitions.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([T0])
+        assert consumer.position(T0) == 0
+        consumer.seek(T0, 7)
+        assert consumer.position(T0) == 7
+        assert [r.offset for r in drain(consumer)] == [7, 8, 9]
+        consumer.seek(T0, 3)
+        assert consumer.poll(timeout=5).value == b"v3"
+        assert consumer.position(T0) == 4
+        consumer.seek(T0, 10)  # the high watermark: the next record to come
+        assert consumer.poll_batch(timeout=0) == []
+        with pytest.raises(OffsetOutOfRange, match=r"valid offsets are \[0, 10\)"):
+            consumer.seek(T0, 11)
+        with pytest.raises(InvalidArgument, match=r"t-1 is not assigned"):
+            consumer.seek(T1, 0)
+
+
+def test_seek_to_beginning_and_end(two_partitions):
+    with Consumer(two_partitions.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([T0, T1])
+        consumer.seek_to_end()
+        assert (consumer.position(T0), consumer.position(T1)) == (10, 5)
+        assert consumer.poll_batch(timeout=0.05) == []
+        produce(two_partitions, "t", [b"new"], partition=1)
+        (record,) = consumer.poll_batch(timeout=5)
+        assert (record.partition, record.offset, record.value) == (1, 5, b"new")
+        consumer.seek_to_beginning(T1)
+        assert (consumer.position(T0), consumer.position(T1)) == (10, 0)
+        assert [r.value for r in drain(consumer)] == [*values(5, 100), b"new"]
+        consumer.seek_to_beginning()
+        assert consumer.position(T0) == 0
+
+
+def test_offsets_for_times_finds_the_first_record_at_or_after(broker):
+    stamps = [1_000 + 10 * i for i in range(10)]
+    produce(broker, "t", values(10), timestamps=stamps)
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([T0])
+        assert consumer.offsets_for_times({T0: 0}) == {T0: 0}
+        assert consumer.offsets_for_times({T0: 1_040}) == {T0: 4}
+        assert consumer.offsets_for_times({T0: 1_041}) == {T0: 5}
+        assert consumer.offsets_for_times({T0: 1_090}) == {T0: 9}
+        assert consumer.offsets_for_times({T0: 1_091}) == {T0: None}
+        with pytest.raises(InvalidArgument, match=r"timestamp -5 < 0"):
+            consumer.offsets_for_times({T0: -5})
+        consumer.seek(T0, consumer.offsets_for_times({T0: 1_075})[T0])
+        assert consumer.poll(timeout=5).timestamp == 1_080
+
+
+def test_beginning_and_end_offsets_of_assigned_and_other_partitions(two_partitions):
+    with Consumer(two_partitions.data_dir) as consumer:
+        consumer.assign([T0])
+        assert consumer.beginning_offsets([T0, T1]) == {T0: 0, T1: 0}
+        assert consumer.end_offsets([T0, T1]) == {T0: 10, T1: 5}
+        assert consumer.assignment() == {T0}
+        with pytest.raises(UnknownTopic, match=r"partitions 0..1, not 2"):
+            consumer.end_offsets([("t", 2)])
+
+
+def test_a_paused_partition_returns_nothing_until_resumed(two_partitions):
+    with Consumer(two_partitions.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([T0, T1])
+        consumer.pause(T0)
+        assert consumer.paused() == {T0}
+        got = drain(consumer)
+        assert [(r.partition, r.value) for r in got] == [(1, v) for v in values(5, 100)]
+        assert consumer.position(T0) == 0
+        consumer.pause(T1)
+        assert consumer.poll_batch(timeout=0.05) == []
+        consumer.resume(T0, T1)
+        assert consumer.paused() == set()
+        got = drain(consumer)
+        assert [(r.partition, r.value) for r in got] == [(0, v) for v in values(10)]
+
+
+def test_reads_offsets_older_than_the_ring_from_segments_then_the_ring(broker):
+    """If a partition holds far more than its 64 KiB ring (100k records), then a
+    consumer from offset 0 reads every record once and in order: the old ones from
+    the segment files, then the new ones from the ring, and records produced while
+    it reads."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("old", 1, {"ring.bytes": 1 << 16, "segment.bytes": 1 << 20})
+        expected = [b"%06d" % i for i in range(100_000)]
+        with Producer(broker.data_dir) as producer:
+            for value in expected:
+                producer.send("old", value)
+        (described,) = admin.describe_topics(["old"])
+    assert described.partitions[0].high_watermark == 100_000
+    assert described.partitions[0].segments >= 2
+    assert described.partitions[0].disk_bytes > 10 * (1 << 16)  # not in the ring
+    got = []
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("old", 0)])
+        while len(got) < 50_000:
+            got += consumer.poll_batch(10_000, timeout=5) or pytest.fail("stalled")
+        more = [b"%06d" % i for i in range(100_000, 101_000)]
+        produce(broker, "old", more)
+        expected += more
+        while len(got) < len(expected):
+            got += consumer.poll_batch(10_000, timeout=5) or pytest.fail("stalled")
+        assert consumer.poll_batch(timeout=0.05) == []
+    assert [r.offset for r in got] == list(range(len(expected)))
+    assert [r.value for r in got] == expected
+
+
+def test_auto_offset_reset_earliest_and_latest(broker):
+    produce(broker, "t", values(5))
+    with (
+        Consumer(broker.data_dir, auto_offset_reset="earliest") as earliest,
+        Consumer(broker.data_dir, auto_offset_reset="latest") as latest,
+    ):
+        earliest.assign([T0])
+        latest.assign([T0])
+        assert (earliest.position(T0), latest.position(T0)) == (0, 5)
+        assert latest.poll_batch(timeout=0.05) == []
+        produce(broker, "t", [b"after"])
+        assert [r.value for r in latest.poll_batch(timeout=5)] == [b"after"]
+        assert [r.value for r in drain(earliest)] == [*values(5), b"after"]
+
+
+def test_auto_offset_reset_none_needs_a_seek_before_reading(broker):
+    """If auto_offset_reset is none, then assigning works but reading a partition
+    without a position raises a clear error, until seek() gives it one."""
+    produce(broker, "t", values(5))
+    with Consumer(broker.data_dir, auto_offset_reset="none") as consumer:
+        consumer.assign([T0])
+        with pytest.raises(OffsetOutOfRange, match=r"auto.offset.reset is none"):
+            consumer.poll(timeout=0)
+        with pytest.raises(OffsetOutOfRange, match=r"auto.offset.reset is none"):
+            consumer.position(T0)
+        assert consumer.end_offsets([T0]) == {T0: 5}
+        consumer.seek(T0, 3)
+        assert [r.offset for r in drain(consumer)] == [3, 4]
+
+
+def test_a_position_deleted_by_retention_goes_by_auto_offset_reset(broker):
+    """If retention deletes the records at a consumer's position (here after the
+    topic's retention.bytes is lowered), then its next poll resets to the new log
+    start (earliest) or the end (latest), or raises naming both (none)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("r", 1, {"segment.bytes": 1 << 16})
+        with Producer(broker.data_dir) as producer:
+            for i in range(20):
+                producer.send_batch(
+                    "r", [b"%04d" % (i * 100 + j) * 25 for j in range(100)]
+                )
+        consumers = {
+            reset: Consumer(broker.data_dir, auto_offset_reset=reset)
+            for reset in ("earliest", "latest", "none")
+        }
+        try:
+            for consumer in consumers.values():
+                consumer.assign([("r", 0)])
+                consumer.seek(("r", 0), 0)
+            admin.alter_configs("r", {"retention.bytes": 1 << 17})
+
+            def log_start():  # as readers see it
+                return admin.list_offsets({("r", 0): "earliest"})[("r", 0)]
+
+            wait_until(lambda: log_start() > 0, 30, "retention to delete segments")
+            start = log_start()
+            assert consumers["earliest"].poll(timeout=5).offset == start
+            assert consumers["latest"].poll_batch(timeout=0.05) == []
+            assert consumers["latest"].position(("r", 0)) == 2000
+            with pytest.raises(
+                OffsetOutOfRange,
+                match=rf"offset 0 .* deleted by retention: the log starts at {start}",
+            ):
+                consumers["none"].poll(timeout=5)
+        finally:
+            for consumer in consumers.values():
+                consumer.close()
+
+
+def test_bad_consumer_settings_name_the_setting(broker):
+    with pytest.raises(ConfigError, match=r"auto.offset.reset: 'oldest'"):
+        Consumer(broker.data_dir, auto_offset_reset="oldest")
+    with Consumer(broker.data_dir) as consumer:
+        with pytest.raises(UnknownTopic, match=r"'nope' does not exist"):
+            consumer.assign([("nope", 0)])
+        assert consumer.assignment() == set()
+    with Admin(broker.data_dir) as admin:
+        assert "nope" not in admin.list_topics(), "a consumer created a topic"
+
+
+def test_deleting_a_topic_under_a_consumer_blocked_in_poll_raises_unknown_topic(
+    two_partitions,
+):
+    with (
+        Consumer(two_partitions.data_dir, auto_offset_reset="latest") as consumer,
+        Admin(two_partitions.data_dir) as admin,
+    ):
+        consumer.assign([T0])
+        deleter = threading.Thread(target=admin.delete_topic, args=("t",))
+        started = time.monotonic()
+        deleter.start()
+        try:
+            with pytest.raises(UnknownTopic):
+                consumer.poll(timeout=30)
+        finally:
+            deleter.join()
+        assert time.monotonic() - started < 10, "poll slept through the deletion"
+
+
+def test_deleting_a_topic_under_a_consumer_reading_old_records_raises_unknown_topic(
+    two_partitions,
+):
+    """If the topic goes while the consumer reads records the segments hold, then
+    its next poll raises UnknownTopic (not a file error)."""
+    with (
+        Consumer(two_partitions.data_dir, auto_offset_reset="earliest") as consumer,
+        Admin(two_partitions.data_dir) as admin,
+    ):
+        consumer.assign([T0, T1])
+        assert consumer.poll(timeout=5) is not None
+        consumer.seek_to_beginning()
+        admin.delete_topic("t")
+
+        def poll_until_error():
+            for _ in range(100):  # records read ahead may come first
+                consumer.poll_batch(timeout=0.01)
+
+        with pytest.raises(UnknownTopic):
+            poll_until_error()
+
+
+def test_a_closed_consumer_refuses_to_poll(two_partitions):
+    consumer = Consumer(two_partitions.data_dir, auto_offset_reset="earliest")
+    consumer.assign([T0])
+    assert consumer.poll(timeout=5).offset == 0
+    consumer.close()
+    consumer.close()  # twice is fine
+    assert consumer.assignment() == set()
+    with pytest.raises(ClosedError, match=r"closed"):
+        consumer.poll(timeout=0)
+    with pytest.raises(ClosedError, match=r"closed"):
+        consumer.poll_batch()
