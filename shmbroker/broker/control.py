@@ -85,7 +85,12 @@ class ControlServer:
                     log.warning("control client %s: bad request: %s", conn.pid, exc)
                     protocol.send(conn.sock, _error("ProtocolError", str(exc)))
                     continue
-                protocol.send(conn.sock, self._answer(request, conn))
+                reply = self._answer(request, conn)
+                protocol.send(conn.sock, reply)
+                if isinstance(request, protocol.Hello) and isinstance(
+                    reply, protocol.ErrorReply
+                ):
+                    return  # a client of another protocol version: hang up
         except (OSError, errors.ProtocolError) as exc:
             log.debug("control connection %d ended: %s", conn.conn_id, exc)
         finally:

@@ -65,6 +65,9 @@ class Supervisor:
             )
             self.topics = registry.load(self.data_dir)
             self._save_registry()  # records this broker's shm prefix for clients
+            for doomed in self.data_dir.glob("*-delete"):
+                log.warning("finishing the deletion of %s", doomed)
+                shutil.rmtree(doomed)  # a delete the last supervisor did not finish
             for removal in gc.orphans(self.shm_base, self.topics):
                 log.warning("removing ring %s: %s", removal.name, removal.reason)
                 shm.unlink(removal.name)

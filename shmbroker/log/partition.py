@@ -333,8 +333,10 @@ class PartitionLog:
                 self.log_start_offset = self._segments[0].base_offset
         if deleted:
             self._unflushed = [s for s in self._unflushed if s not in deleted]
-            write_offset(self.directory / LOG_START_FILE, self.log_start_offset)
+            # readers see the new start before the files go (the checkpoint's fsync
+            # takes a while); a crash before the checkpoint keeps the old files
             self.ring.set_log_start_offset(self.log_start_offset)
+            write_offset(self.directory / LOG_START_FILE, self.log_start_offset)
             for segment in deleted:
                 segment.delete()
             log.info(

@@ -278,6 +278,17 @@ def test_a_start_removes_rings_of_its_broker_that_no_topic_owns(broker, shm_pref
         assert producer.send("t", b"x").get().offset == 0
 
 
+def test_a_start_finishes_a_delete_the_last_supervisor_did_not(broker):
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 1)
+    broker.stop()
+    leftover = broker.data_dir / f"t-0.{'a' * 32}-delete"
+    (broker.data_dir / "t-0").rename(leftover)  # as a crash mid-delete leaves it
+    broker.start()
+    assert not leftover.exists()
+    assert "finishing the deletion" in broker.log_path.read_text()
+
+
 # ---- the control socket ----------------------------------------------------------
 
 
@@ -302,6 +313,7 @@ def encode(message: protocol.Request | protocol.Reply) -> bytes:
 def test_a_client_of_another_protocol_version_is_refused_clearly(broker):
     with connect(broker) as sock:
         reply = exchange(sock, encode(protocol.Hello(99, "future-client", os.getpid())))
+        assert protocol.receive(sock) is None, "it should hang up"
     assert isinstance(reply, protocol.ErrorReply)
     assert reply.kind == "ProtocolError"
     assert reply.message == (
