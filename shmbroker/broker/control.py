@@ -35,9 +35,15 @@ class ControlConnection:
 class ControlServer:
     """Serves the control socket from its own threads; `close()` stops it."""
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handler: Handler,
+        on_close: Callable[[ControlConnection], None] | None = None,
+    ) -> None:
         self.path = path
         self._handler = handler
+        self._on_close = on_close
         # a socket file left by a killed supervisor: ours now (we hold the lock)
         path.unlink(missing_ok=True)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -97,6 +103,8 @@ class ControlServer:
             with self._lock:
                 self._connections.pop(conn.conn_id, None)
             conn.sock.close()
+            if self._on_close is not None:
+                self._on_close(conn)
 
     def _answer(
         self, request: protocol.Request, conn: ControlConnection

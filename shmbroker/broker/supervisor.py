@@ -24,12 +24,16 @@ from types import FrameType
 from shmbroker import errors, protocol, shm
 from shmbroker.broker import gc, registry
 from shmbroker.broker.control import ControlConnection, ControlServer
+from shmbroker.broker.coordinator import GroupCoordinator
+from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
 from shmbroker.config import BrokerConfig, TopicConfig, validate_topic_name
 from shmbroker.log.partition import PartitionLog
+from shmbroker.records import TopicPartition
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "supervisor.lock"
+OFFSETS_DIR = "__consumer_offsets"  # Kafka's name; no topic directory looks like it
 MAX_PARTITIONS = 10_000
 
 
@@ -48,6 +52,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
+        self.coordinator: GroupCoordinator | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -74,7 +79,12 @@ class Supervisor:
             for name, entry in self.topics.items():
                 for p in range(entry.partitions):
                     self._open_partition(name, entry, p)
-            self._server = ControlServer(self.config.control_socket, self.handle)
+            self.coordinator = GroupCoordinator(
+                OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
+            )
+            self._server = ControlServer(
+                self.config.control_socket, self.handle, self._connection_closed
+            )
         except BaseException:
             self.stop()
             raise
@@ -136,6 +146,10 @@ class Supervisor:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self.coordinator is not None:
+            self.coordinator.close()
+            self.coordinator.store.close()
+            self.coordinator = None
         with self._lock:
             for partition_log in self.logs.values():
                 partition_log.close()
@@ -226,6 +240,8 @@ class Supervisor:
     def _delete(self, name: str) -> None:
         entry = self.topics.pop(name)
         self._save_registry()
+        if self.coordinator is not None:  # as Kafka: the topic's offsets go with it
+            self.coordinator.store.delete_partitions(name)
         for p in range(entry.partitions):
             partition_log = self.logs.pop((name, p), None)
             ring_name = shm.ring_name(self.shm_base, entry.topic_id, p)
@@ -389,7 +405,106 @@ class Supervisor:
             return self.create_partitions(request.name, request.total)
         if isinstance(request, protocol.DescribeTopics):
             return self.describe(request.names)
+        return self._handle_group(request, conn)
+
+    def _high_watermark(self, tp: TopicPartition) -> int:
+        partition_log = self.logs.get((tp.topic, tp.partition))
+        if partition_log is None:
+            raise errors.UnknownTopic(
+                f"topic {tp.topic!r} has no partition {tp.partition}"
+            )
+        return partition_log.ring.stat().next_offset
+
+    def _connection_closed(self, conn: ControlConnection) -> None:
+        if self.coordinator is not None:
+            self.coordinator.connection_closed(conn.conn_id)
+
+    def _handle_group(
+        self, request: protocol.Request, conn: ControlConnection
+    ) -> protocol.Reply:
+        c = self.coordinator
+        if c is None:
+            raise errors.BrokerUnavailable("the supervisor is stopping")
+        if isinstance(request, protocol.JoinGroup):
+            return c.join(
+                request.group_id,
+                request.member_id,
+                protocol_type=request.protocol_type,
+                protocols=request.protocols,
+                session_timeout_ms=request.session_timeout_ms,
+                rebalance_timeout_ms=request.rebalance_timeout_ms,
+                group_instance_id=request.group_instance_id,
+                client_id=request.client_id or conn.client_id,
+                client_host=f"pid {conn.pid}",
+                conn_id=conn.conn_id,
+            )
+        if isinstance(request, protocol.SyncGroup):
+            assignment = c.sync(
+                request.group_id,
+                request.generation,
+                request.member_id,
+                request.assignments,
+            )
+            return protocol.SyncResult(assignment)
+        if isinstance(request, protocol.Heartbeat):
+            c.heartbeat(
+                request.group_id,
+                request.generation,
+                request.member_id,
+                request.wait_ms / 1000,
+            )
+            return protocol.Done()
+        if isinstance(request, protocol.LeaveGroup):
+            c.leave(request.group_id, request.member_id)
+            return protocol.Done()
+        if isinstance(request, protocol.OffsetCommit):
+            c.commit(
+                request.group_id,
+                request.generation,
+                request.member_id,
+                _offsets(request.offsets),
+            )
+            return protocol.Done()
+        if isinstance(request, protocol.AlterGroupOffsets):
+            c.require_empty(request.group_id, "alter the offsets")
+            c.commit(request.group_id, -1, "", _offsets(request.offsets))
+            return protocol.Done()
+        if isinstance(request, protocol.OffsetFetch):
+            partitions = (
+                None
+                if request.partitions is None
+                else [TopicPartition(*tp) for tp in request.partitions]
+            )
+            fetched = c.fetch(request.group_id, partitions)
+            return protocol.OffsetFetchReply(
+                [
+                    protocol.CommittedOffset(
+                        tp.topic, tp.partition, om.offset, om.metadata,
+                        om.commit_timestamp_ms,
+                    )
+                    for tp, om in sorted(fetched.items())
+                ]
+            )  # fmt: skip
+        if isinstance(request, protocol.ListGroups):
+            return protocol.ListGroupsReply(c.list_groups())
+        if isinstance(request, protocol.DescribeGroup):
+            return c.describe(request.group_id)
+        if isinstance(request, protocol.DeleteGroup):
+            c.delete_group(request.group_id)
+            return protocol.Done()
         raise errors.ProtocolError(f"unknown control request {type(request).__name__}")
+
+
+def _offsets(
+    offsets: list[protocol.CommittedOffset],
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    now = int(time.time() * 1000)  # as Kafka: the coordinator stamps the commit
+    return {
+        TopicPartition(o.topic, o.partition): OffsetAndMetadata(
+            o.offset, o.metadata, now
+        )
+        for o in offsets
+    }
 
 
 def serve(config: BrokerConfig) -> None:

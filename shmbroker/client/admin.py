@@ -1,6 +1,6 @@
 """The Admin client: topics (create, delete, list, describe, alter configs, add
-partitions) through the supervisor, and offsets (Kafka's ListOffsets) read straight
-from the partitions."""
+partitions) and consumer groups (list, describe, offsets, lag, reset, delete) through
+the supervisor, and offsets (Kafka's ListOffsets) read straight from the partitions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import msgspec
 from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
+from shmbroker.client.group import PROTOCOL_TYPE, decode_assignment
 from shmbroker.log.partition import PartitionReader
 from shmbroker.records import TopicPartition
 
@@ -19,6 +20,37 @@ class NewTopic(msgspec.Struct, frozen=True):
     name: str
     num_partitions: int = 1
     topic_configs: dict[str, str] = {}
+
+
+class MemberInfo(msgspec.Struct, frozen=True):
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    assignment: list[TopicPartition]
+
+
+class GroupInfo(msgspec.Struct, frozen=True):
+    group_id: str
+    state: str  # Empty, PreparingRebalance, CompletingRebalance, Stable
+    protocol_type: str
+    assignor: str
+    generation: int
+    leader: str
+    members: list[MemberInfo]
+
+
+class PartitionLag(msgspec.Struct, frozen=True):
+    """One row of kafka-consumer-groups --describe."""
+
+    topic: str
+    partition: int
+    committed: int | None  # None: the group has no offset for it
+    log_end_offset: int
+    lag: int | None
+    member_id: str | None = None  # who owns it now, if anyone
+    client_id: str | None = None
+    host: str | None = None
 
 
 class Admin:
@@ -113,6 +145,100 @@ class Admin:
             finally:
                 reader.close()
         return out
+
+    # ---- consumer groups ------------------------------------------------------------
+
+    def list_groups(self) -> list[protocol.GroupListing]:
+        reply = self.connection.request(protocol.ListGroups(), protocol.ListGroupsReply)
+        return reply.groups
+
+    def describe_group(self, group_id: str) -> GroupInfo:
+        """GroupIdNotFound if the group has neither members nor offsets."""
+        d = self.connection.request(
+            protocol.DescribeGroup(group_id), protocol.GroupDescription
+        )
+        consumer = d.protocol_type in (PROTOCOL_TYPE, "")
+        return GroupInfo(
+            d.group_id,
+            d.state,
+            d.protocol_type,
+            d.protocol_name,
+            d.generation,
+            d.leader,
+            [
+                MemberInfo(
+                    m.member_id,
+                    m.group_instance_id,
+                    m.client_id,
+                    m.client_host,
+                    decode_assignment(m.assignment) if consumer else [],
+                )
+                for m in d.members
+            ],
+        )
+
+    def list_group_offsets(
+        self,
+        group_id: str,
+        partitions: Iterable[TopicPartition | tuple[str, int]] | None = None,
+    ) -> dict[TopicPartition, protocol.CommittedOffset]:
+        request = protocol.OffsetFetch(
+            group_id,
+            None if partitions is None else [(tp[0], tp[1]) for tp in partitions],
+        )
+        reply = self.connection.request(request, protocol.OffsetFetchReply)
+        return {TopicPartition(o.topic, o.partition): o for o in reply.offsets}
+
+    def alter_group_offsets(
+        self,
+        group_id: str,
+        offsets: Mapping[TopicPartition | tuple[str, int], int],
+    ) -> None:
+        """Set committed offsets; refused (GroupNotEmpty) while the group has live
+        members, as Kafka refuses a reset."""
+        entries = []
+        for tp, offset in offsets.items():
+            if offset < 0:
+                raise errors.InvalidArgument(
+                    f"offset {offset} for {tp[0]}-{tp[1]}: offsets are >= 0"
+                )
+            entries.append(protocol.CommittedOffset(tp[0], tp[1], offset))
+        self.connection.request(
+            protocol.AlterGroupOffsets(group_id, entries), protocol.Done
+        )
+
+    def delete_group(self, group_id: str) -> None:
+        """Its committed offsets go; refused (GroupNotEmpty) while it has members."""
+        self.connection.request(protocol.DeleteGroup(group_id), protocol.Done)
+
+    def lag(self, group_id: str) -> list[PartitionLag]:
+        """Per partition the group has an offset for or a member owns: committed
+        offset, log end offset, lag, owner (kafka-consumer-groups --describe)."""
+        info = self.describe_group(group_id)
+        committed = self.list_group_offsets(group_id)
+        owners = {tp: m for m in info.members for tp in m.assignment}
+        rows = []
+        for tp in sorted(set(committed) | set(owners)):
+            try:
+                end = self.list_offsets({tp: "latest"})[tp]
+            except errors.UnknownTopic:
+                continue  # deleted since
+            assert end is not None
+            c = committed.get(tp)
+            owner = owners.get(tp)
+            rows.append(
+                PartitionLag(
+                    tp.topic,
+                    tp.partition,
+                    None if c is None else c.offset,
+                    end,
+                    None if c is None else max(0, end - c.offset),
+                    None if owner is None else owner.member_id,
+                    None if owner is None else owner.client_id,
+                    None if owner is None else owner.host,
+                )
+            )
+        return rows
 
     def close(self) -> None:
         self.connection.close()

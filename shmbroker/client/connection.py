@@ -77,14 +77,18 @@ class Connection:
             )
         return reply
 
-    def request(self, request: protocol.Request, kind: type[T]) -> T:
+    def request(
+        self, request: protocol.Request, kind: type[T], timeout: float | None = None
+    ) -> T:
         """Send a request, return its reply (of type kind), or raise the error the
-        supervisor raised. BrokerUnavailable if no supervisor answers."""
+        supervisor raised. BrokerUnavailable if no supervisor answers within
+        timeout (default: the connection's; group joins wait longer)."""
         with self._lock:
             for attempt in (1, 2):
                 if self._sock is None:
                     self._sock = self._connect()
                 try:
+                    self._sock.settimeout(self.timeout if timeout is None else timeout)
                     return self._exchange(self._sock, request, kind)
                 except errors.ShmbrokerError:  # an answer; some are also OSErrors
                     raise

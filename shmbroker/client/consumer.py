@@ -1,10 +1,13 @@
 """The Consumer: Kafka's consumer API over the partition rings and segment files.
 
 Each assigned partition has a LogReader (recent offsets from the ring, older ones from
-the segments) and a position: the offset of the next record `poll` returns. Without a
-group, the application assigns partitions itself (`assign`); a new assignment starts
-where `auto_offset_reset` says. Offsets deleted by retention under a reader are
-handled by the same policy, as Kafka does.
+the segments) and a position: the offset of the next record `poll` returns. Either the
+application assigns partitions itself (`assign`), or, with a `group_id`, it
+subscribes and the group's rebalances assign them (`subscribe`; client/group.py).
+A new partition starts at the group's committed offset, else where
+`auto_offset_reset` says; offsets deleted by retention under a reader go by the same
+policy, as in Kafka. With enable_auto_commit, poll commits the positions every
+auto_commit_interval_ms, and before partitions are revoked, and on close.
 
 Waiting: with one partition, poll sleeps on that ring's futex; with several, it
 checks each and sleeps on them in turn for at most MULTI_WAIT each, so a record on
@@ -16,16 +19,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Literal, TypeVar
 
-from shmbroker import errors
+from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
+from shmbroker.client.group import GroupMember, Listener
 from shmbroker.log.partition import LogReader, PartitionReader
 from shmbroker.records import Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
 MULTI_WAIT = 0.001  # seconds poll sleeps on one ring of several before the next
+GROUP_WAIT = 0.01  # a group member's poll looks for a rebalance at least this often
 OffsetReset = Literal["earliest", "latest", "none"]
 EARLIEST, LATEST = -2, -1  # Kafka's ListOffsets timestamps
 T = TypeVar("T")
@@ -86,14 +92,19 @@ class Consumer:
         *,
         client_id: str = "shmbroker-consumer",
         group_id: str | None = None,
+        subscribe: Iterable[str] | None = None,
+        pattern: str | None = None,
         auto_offset_reset: OffsetReset = "latest",
+        enable_auto_commit: bool = True,
+        auto_commit_interval_ms: int = 5000,
+        session_timeout_ms: int = 45_000,
+        heartbeat_interval_ms: int = 3000,
+        max_poll_interval_ms: int = 300_000,
+        partition_assignment_strategy: Iterable[str] = ("range", "cooperative-sticky"),
+        group_instance_id: str | None = None,
         max_poll_records: int = 500,
         consumer_timeout_ms: float | None = None,
     ) -> None:
-        if group_id is not None:
-            raise errors.ConfigError(
-                "group.id: consumer groups are not there yet; use assign()"
-            )
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise errors.ConfigError(
                 f"auto.offset.reset: {auto_offset_reset!r} must be earliest, latest "
@@ -109,20 +120,50 @@ class Consumer:
         self._order: list[_Assigned] = []  # unpaused, in the order poll visits them
         self._next = 0
         self._closed = False
+        self.group_id = group_id
+        self.enable_auto_commit = enable_auto_commit and group_id is not None
+        self.auto_commit_interval = auto_commit_interval_ms / 1000
+        self._next_auto_commit = time.monotonic() + self.auto_commit_interval
+        self._group: GroupMember | None = None
+        self._on_assign: Listener | None = None
+        self._on_revoke: Listener | None = None
+        self._committer: ThreadPoolExecutor | None = None  # for commit(asynchronous)
+        if group_id is not None:
+            self._group = GroupMember(
+                self.connection,
+                Connection(data_dir, client_id=client_id),
+                group_id,
+                client_id=client_id,
+                assignors=list(partition_assignment_strategy),
+                session_timeout_ms=session_timeout_ms,
+                max_poll_interval_ms=max_poll_interval_ms,
+                heartbeat_interval_ms=heartbeat_interval_ms,
+                group_instance_id=group_instance_id,
+            )
+        if subscribe is not None or pattern is not None:
+            self.subscribe(None if subscribe is None else list(subscribe), pattern)
 
     # ---- assignment -----------------------------------------------------------------
 
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
         """Read exactly these partitions (replacing the previous assignment); new
-        ones start where auto_offset_reset says."""
+        ones start at the group's committed offset (with a group_id), else where
+        auto_offset_reset says."""
+        if self._group is not None and self._group.topics:
+            raise errors.InvalidArgument(
+                "assign() after subscribe(): unsubscribe first"
+            )
         wanted = [TopicPartition(*tp) for tp in partitions]
+        committed = self._committed_offsets(
+            [tp for tp in wanted if tp not in self._assigned]
+        )
         opened: dict[TopicPartition, _Assigned] = {}
         try:
             for tp in wanted:
                 if tp in self._assigned:
                     opened[tp] = self._assigned[tp]
                 elif tp not in opened:
-                    opened[tp] = self._open(tp)
+                    opened[tp] = self._open(tp, committed.get(tp))
         except BaseException:
             for tp, a in opened.items():
                 if tp not in self._assigned:
@@ -134,7 +175,7 @@ class Consumer:
         self._assigned = opened
         self._reorder()
 
-    def _open(self, tp: TopicPartition) -> _Assigned:
+    def _open(self, tp: TopicPartition, committed: int | None = None) -> _Assigned:
         meta = self.connection.topic(tp.topic)
         if not 0 <= tp.partition < meta.partitions:
             raise errors.UnknownTopic(
@@ -148,9 +189,17 @@ class Consumer:
             partition=tp.partition,
         )
         assigned = _Assigned(reader)
-        if self.auto_offset_reset == "none":
-            return assigned  # no position until seek(): reading it raises
         try:
+            if committed is not None:
+                try:
+                    assigned.seek(committed)
+                    return assigned
+                except errors.OffsetOutOfRange as exc:
+                    if self.auto_offset_reset == "none":
+                        raise
+                    log.warning("%s; resetting to %s", exc, self.auto_offset_reset)
+            if self.auto_offset_reset == "none":
+                return assigned  # no position until seek(): reading it raises
             self._reset(assigned, tp)
         except BaseException:
             reader.close()
@@ -184,6 +233,156 @@ class Consumer:
             raise errors.InvalidArgument(
                 f"partition {tp[0]}-{tp[1]} is not assigned to this consumer"
             ) from None
+
+    # ---- groups ---------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        topics: Iterable[str] | None = None,
+        pattern: str | None = None,
+        *,
+        on_assign: Listener | None = None,
+        on_revoke: Listener | None = None,
+    ) -> None:
+        """Join the group for these topics (or every topic matching the regex
+        pattern, now or later); the group assigns the partitions at the next poll.
+        on_revoke runs before partitions go (commit there if not auto-committing),
+        on_assign after new ones come."""
+        if self._group is None:
+            raise errors.ConfigError("subscribe() needs a group_id")
+        if self._assigned and not self._group.topics:
+            self.assign([])  # manual assignment ends
+        self._group.subscribe(None if topics is None else list(topics), pattern)
+        self._on_assign, self._on_revoke = on_assign, on_revoke
+
+    def unsubscribe(self) -> None:
+        """Give up every partition (committing if auto-committing) and leave."""
+        if self._group is None:
+            return
+        self._revoked(list(self._assigned))
+        self._group.close()
+        self._group = GroupMember(
+            self.connection,
+            Connection(self.connection.data_dir, client_id=self.connection.client_id),
+            self._group.group_id,
+            client_id=self._group.client_id,
+            assignors=self._group.assignors,
+            session_timeout_ms=self._group.session_timeout_ms,
+            max_poll_interval_ms=self._group.max_poll_interval_ms,
+            heartbeat_interval_ms=self._group.heartbeat_interval_ms,
+            group_instance_id=self._group.group_instance_id,
+        )
+
+    def _rebalance(self) -> None:
+        group = self._group
+        if group is None or (not group.topics and group.pattern is None):
+            return
+        group.poll_started()
+        group.ensure_active(self._revoked, self._assigned_more)
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        if self.enable_auto_commit and partitions:
+            try:
+                self.commit(
+                    {
+                        tp: self.position(tp)
+                        for tp in partitions
+                        if tp in self._assigned
+                        and self._assigned[tp].log_reader is not None
+                    }
+                )
+            except errors.ShmbrokerError as exc:
+                log.warning(
+                    "group %s: commit before revoking failed: %s", self.group_id, exc
+                )
+        if self._on_revoke is not None:
+            self._on_revoke(partitions)
+        for tp in partitions:
+            a = self._assigned.pop(tp, None)
+            if a is not None:
+                a.reader.close()
+        self._reorder()
+
+    def _assigned_more(self, partitions: list[TopicPartition]) -> None:
+        committed = self._committed_offsets(partitions)
+        for tp in partitions:
+            try:
+                self._assigned[tp] = self._open(tp, committed.get(tp))
+            except errors.UnknownTopic as exc:
+                log.warning("group %s: %s", self.group_id, exc)
+        self._reorder()
+        if self._on_assign is not None:
+            self._on_assign(partitions)
+
+    def _committed_offsets(
+        self, partitions: list[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        if self.group_id is None or not partitions:
+            return {}
+        reply = self.connection.request(
+            protocol.OffsetFetch(self.group_id, [(tp[0], tp[1]) for tp in partitions]),
+            protocol.OffsetFetchReply,
+        )
+        return {TopicPartition(o.topic, o.partition): o.offset for o in reply.offsets}
+
+    def commit(
+        self,
+        offsets: Mapping[TopicPartition | tuple[str, int], int | tuple[int, str]]
+        | None = None,
+        *,
+        asynchronous: bool = False,
+    ) -> Future[None] | None:
+        """Commit offsets (the next offset to read, with optional metadata), by
+        default the positions of every assigned partition. asynchronous: returns a
+        Future at once. IllegalGeneration / UnknownMemberId / RebalanceInProgress if
+        this member no longer owns the partitions in the group's eyes."""
+        if self.group_id is None:
+            raise errors.ConfigError("commit() needs a group_id")
+        if offsets is None:
+            offsets = {
+                tp: a.position
+                for tp, a in self._assigned.items()
+                if a.log_reader is not None
+            }
+        entries = []
+        for tp, value in offsets.items():
+            offset, metadata = value if isinstance(value, tuple) else (value, "")
+            entries.append(protocol.CommittedOffset(tp[0], tp[1], offset, metadata))
+        if not entries:
+            return None
+        if asynchronous:
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, "commit")
+            return self._committer.submit(self._commit, entries)
+        self._commit(entries)
+        return None
+
+    def _commit(self, entries: list[protocol.CommittedOffset]) -> None:
+        group = self._group
+        if group is not None and group.member_id:
+            group.commit(entries)
+        else:  # manual assignment: commits to a group without members
+            self.connection.request(
+                protocol.OffsetCommit(self.group_id or "", -1, "", entries),
+                protocol.Done,
+            )
+
+    def committed(
+        self, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (None where it has none)."""
+        wanted = [TopicPartition(*tp) for tp in partitions]
+        found = self._committed_offsets(wanted)
+        return {tp: found.get(tp) for tp in wanted}
+
+    def _auto_commit(self) -> None:
+        now = time.monotonic()
+        if self.enable_auto_commit and now >= self._next_auto_commit:
+            self._next_auto_commit = now + self.auto_commit_interval
+            try:
+                self.commit()
+            except errors.GroupError as exc:  # a rebalance under way: the next poll
+                log.info("group %s: auto-commit skipped: %s", self.group_id, exc)
 
     # ---- positions ------------------------------------------------------------------
 
@@ -319,12 +518,14 @@ class Consumer:
         (at most MULTI_WAIT when there are several) and go round again."""
         if self._closed:
             raise errors.ClosedError("the consumer is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._group is not None:
+            return self._visit_as_member(take, deadline)
         order = self._order
         if not order:
             if timeout is None:
                 raise errors.InvalidArgument("poll with no (unpaused) assignment")
             return None
-        deadline = None if timeout is None else time.monotonic() + timeout
         n = len(order)
         while True:
             for _ in range(n):
@@ -342,6 +543,33 @@ class Consumer:
             if got:
                 self._next += 1
                 return got
+
+    def _visit_as_member(
+        self,
+        take: Callable[[_Assigned, float | None], T | None],
+        deadline: float | None,
+    ) -> T | None:
+        """As _visit, in slices of GROUP_WAIT, rebalancing and auto-committing
+        between them, so a rebalance never waits for the poll's timeout."""
+        group = self._group
+        assert group is not None
+        while True:
+            self._auto_commit()
+            self._rebalance()
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = GROUP_WAIT if left is None else max(0.0, min(left, GROUP_WAIT))
+            if self._order:
+                saved, self._group = self._group, None  # one plain _visit slice
+                try:
+                    got = self._visit(take, wait)
+                finally:
+                    self._group = saved
+                if got:
+                    return got
+            elif wait > 0:
+                time.sleep(wait)  # nothing assigned (yet): the group decides
+            if left is not None and left <= 0:
+                return None
 
     def _read(
         self,
@@ -380,8 +608,18 @@ class Consumer:
             yield from records
 
     def close(self) -> None:
+        """Commit (if auto-committing), leave the group, release everything."""
         if self._closed:
             return
+        if self._group is not None:
+            if self.enable_auto_commit and self._group.member_id:
+                try:
+                    self.commit()
+                except errors.ShmbrokerError as exc:
+                    log.warning("group %s: final commit failed: %s", self.group_id, exc)
+            self._group.close()
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         self._closed = True
         for a in self._assigned.values():
             a.reader.close()

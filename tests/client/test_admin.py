@@ -20,6 +20,7 @@ from shmbroker import (
     UnknownTopic,
     shm,
 )
+from shmbroker.broker.supervisor import OFFSETS_DIR
 from shmbroker.config import TopicConfig
 from tests.conftest import SMALL_RING, wait_until
 
@@ -34,6 +35,15 @@ def drain(consumer, idle=0.1):
     while records := consumer.poll_batch(timeout=idle):
         got += records
     return got
+
+
+def partition_dirs(broker):
+    """The data directory's partition directories (not the groups' offsets)."""
+    return [
+        p for p in broker.data_dir.iterdir() if p.is_dir() and p.name != OFFSETS_DIR
+    ]
+        p for p in broker.data_dir.iterdir() if p.is_dir() and p.name != OFFSETS_DIR
+    ]
 
 
 def test_create_topics_with_partitions_and_configs(broker, shm_prefix):
@@ -54,7 +64,7 @@ def test_create_topics_with_partitions_and_configs(broker, shm_prefix):
     assert topics["b"].configs["segment.bytes"] == "1048576"
     assert topics["orders"].topic_id == meta.topic_id
     assert len(rings(shm_prefix, meta.topic_id)) == 3
-    assert sorted(p.name for p in broker.data_dir.iterdir() if p.is_dir()) == [
+    assert sorted(p.name for p in partition_dirs(broker)) == [
         "a-0",
         "b-0",
         "b-1",
@@ -95,7 +105,7 @@ def test_illegal_topic_names_are_refused_naming_the_rule(broker, shm_prefix):
         admin.create_topic("x" * 249)  # the longest legal name
         admin.create_topic("Legal-name_1.0")
         assert sorted(admin.list_topics()) == ["Legal-name_1.0", "x" * 249]
-    assert sorted(p.name for p in broker.data_dir.iterdir() if p.is_dir()) == [
+    assert sorted(p.name for p in partition_dirs(broker)) == [
         "Legal-name_1.0-0",
         "x" * 249 + "-0",
     ]
@@ -111,7 +121,7 @@ def test_a_topic_with_the_longest_legal_name_lives_and_dies_cleanly(broker, shm_
             producer.send(name, b"old", partition=1).get()
         admin.delete_topic(name)
         assert admin.list_topics() == {}
-        assert [p.name for p in broker.data_dir.iterdir() if p.is_dir()] == []
+        assert [p.name for p in partition_dirs(broker)] == []
         assert rings(shm_prefix, meta.topic_id) == []
         admin.create_topic(name, 2)
         ends = admin.list_offsets({(name, 0): "latest", (name, 1): "latest"})
@@ -291,7 +301,7 @@ def test_delete_removes_the_rings_files_and_name(broker, shm_prefix):
         admin.delete_topic("t")
         assert rings(shm_prefix, meta.topic_id) == []
         assert admin.list_topics() == {}
-        assert [p.name for p in broker.data_dir.iterdir() if p.is_dir()] == []
+        assert [p.name for p in partition_dirs(broker)] == []
         with pytest.raises(UnknownTopic, match=r"'t' does not exist"):
             admin.delete_topic("t")
         again = admin.create_topic("t", 1)  # a new topic: new id, empty

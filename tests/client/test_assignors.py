@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shmbroker.broker.assignors import (
+from shmbroker.client.assignors import (
     ASSIGNORS,
     Subscription,
     cooperative_sticky_assign,
@@ -148,7 +148,7 @@ def test_result_does_not_depend_on_string_hashing():
     """If two processes hash strings differently (PYTHONHASHSEED), then they still
     compute the same assignment: leader and tests must agree on it."""
     script = (
-        "from shmbroker.broker.assignors import Subscription as S, ASSIGNORS\n"
+        "from shmbroker.client.assignors import Subscription as S, ASSIGNORS\n"
         "from shmbroker.records import TopicPartition as T\n"
         "g = {'a': S(['x', 'y', 'z'], [T('x', 0), T('y', 3)], 2),"
         " 'b': S(['y', 'z']), 'c': S(['x', 'z'], [T('z', 1)], 1), 'd': S(['z'])}\n"
