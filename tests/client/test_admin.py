@@ -42,8 +42,6 @@ def partition_dirs(broker):
     return [
         p for p in broker.data_dir.iterdir() if p.is_dir() and p.name != OFFSETS_DIR
     ]
-        p for p in broker.data_dir.iterdir() if p.is_dir() and p.name != OFFSETS_DIR
-    ]
 
 
 def test_create_topics_with_partitions_and_configs(broker, shm_prefix):
