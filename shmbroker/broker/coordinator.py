@@ -170,6 +170,25 @@ class GroupCoordinator:
                         f"is {old}, not {member_id}"
                     )
                 member_id = old  # a static member restarted: same identity
+                known = group.members[old]
+                if (
+                    group.state is GroupState.STABLE
+                    and known.protocols == list(protocols)
+                    and old != group.leader
+                ):
+                    # Kafka's static membership: a restart with the same
+                    # subscription takes its old place and assignment, no rebalance
+                    known.conn_id = conn_id
+                    known.last_heartbeat = time.monotonic()
+                    log.info(
+                        "group %s: static member %s (%s) is back",
+                        group_id,
+                        group_instance_id,
+                        old,
+                    )
+                    return JoinResult(
+                        group.generation, group.protocol_name, group.leader, old, []
+                    )
             if member_id and member_id not in group.members:
                 raise errors.UnknownMemberId(
                     f"group {group_id!r} has no member {member_id}: rejoin without it"
@@ -473,12 +492,17 @@ class GroupCoordinator:
         _check_group_id(group_id)
         with self._lock:
             group = self._groups.get(group_id)
-            if group is not None and group.members:
-                member = group.members.get(member_id)
-                if member is None:
+            live = group is not None and bool(group.members)
+            if generation >= 0 or live:  # Kafka: only an empty group takes -1
+                member = group.members.get(member_id) if group is not None else None
+                if group is None or member is None:
                     raise errors.UnknownMemberId(
-                        f"group {group_id!r} has live members and {member_id!r} is "
-                        f"not one of them: only they may commit"
+                        f"group {group_id!r} has no member {member_id!r}"
+                        + (": only its live members may commit" if live else "")
+                    )
+                if group.state is GroupState.COMPLETING_REBALANCE:
+                    raise errors.RebalanceInProgress(
+                        f"group {group_id!r} is rebalancing: commit after the sync"
                     )
                 if generation != group.generation:
                     raise errors.IllegalGeneration(
@@ -486,12 +510,13 @@ class GroupCoordinator:
                         f"the group is at {group.generation}: the partitions may "
                         f"have moved to another member"
                     )
-                if group.state is GroupState.COMPLETING_REBALANCE:
-                    raise errors.RebalanceInProgress(
-                        f"group {group_id!r} is rebalancing: commit after the sync"
-                    )
                 member.last_heartbeat = time.monotonic()
             for tp, om in offsets.items():
+                if om.offset < 0:
+                    raise errors.InvalidArgument(
+                        f"commit of offset {om.offset} for {tp.topic}-{tp.partition} "
+                        f"in group {group_id!r}: offsets are >= 0"
+                    )
                 high = self._high_watermark(tp)  # UnknownTopic for no such partition
                 if not 0 <= om.offset <= high:
                     raise errors.OffsetOutOfRange(

@@ -8,6 +8,7 @@ data directory, so clients can still attach to existing topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -38,6 +39,7 @@ class Connection:
         self.hello: protocol.HelloReply | None = None
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
+        self._aborted = False
 
     def _connect(self) -> socket.socket:
         path = self.data_dir / CONTROL_SOCKET
@@ -85,6 +87,8 @@ class Connection:
         timeout (default: the connection's; group joins wait longer)."""
         with self._lock:
             for attempt in (1, 2):
+                if self._aborted:
+                    raise errors.ClosedError("the connection was aborted")
                 if self._sock is None:
                     self._sock = self._connect()
                 try:
@@ -100,6 +104,15 @@ class Connection:
                             f"the broker on {self.data_dir} went away: {exc}"
                         ) from exc
             raise AssertionError("unreachable")
+
+    def abort(self) -> None:
+        """From another thread: a request blocked on the supervisor (a long-poll
+        heartbeat) ends at once with ClosedError; the connection is done."""
+        self._aborted = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:

@@ -358,20 +358,24 @@ class GroupMember:
                 )
                 self._leave_quietly()
                 continue
+            generation, member_id = self.generation, self.member_id
             try:
                 self.heartbeat_connection.request(
                     protocol.Heartbeat(
                         self.group_id,
-                        self.generation,
-                        self.member_id,
+                        generation,
+                        member_id,
                         self.heartbeat_interval_ms,
                     ),
                     protocol.Done,
                     timeout=self.heartbeat_interval_ms / 1000 + CONTROL_SLACK,
                 )
             except errors.GroupError:
-                self._joined.clear()
-                self._rejoin.set()
+                # only news about the generation we are in: a rebalance this
+                # member started itself (or finished since) needs no other
+                if self._joined.is_set() and generation == self.generation:
+                    self._joined.clear()
+                    self._rejoin.set()
             except errors.ShmbrokerError as exc:  # the supervisor restarts: retry
                 log.debug("group %s: heartbeat failed: %s", self.group_id, exc)
                 self._stop.wait(0.1)
@@ -407,10 +411,13 @@ class GroupMember:
         )
         return {TopicPartition(o.topic, o.partition): o for o in reply.offsets}
 
-    def close(self, leave: bool = True) -> None:
+    def close(self) -> None:
+        """Leave the group; a static member does not (as Kafka's): its place and
+        partitions wait session.timeout.ms for it to come back."""
         self._stop.set()
+        self.heartbeat_connection.abort()  # its long poll ends now
         self._thread.join()
-        if leave and self.member_id:
+        if self.member_id and self.group_instance_id is None:
             try:
                 self.connection.request(
                     protocol.LeaveGroup(self.group_id, self.member_id), protocol.Done
