@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from shmbroker import _native, errors
 from shmbroker.config import TopicConfig
@@ -413,10 +414,10 @@ class PartitionLog:
             )
         return high
 
-    def read_segments(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
-        """Whole batches from the segments, the first holding offset; b'' when offset
-        is not (yet, or any more) in them."""
-        return _read_segments(self.segments(), offset, max_bytes)
+    def read_segments(
+        self, offset: int, max_bytes: int = 1 << 20, hint: SegmentPosition | None = None
+    ) -> tuple[bytes, SegmentPosition | None]:
+        return _read_segments(self.segments(), offset, max_bytes, hint)
 
     def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
         self._check_range(offset)
@@ -448,22 +449,51 @@ class PartitionLog:
                     return record.offset
 
 
-def _read_segments(segments: list[LogSegment], offset: int, max_bytes: int) -> bytes:
+class SegmentPosition(NamedTuple):
+    """Where a sequential reader's next batch is: no index lookup and no scan for
+    it (a read-only index is a snapshot: without this, a reader following the
+    active segment would scan from its last index entry on every read)."""
+
+    base_offset: int  # of the segment
+    position: int  # of the batch in the segment file
+    offset: int  # the batch's base offset
+
+
+def _read_segments(
+    segments: list[LogSegment],
+    offset: int,
+    max_bytes: int,
+    hint: SegmentPosition | None = None,
+) -> tuple[bytes, SegmentPosition | None]:
+    """Whole batches from the segments, the first holding offset, and where the
+    batch after them is; b'' when offset is not (yet, or any more) in them."""
     for k in range(len(segments) - 1, -1, -1):
         if segments[k].base_offset <= offset:
             break
     else:
-        return b""
+        return b"", None
     for segment in segments[k:]:
         try:
-            row = segment.find(offset)
-            if row is not None:
-                return segment.read(row[0], max_bytes)
+            if (
+                hint is not None
+                and hint.offset == offset
+                and hint.base_offset == segment.base_offset
+            ):
+                segment.refresh()
+                position = hint.position if hint.position < segment.size else None
+            else:
+                row = segment.find(offset)
+                position = None if row is None else row[0]
+            if position is not None:
+                data = segment.read(position, max_bytes)
+                return data, SegmentPosition(
+                    segment.base_offset, position + len(data), -1
+                )
         except OSError as exc:  # retention closed it under us: the log start moved
             if exc.errno != errno.EBADF:
                 raise
-            return b""
-    return b""
+            return b"", None
+    return b"", None
 
 
 class PartitionReader:
@@ -520,10 +550,10 @@ class PartitionReader:
                     continue
         return [self._segments[b] for b in bases if b in self._segments]
 
-    def read_segments(self, offset: int, max_bytes: int = 1 << 20) -> bytes:
-        """Whole batches from the segments, the first holding offset; b'' when offset
-        is not (yet, or any more) in them."""
-        return _read_segments(self._current_segments(), offset, max_bytes)
+    def read_segments(
+        self, offset: int, max_bytes: int = 1 << 20, hint: SegmentPosition | None = None
+    ) -> tuple[bytes, SegmentPosition | None]:
+        return _read_segments(self._current_segments(), offset, max_bytes, hint)
 
     def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
         start, high = self.log_start_offset, self.high_watermark
@@ -558,6 +588,7 @@ class LogReader:
         self.max_bytes = max_bytes
         self._spin = spin
         self._ring_reader: RingReader | None = None
+        self._next: SegmentPosition | None = None  # after the last segment read
         self._scan = _native.Scan()
         self._decoded = _native.Decoded()
 
@@ -572,9 +603,11 @@ class LogReader:
                     f"retention: the log starts at {log.log_start_offset}"
                 )
             if self._ring_reader is None:
-                data = log.read_segments(self.offset, self.max_bytes)
+                data, after = log.read_segments(self.offset, self.max_bytes, self._next)
                 if data:
-                    return self._advance(data)
+                    data = self._advance(data)
+                    self._next = after and after._replace(offset=self.offset)
+                    return data
                 try:
                     self._ring_reader = log.ring.reader(self.offset, spin=self._spin)
                 except errors.OffsetOutOfRange:
@@ -585,6 +618,7 @@ class LogReader:
                 data = self._ring_reader.read_batches(timeout)
             except errors.Lapped:  # lapped means spilled: read the segments
                 self._ring_reader = None
+                self._next = None
                 continue
             return self._advance(data) if data else b""
         raise errors.BrokenError(

@@ -177,13 +177,14 @@ class LogSegment:
                 return
             position += consumed
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Read-only: learn how far the owner has written (whole batches)."""
         if self.readonly:  # bytes below the file size are whole writes of the owner
             self.size = os.fstat(self._fd).st_size
 
     def find(self, offset: int) -> list[int] | None:
         """The scan row of the batch holding offset, or None if offset >= next."""
-        self._refresh()
+        self.refresh()
         _, position = self.offset_index.lookup(offset)
         for row in self.batches(position):
             if row[3] >= offset:
