@@ -102,8 +102,14 @@ class RecordArrays:
         keep: list[Any] = []
 
         def column(items: Sequence[bytes | None]) -> tuple[Any, Any]:
-            lens = ffi.new("int32_t[]", [-1 if b is None else len(b) for b in items])
-            blob = ffi.from_buffer(b"".join([b for b in items if b]))
+            if None in items:
+                lens = ffi.new(
+                    "int32_t[]", [-1 if b is None else len(b) for b in items]
+                )
+                blob = ffi.from_buffer(b"".join([b for b in items if b]))
+            else:  # the common case, at C speed: ~20 ns a record less
+                lens = ffi.new("int32_t[]", list(map(len, items)))  # type: ignore[arg-type]
+                blob = ffi.from_buffer(b"".join(items))  # type: ignore[arg-type]
             keep.extend((lens, blob))
             return blob, lens
 
@@ -199,6 +205,10 @@ class Decoded:
         return int(self.struct.records)
 
     @property
+    def headers(self) -> int:
+        return int(self.struct.headers)
+
+    @property
     def null_keys(self) -> int:
         return int(self.struct.null_keys)
 
@@ -213,6 +223,12 @@ class Decoded:
     def record_rows(self) -> list[int]:
         """All record rows of the last decode, flat: RECORD_FIELDS ints a record."""
         return self._records[: self.struct.records * RECORD_FIELDS].tolist()
+
+    def record_column(self, field: int) -> list[int]:
+        """One field of every record row (a strided slice: only what is used
+        becomes Python ints)."""
+        n = self.struct.records * RECORD_FIELDS
+        return self._records[field:n:RECORD_FIELDS].tolist()
 
     def header_rows(self) -> list[int]:
         """All header rows of the last decode, flat: HEADER_FIELDS ints a header."""
