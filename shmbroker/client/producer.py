@@ -104,6 +104,7 @@ class _Topic:
         self.name = meta.name
         self.topic_id = meta.topic_id
         self.config = TopicConfig.from_kafka(meta.configs)
+        self.max_message_bytes = self.config.max_message_bytes  # one hop, per send
         self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
         batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
         self.batch_bytes = batch_bytes
@@ -220,18 +221,31 @@ class Producer:
         """Queue one record; returns a future of its metadata. Blocks (up to
         max_block_ms, then RingFull) only when its ring is full of unspilled data."""
         t = self._topics.get(topic) or self._topic(topic)
-        if value is not None and len(value) > t.config.max_message_bytes:
-            self._too_large(t, len(value))
+        size = 0 if value is None else len(value)
+        if size > t.max_message_bytes:
+            self._too_large(t, size)
         if t.log_append_time:
             timestamp = None  # the append stamps it
         lock = self._lock
         lock.acquire()  # not `with`: half the cost, and this is the per-record path
         try:
-            queue = (
-                t.sticky
-                if key is None and partition is None
-                else self._queue(t, key, partition)
-            )
+            if key is None and partition is None:
+                queue = t.sticky
+                values = queue._values
+                index = len(values)
+                if (  # the commonest send: a value into the middle of a batch
+                    index
+                    and timestamp is None
+                    and not headers
+                    and not queue._columns
+                    and index < queue.batch_records - 1
+                    and queue._bytes + size < queue.batch_bytes
+                ):
+                    values.append(value)
+                    queue._bytes += size
+                    return RecordFuture(queue.batch, index)
+            else:
+                queue = self._queue(t, key, partition)
             batch = queue.batch
             index = queue.send(value, key, timestamp, headers)
             if not self.linger:
@@ -247,7 +261,7 @@ class Producer:
     def _too_large(t: _Topic, size: int) -> None:
         raise errors.InvalidArgument(
             f"record of {size} bytes to topic {t.name!r}: larger than its "
-            f"max.message.bytes ({t.config.max_message_bytes})"
+            f"max.message.bytes ({t.max_message_bytes})"
         )
 
     def send_batch(
