@@ -73,6 +73,7 @@ class ControlServer:
                     sock.close()
                     return
                 self._next_id += 1
+                sock.setblocking(False)  # protocol.receive spins, then polls
                 conn = ControlConnection(sock, self._next_id)
                 self._connections[conn.conn_id] = conn
             threading.Thread(

@@ -47,10 +47,12 @@ class Connection:
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(path))
+            sock.setblocking(False)  # protocol.receive spins, then polls
             self.hello = self._exchange(
                 sock,
                 protocol.Hello(protocol.PROTOCOL_VERSION, self.client_id, os.getpid()),
                 protocol.HelloReply,
+                self.timeout,
             )
         except OSError as exc:
             sock.close()
@@ -64,9 +66,11 @@ class Connection:
         return sock
 
     @staticmethod
-    def _exchange(sock: socket.socket, request: protocol.Request, kind: type[T]) -> T:
-        protocol.send(sock, request)
-        body = protocol.receive(sock)
+    def _exchange(
+        sock: socket.socket, request: protocol.Request, kind: type[T], timeout: float
+    ) -> T:
+        protocol.send(sock, request, timeout)
+        body = protocol.receive(sock, timeout)
         if body is None:
             raise ConnectionResetError("the supervisor closed the connection")
         reply = protocol.reply_decoder.decode(body)
@@ -92,8 +96,8 @@ class Connection:
                 if self._sock is None:
                     self._sock = self._connect()
                 try:
-                    self._sock.settimeout(self.timeout if timeout is None else timeout)
-                    return self._exchange(self._sock, request, kind)
+                    wait = self.timeout if timeout is None else timeout
+                    return self._exchange(self._sock, request, kind, wait)
                 except errors.ShmbrokerError:  # an answer; some are also OSErrors
                     raise
                 except OSError as exc:  # the supervisor restarted: connect again, once
