@@ -381,7 +381,8 @@ class Consumer:
             self._next_auto_commit = now + self.auto_commit_interval
             try:
                 self.commit()
-            except errors.GroupError as exc:  # a rebalance under way: the next poll
+            # a rebalance under way, or the supervisor restarting: the next one
+            except (errors.GroupError, errors.BrokerUnavailable) as exc:
                 log.info("group %s: auto-commit skipped: %s", self.group_id, exc)
 
     # ---- positions ------------------------------------------------------------------
@@ -514,18 +515,34 @@ class Consumer:
     def _visit(
         self, take: Callable[[_Assigned, float | None], T | None], timeout: float | None
     ) -> T | None:
-        """Try each unpaused partition in turn without waiting; then wait on one
-        (at most MULTI_WAIT when there are several) and go round again."""
+        """What take() gets from the first partition that has something, within
+        timeout; a group member rebalances and auto-commits on the way."""
         if self._closed:
             raise errors.ClosedError("the consumer is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._group is not None:
-            return self._visit_as_member(take, deadline)
-        order = self._order
-        if not order:
-            if timeout is None:
+        if self._group is None:
+            if not self._order and timeout is None:
                 raise errors.InvalidArgument("poll with no (unpaused) assignment")
-            return None
+            return self._visit_assigned(take, deadline)
+        while True:  # in slices of GROUP_WAIT: a rebalance never waits for timeout
+            self._auto_commit()
+            self._rebalance()
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = GROUP_WAIT if left is None else max(0.0, min(left, GROUP_WAIT))
+            got = self._visit_assigned(take, time.monotonic() + wait)
+            if got:
+                return got
+            if left is not None and left <= 0:
+                return None
+
+    def _visit_assigned(
+        self,
+        take: Callable[[_Assigned, float | None], T | None],
+        deadline: float | None,
+    ) -> T | None:
+        """Try each unpaused partition in turn without waiting; then wait on one
+        (at most MULTI_WAIT when there are several) and go round again."""
+        order = self._order
         n = len(order)
         while True:
             for _ in range(n):
@@ -537,39 +554,15 @@ class Consumer:
             wait = None if deadline is None else deadline - time.monotonic()
             if wait is not None and wait <= 0:
                 return None
+            if not n:  # nothing assigned (yet: a group decides): just wait
+                time.sleep(wait if wait is not None else MULTI_WAIT)
+                continue
             if n > 1:
                 wait = MULTI_WAIT if wait is None else min(wait, MULTI_WAIT)
             got = take(order[self._next % n], wait)
             if got:
                 self._next += 1
                 return got
-
-    def _visit_as_member(
-        self,
-        take: Callable[[_Assigned, float | None], T | None],
-        deadline: float | None,
-    ) -> T | None:
-        """As _visit, in slices of GROUP_WAIT, rebalancing and auto-committing
-        between them, so a rebalance never waits for the poll's timeout."""
-        group = self._group
-        assert group is not None
-        while True:
-            self._auto_commit()
-            self._rebalance()
-            left = None if deadline is None else deadline - time.monotonic()
-            wait = GROUP_WAIT if left is None else max(0.0, min(left, GROUP_WAIT))
-            if self._order:
-                saved, self._group = self._group, None  # one plain _visit slice
-                try:
-                    got = self._visit(take, wait)
-                finally:
-                    self._group = saved
-                if got:
-                    return got
-            elif wait > 0:
-                time.sleep(wait)  # nothing assigned (yet): the group decides
-            if left is not None and left <= 0:
-                return None
 
     def _read(
         self,
