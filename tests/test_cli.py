@@ -282,8 +282,8 @@ def test_consume_timeout_ends_and_counts(broker: EmbeddedBroker) -> None:
 
 def test_consume_usage_errors(broker: EmbeddedBroker) -> None:
     ok(cli(broker, "topics", "create", "--topic", "u"))
-    assert "consumer groups come with issue 5" in fails(
-        cli(broker, "consume", "--topic", "u", "--group", "g"), 2
+    assert "Options group and partition cannot be specified together" in fails(
+        cli(broker, "consume", "--topic", "u", "--group", "g", "--partition", "0"), 2
     )
     assert "partition is required when offset" in fails(
         cli(broker, "consume", "--topic", "u", "--offset", "3"), 2
