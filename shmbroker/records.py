@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -29,6 +29,10 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 class TopicPartition(NamedTuple):
     topic: str
     partition: int
+
+
+# a mapping's keys may be TopicPartitions or plain (topic, partition) tuples
+PartitionKey = TypeVar("PartitionKey", bound=tuple[str, int])
 
 
 class RecordMetadata(msgspec.Struct, frozen=True, gc=False):

@@ -435,7 +435,7 @@ class Supervisor:
                 rebalance_timeout_ms=request.rebalance_timeout_ms,
                 group_instance_id=request.group_instance_id,
                 client_id=request.client_id or conn.client_id,
-                client_host=f"pid {conn.pid}",
+                client_host=f"pid-{conn.pid}",  # no space: awk-friendly tables
                 conn_id=conn.conn_id,
             )
         if isinstance(request, protocol.SyncGroup):

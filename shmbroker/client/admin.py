@@ -13,7 +13,7 @@ from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
 from shmbroker.client.group import PROTOCOL_TYPE, decode_assignment
 from shmbroker.log.partition import PartitionReader
-from shmbroker.records import TopicPartition
+from shmbroker.records import PartitionKey, TopicPartition
 
 
 class NewTopic(msgspec.Struct, frozen=True):
@@ -120,7 +120,7 @@ class Admin:
         )
 
     def list_offsets(
-        self, specs: Mapping[TopicPartition | tuple[str, int], int | str]
+        self, specs: Mapping[PartitionKey, int | str]
     ) -> dict[TopicPartition, int | None]:
         """Per partition, "earliest" (log start), "latest" (high watermark), or a
         timestamp in ms (the first offset at or after it; None if none)."""
@@ -192,7 +192,7 @@ class Admin:
     def alter_group_offsets(
         self,
         group_id: str,
-        offsets: Mapping[TopicPartition | tuple[str, int], int],
+        offsets: Mapping[PartitionKey, int],
     ) -> None:
         """Set committed offsets; refused (GroupNotEmpty) while the group has live
         members, as Kafka refuses a reset."""

@@ -91,10 +91,12 @@ class Connection:
         timeout (default: the connection's; group joins wait longer)."""
         with self._lock:
             for attempt in (1, 2):
-                if self._aborted:
-                    raise errors.ClosedError("the connection was aborted")
                 if self._sock is None:
                     self._sock = self._connect()
+                # after the connect: abort() sets the flag, then shuts the socket
+                # down, so it either sees this socket or we see the flag
+                if self._aborted:
+                    raise errors.ClosedError("the connection was aborted")
                 try:
                     wait = self.timeout if timeout is None else timeout
                     return self._exchange(self._sock, request, kind, wait)

@@ -26,7 +26,7 @@ from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
 from shmbroker.log.partition import LogReader, PartitionReader
-from shmbroker.records import Record, TopicPartition
+from shmbroker.records import PartitionKey, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,7 @@ class Consumer:
 
     def commit(
         self,
-        offsets: Mapping[TopicPartition | tuple[str, int], int | tuple[int, str]]
-        | None = None,
+        offsets: Mapping[PartitionKey, int | tuple[int, str]] | None = None,
         *,
         asynchronous: bool = False,
     ) -> Future[None] | None:
@@ -338,14 +337,17 @@ class Consumer:
         this member no longer owns the partitions in the group's eyes."""
         if self.group_id is None:
             raise errors.ConfigError("commit() needs a group_id")
-        if offsets is None:
-            offsets = {
-                tp: a.position
+        items: Iterable[tuple[tuple[str, int], int | tuple[int, str]]] = (
+            offsets.items()
+            if offsets is not None
+            else [
+                (tp, a.position)
                 for tp, a in self._assigned.items()
                 if a.log_reader is not None
-            }
+            ]
+        )
         entries = []
-        for tp, value in offsets.items():
+        for tp, value in items:
             offset, metadata = value if isinstance(value, tuple) else (value, "")
             entries.append(protocol.CommittedOffset(tp[0], tp[1], offset, metadata))
         if not entries:
@@ -424,7 +426,7 @@ class Consumer:
         }
 
     def offsets_for_times(
-        self, timestamps: Mapping[TopicPartition | tuple[str, int], int]
+        self, timestamps: Mapping[PartitionKey, int]
     ) -> dict[TopicPartition, int | None]:
         """The first offset with a timestamp >= the given one (ms), per partition;
         None where no record is that new."""
