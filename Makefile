@@ -54,12 +54,14 @@ bench: $(STAMP) benchmarks/bench_ring_c
 	benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_broker.py
+	$(BIN)/python benchmarks/bench_groups.py
 
 bench-smoke: $(STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py --smoke
 	benchmarks/bench_ring_c --smoke
 	$(BIN)/python benchmarks/bench_log.py --smoke
 	$(BIN)/python benchmarks/bench_broker.py --smoke
+	$(BIN)/python benchmarks/bench_groups.py --smoke
 
 clean:
 	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

@@ -244,8 +244,9 @@ class GroupCoordinator:
         timeout_ms = max(m.rebalance_timeout_ms for m in group.members.values())
         group.rebalance_deadline = time.monotonic() + timeout_ms / 1000
         for m in group.members.values():
+            # join_result stays: a join the last phase answered may not have woken
+            # to take it yet; wiping it left that member waiting, not joined
             m.joined = False
-            m.join_result = None
         log.info(
             "group %s: rebalance (generation %d): %s",
             group.group_id,

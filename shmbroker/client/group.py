@@ -285,6 +285,10 @@ class GroupMember:
                 self.member_id, self.generation = "", -1
                 self._rejoin.set()
                 continue
+            except errors.BrokerUnavailable as exc:  # restarting: a later poll retries
+                log.info("group %s: cannot rejoin now: %s", self.group_id, exc)
+                self._rejoin.set()
+                return False
             revoked = [tp for tp in self.owned if tp not in set(assignment)]
             added = [tp for tp in assignment if tp not in set(self.owned)]
             if revoked:
