@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) csrc/build_ffi.p
 dev build: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/shmbroker demo
+	@echo "shmbroker: serving ./shmbroker-data until Ctrl-C. In another terminal:"
+	@echo "  seq 1 5 | $(BIN)/shmbroker produce --topic demo"
+	@echo "  $(BIN)/shmbroker consume --topic demo --from-beginning --max-messages 5"
+	@echo "  $(BIN)/shmbroker topics describe --topic demo"
+	@echo "  $(BIN)/python -c 'from shmbroker import Producer; Producer().send(\"demo\", b\"hi\").get()'"
+	$(BIN)/shmbroker serve
 
 test: $(STAMP)
 	$(BIN)/pytest -q tests
