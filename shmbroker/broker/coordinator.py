@@ -331,19 +331,7 @@ class GroupCoordinator:
         with self._lock:
             group, member = self._member(group_id, member_id)
             while True:
-                if group.members.get(member_id) is not member:
-                    raise errors.UnknownMemberId(
-                        f"group {group_id!r}: member {member_id} was removed"
-                    )
-                if generation != group.generation:
-                    raise errors.IllegalGeneration(
-                        f"group {group_id!r} is at generation {group.generation}, "
-                        f"not {generation}"
-                    )
-                if group.state is GroupState.PREPARING_REBALANCE:
-                    raise errors.RebalanceInProgress(
-                        f"group {group_id!r} is rebalancing: rejoin"
-                    )
+                self._check_current(group, member, generation)
                 if group.state is GroupState.STABLE:
                     member.last_heartbeat = time.monotonic()
                     return member.assignment
@@ -371,23 +359,29 @@ class GroupCoordinator:
             group, member = self._member(group_id, member_id)
             while True:
                 member.last_heartbeat = time.monotonic()
-                if group.members.get(member_id) is not member:
-                    raise errors.UnknownMemberId(
-                        f"group {group_id!r}: member {member_id} was removed"
-                    )
-                if group.state is GroupState.PREPARING_REBALANCE:
-                    raise errors.RebalanceInProgress(
-                        f"group {group_id!r} is rebalancing: rejoin"
-                    )
-                if generation != group.generation:
-                    raise errors.IllegalGeneration(
-                        f"group {group_id!r} is at generation {group.generation}, "
-                        f"not {generation}"
-                    )
+                self._check_current(group, member, generation)
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
                     return
                 self._changed.wait(min(left, REAPER_INTERVAL))
+
+    @staticmethod
+    def _check_current(group: _Group, member: _Member, generation: int) -> None:
+        """The member is still in the group, which is not rebalancing, at its
+        generation: else the error that makes it rejoin."""
+        if group.members.get(member.member_id) is not member:
+            raise errors.UnknownMemberId(
+                f"group {group.group_id!r}: member {member.member_id} was removed"
+            )
+        if group.state is GroupState.PREPARING_REBALANCE:
+            raise errors.RebalanceInProgress(
+                f"group {group.group_id!r} is rebalancing: rejoin"
+            )
+        if generation != group.generation:
+            raise errors.IllegalGeneration(
+                f"group {group.group_id!r} is at generation {group.generation}, "
+                f"not {generation}"
+            )
 
     def leave(self, group_id: str, member_id: str) -> None:
         with self._lock:
