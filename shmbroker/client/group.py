@@ -296,7 +296,15 @@ class GroupMember:
             self.owned = assignment
             self._joined.set()
             if added:
-                on_assign(added)
+                try:
+                    on_assign(added)
+                except errors.BrokerUnavailable as exc:
+                    # the supervisor went between the sync and the committed
+                    # offsets: give those back and take them again next time
+                    log.info("group %s: assignment deferred: %s", self.group_id, exc)
+                    self.owned = [tp for tp in self.owned if tp not in added]
+                    self._rejoin.set()
+                    return True
             if revoked and self.cooperative:
                 self._rejoin.set()  # cooperative: a second round hands them over
         return True

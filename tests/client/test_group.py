@@ -360,3 +360,32 @@ def test_no_committed_offset_and_reset_none_is_a_clear_error(
         pytest.raises(errors.OffsetOutOfRange, match=r"auto\.offset\.reset"),
     ):
         consumer.poll_batch(timeout=5)
+
+
+def test_an_assignment_whose_offsets_could_not_be_fetched_is_taken_again(
+    broker: EmbeddedBroker,
+) -> None:
+    """If the supervisor goes between the sync and the committed-offset fetch, then
+    the consumer gives those partitions back and takes them at its next rejoin."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 2)
+    with Consumer(broker.data_dir, group_id="g", subscribe=["t"]) as consumer:
+        calls: list[list[TopicPartition]] = []
+        assign = consumer._assigned_more
+
+        def supervisor_gone_once(partitions: list[TopicPartition]) -> None:
+            calls.append(partitions)
+            if len(calls) == 1:
+                raise errors.BrokerUnavailable("the supervisor is restarting")
+            assign(partitions)
+
+        consumer._assigned_more = supervisor_gone_once  # type: ignore[method-assign]
+        wait_until(
+            lambda: (
+                consumer.poll_batch(timeout=0.01) == []
+                and len(consumer.assignment()) == 2
+            ),
+            10,
+            "both partitions assigned after the failed first try",
+        )
+        assert [len(c) for c in calls] == [2, 2]
