@@ -224,6 +224,8 @@ class PartitionLog:
         native = self.ring.native
         tail = native.wait(self._spill_position, int(timeout * 1000), 0)
         if tail < 0:
+            if tail == _native.DELETED:  # its topic is going: wait to be closed
+                self._stop.wait(timeout)
             self._maybe_flush()
             return 0
         view = native.unspilled(self._spill_position)
