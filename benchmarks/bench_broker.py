@@ -50,8 +50,6 @@ benchmarks/results/ (git-ignored); `--json` prints them instead of the tables.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -72,7 +70,7 @@ from bench_ring import (
     queue_produce,
     run_pair,
 )
-from machine import fmt_size
+from machine import fmt_size, publish
 
 from shmbroker import _native
 from shmbroker.client.admin import Admin
@@ -84,7 +82,6 @@ from shmbroker.records import TopicPartition
 from shmbroker.ring import Ring
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 SHM_PREFIX = "shmb.bench."
 BATCH = 1000  # records per send_batch call, and per Queue list
 DEFAULT_RECORDS = 1_000_000
@@ -658,18 +655,13 @@ def main(argv: list[str] | None = None) -> int:
         "cli_produce": cli,
         "targets": targets(rows, create, cli),
     }
-    if not args.smoke:
-        RESULTS.mkdir(exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        (RESULTS / f"bench_broker-{stamp}.json").write_text(
-            json.dumps(result, indent=1)
-        )
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print_report(result)
-        if args.smoke:
-            print("\n(smoke run: sizes too small for the figures to mean anything)")
+    publish(
+        "bench_broker",
+        result,
+        smoke=args.smoke,
+        as_json=args.json,
+        print_report=lambda: print_report(result),
+    )
     return 0
 
 

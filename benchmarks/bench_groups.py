@@ -57,8 +57,6 @@ benchmarks/results/ (git-ignored); `--json` prints them instead of the report.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
@@ -76,7 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_ring import CLOCK, header
-from machine import others_cpu_seconds
+from machine import others_cpu_seconds, publish
 
 from shmbroker import errors, protocol, shm
 from shmbroker.broker.control import ControlConnection
@@ -91,7 +89,6 @@ from shmbroker.embedded import EmbeddedBroker
 from shmbroker.records import TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 SHM_PREFIX = f"shmb.bench.{os.getpid()}."  # this run's own: checked for leaks at exit
 STALL_S = 20.0  # a member that sees nothing this long reports the run as hung
 FAILOVER_PARTITIONS = 4
@@ -796,18 +793,13 @@ def main(argv: list[str] | None = None) -> int:
             shm.unlink(name)
         result["leaked_shm"] = leaked
     result["targets"] = targets(result)
-    if not args.smoke:
-        RESULTS.mkdir(exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        (RESULTS / f"bench_groups-{stamp}.json").write_text(
-            json.dumps(result, indent=1)
-        )
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print_report(result)
-        if args.smoke:
-            print("\n(smoke run: sizes too small for the figures to mean anything)")
+    publish(
+        "bench_groups",
+        result,
+        smoke=args.smoke,
+        as_json=args.json,
+        print_report=lambda: print_report(result),
+    )
     return 1 if leaked else 0
 
 

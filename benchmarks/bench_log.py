@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -75,7 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
-from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds
+from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds, publish
 
 from shmbroker import _native, errors, shm
 from shmbroker.accumulator import RecordAccumulator
@@ -1278,16 +1277,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         scratch.close()
     result["targets"] = targets(result)
-    if not args.smoke:
-        RESULTS.mkdir(exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        (RESULTS / f"bench_log-{stamp}.json").write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print_report(result)
-        if args.smoke:
-            print("\n(smoke run: sizes too small for the figures to mean anything)")
+    publish(
+        "bench_log",
+        result,
+        smoke=args.smoke,
+        as_json=args.json,
+        print_report=lambda: print_report(result),
+    )
     return 0
 
 

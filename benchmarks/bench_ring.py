@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import multiprocessing as mp
 import multiprocessing.connection as mp_connection
 import os
@@ -56,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds
+from machine import cpu_busy, cpu_model, fmt_size, git, others_cpu_seconds, publish
 
 from shmbroker import _native
 from shmbroker.accumulator import RecordAccumulator
@@ -916,17 +915,13 @@ def main(argv: list[str] | None = None) -> int:
         "noise_floor": noise,
         "targets": tg,
     }
-    if not args.smoke:
-        out = ROOT / "benchmarks" / "results"
-        out.mkdir(exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
-        (out / f"bench_ring-{stamp}.json").write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print_report(head, rows, lat, noise, tg)
-        if args.smoke:
-            print("\n(smoke run: sizes too small for the figures to mean anything)")
+    publish(
+        "bench_ring",
+        result,
+        smoke=args.smoke,
+        as_json=args.json,
+        print_report=lambda: print_report(head, rows, lat, noise, tg),
+    )
     return 0
 
 

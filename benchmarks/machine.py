@@ -4,11 +4,15 @@ Imported by the bench_*.py scripts from their own directory (they run as scripts
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -76,3 +80,26 @@ def others_cpu_seconds() -> dict[int, float]:
             continue
         out[proc.pid] = t.user + t.system + t.children_user + t.children_system
     return out
+
+
+def publish(
+    name: str,
+    result: dict[str, Any],
+    *,
+    smoke: bool,
+    as_json: bool,
+    print_report: Callable[[], None],
+) -> None:
+    """Save a full run's raw result to benchmarks/results/<name>-<time>.json, then
+    print it as JSON or as the human report."""
+    if not smoke:
+        out = ROOT / "benchmarks" / "results"
+        out.mkdir(exist_ok=True)
+        stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+        (out / f"{name}-{stamp}.json").write_text(json.dumps(result, indent=1))
+    if as_json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_report()
+        if smoke:
+            print("\n(smoke run: sizes too small for the figures to mean anything)")
