@@ -211,6 +211,10 @@ int64_t shmb_ring_unspilled(shmb_ring_t *ring, int64_t position, const uint8_t *
  * offset: the offset of the batch at position (the log end offset), a seek hint, or -1
  * if the caller does not know it. */
 int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset);
+/* Every offset below this is in the segment files as whole batches: the spill
+ * publishes it (spill_advance's offset) only after writing them. Segment readers
+ * in other processes bound their reads by it, never by the file size. */
+int64_t shmb_ring_spilled_offset(shmb_ring_t *ring);
 /* errno of the last failed spill attempt (0 when it works again), for producers' errors. */
 void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
 /* Every offset below `offset` is fsynced: wake producers waiting for durability. */

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -96,6 +97,7 @@ static int init_header(shmb_ring_header_t *h, int64_t capacity, int64_t base_off
     h->offsets.next_offset = h->offsets.log_start_offset = base_offset;
     h->offsets.ring_start_offset = base_offset;
     h->durable.durable_offset = base_offset; /* the ring starts where the log ends */
+    h->spill.hint.base_offset = base_offset; /* ... and so does what was spilled */
     for (int i = 0; i < SHMB_RING_INDEX_SLOTS; i++) h->index[i].position = -1;
     pthread_mutexattr_t attr;
     int e = pthread_mutexattr_init(&attr);
@@ -427,6 +429,14 @@ int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
     shmb_fence_seq_cst(); /* the store above, then the waiters: see sleep_until_at_least */
     if (shmb_load_relaxed(&h->spill.waiters)) futex_wake_all(&h->spill.futex_word);
     return SHMB_OK;
+}
+
+int64_t shmb_ring_spilled_offset(shmb_ring_t *r) {
+    for (;;) {
+        shmb_ring_index_entry_t e = entry_load(&r->hdr->spill.hint);
+        if (e.position >= 0) return e.base_offset;
+        sched_yield(); /* the spill is between its two stores: a few instructions */
+    }
 }
 
 void shmb_ring_set_spill_errno(shmb_ring_t *r, int32_t err) {

@@ -236,6 +236,8 @@ class Decoded:
 
 
 SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS
+# the fields of a scan row, in order: rows are flat lists, so rows[i + LAST_OFFSET]
+POSITION, BYTES, BASE_OFFSET, LAST_OFFSET, MAX_TIMESTAMP, RECORDS = range(SCAN_FIELDS)
 SCAN_PARTIAL = 1  # Scan.stop: a partial batch at the end (2: the rows were full)
 
 
@@ -377,6 +379,9 @@ class RingMap:
             lib.shmb_ring_unspilled(self._ptr, position, data), "unspilled bytes"
         )
         return memoryview(ffi.buffer(data[0], n))
+
+    def spilled_offset(self) -> int:
+        return int(lib.shmb_ring_spilled_offset(self._ptr))
 
     def set_spill_errno(self, err: int) -> None:
         lib.shmb_ring_set_spill_errno(self._ptr, err)

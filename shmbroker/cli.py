@@ -854,7 +854,9 @@ def consume(
         group_id=group,
         enable_auto_commit=True,
     ) as consumer:
-        meta = consumer.connection.topic(topic)
+        # as Kafka's console consumer: a topic not there yet is created (when the
+        # broker auto-creates topics) and waited on
+        meta = consumer.connection.topic(topic, auto_create=True)
         formatter = _Formatter(props, meta.configs.get("message.timestamp.type", ""))
         if group is not None:
             consumer.subscribe([topic])

@@ -242,12 +242,38 @@ class Ring:
             )
         return _native.error(rc, f"append to ring {self.name}")
 
-    # ---- the durable log's side ------------------------------------------------------
+    # ---- the durable log's side: one spiller per ring --------------------------------
+
+    def wait_committed(self, position: int, timeout: float) -> int | None:
+        """The tail once it is past position (committed bytes to spill); None after
+        timeout, or at once when the ring's topic is deleted with nothing past it."""
+        tail = self.native.wait(position, _timeout_ms(timeout), 0)
+        return None if tail < 0 else tail
+
+    def unspilled(self, position: int) -> memoryview:
+        """The committed bytes from position (>= spill) to the tail, in place: they
+        hold still until the spill position passes them."""
+        return self.native.unspilled(position)
 
     def spill_advance(self, position: int, offset: int = -1) -> None:
         """Everything below position is persisted; appenders may reuse that space.
-        offset, if known, is that of the batch at position: a seek hint."""
+        offset, if known, is that of the batch at position: the log end offset of
+        the segments, which segment readers are bounded by (`spilled_offset`)."""
         self.native.spill_advance(position, offset)
+
+    def spilled_offset(self) -> int:
+        """Every offset below this is in the segment files as whole batches; a
+        segment reader never reads past it (a pwrite in progress grows the file
+        before its last bytes are there)."""
+        return self.native.spilled_offset()
+
+    def set_spill_errno(self, err: int) -> None:
+        """Why the spill fails (0: it works again), for producers' RingFull errors."""
+        self.native.set_spill_errno(err)
+
+    def durable_advance(self, offset: int) -> None:
+        """Every offset below offset is fsynced: wakes producers waiting for it."""
+        self.native.durable_advance(offset)
 
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until every record below offset is fsynced to a segment (pass the last
@@ -342,6 +368,7 @@ class RingReader:
         self._new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._skip_below = -1  # after a seek into a batch: drop its earlier records
+        self._scan: _native.Scan | None = None  # read_view's, made on first use
 
     def _new_buffer(self, size: int) -> None:
         # decoded straight from this C buffer; values are sliced out as bytes once
@@ -387,6 +414,24 @@ class RingReader:
         out = self._bytes[self._at : self._have]
         self._at = self._have
         return bytes(out)
+
+    def read_view(self, max_bytes: int, timeout: float | None = None) -> memoryview:
+        """The next whole batches as a view of this reader's buffer, valid until its
+        next read: at most max_bytes unless the first batch alone is larger (Kafka's
+        KIP-74); empty if none came within timeout."""
+        if not self._fill(timeout):
+            return memoryview(b"")
+        start, end = self._at, min(self._have, self._at + max_bytes)
+        if end < self._have:  # cut at a batch boundary
+            if self._scan is None:
+                self._scan = _native.Scan()
+            if self._scan.scan(self._buf, start, end):
+                end = start + self._scan.bytes_consumed
+            else:
+                length = self._bytes[start + 8 : start + 12]
+                end = start + int.from_bytes(length, "big") + 12
+        self._at = end
+        return memoryview(self._bytes)[start:end]
 
     def poll(self, timeout: float | None = None) -> list[Record]:
         """The next records (at least one batch's worth), or [] after timeout."""

@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 from shmbroker import Admin, EmbeddedBroker, Producer
 from shmbroker.cli import main
+from tests.conftest import wait_until
 
 
 def cli(
@@ -280,6 +281,37 @@ def test_consume_timeout_ends_and_counts(broker: EmbeddedBroker) -> None:
     assert result.stderr == "Processed a total of 1 messages\n"
 
 
+def test_consume_of_a_topic_not_there_yet_creates_it_and_waits(
+    broker: EmbeddedBroker,
+) -> None:
+    """If the console consumer is started on a topic that does not exist, then (the
+    broker auto-creating topics) it creates it and prints what is produced later,
+    as Kafka's does."""
+    proc = shmbroker("consume", "--topic", "later", "--from-beginning",
+                     "--max-messages", "1", "--data-dir", broker.data_dir)  # fmt: skip
+    try:
+        with Admin(broker.data_dir) as admin:
+            wait_until(lambda: "later" in admin.list_topics(), 30, "topic 'later'")
+        with Producer(broker.data_dir) as producer:
+            producer.send_batch("later", [b"first"], partition=0)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out) == (0, b"first\n"), err
+    assert err.decode().endswith("Processed a total of 1 messages\n")
+
+
+def test_consume_of_a_missing_topic_fails_when_topics_are_not_auto_created(
+    tmp_path: Path, shm_prefix: str
+) -> None:
+    with EmbeddedBroker(
+        tmp_path / "data", shm_prefix=shm_prefix, auto_create_topics=False, remove=True
+    ) as broker:
+        assert "topic 'nope' does not exist" in fails(
+            cli(broker, "consume", "--topic", "nope")
+        )
+
+
 def test_consume_usage_errors(broker: EmbeddedBroker) -> None:
     ok(cli(broker, "topics", "create", "--topic", "u"))
     assert "Options group and partition cannot be specified together" in fails(
@@ -293,9 +325,6 @@ def test_consume_usage_errors(broker: EmbeddedBroker) -> None:
     )
     assert "valid offsets are [0, 0)" in fails(
         cli(broker, "consume", "--topic", "u", "--partition", "0", "--offset", "5")
-    )
-    assert "topic 'nope' does not exist" in fails(
-        cli(broker, "consume", "--topic", "nope")
     )
 
 

@@ -12,7 +12,7 @@ from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
 from shmbroker.client.group import PROTOCOL_TYPE, decode_assignment
-from shmbroker.log.partition import PartitionReader
+from shmbroker.log.reader import PartitionReader
 from shmbroker.records import PartitionKey, TopicPartition
 
 

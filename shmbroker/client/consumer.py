@@ -25,7 +25,7 @@ from typing import Literal, TypeVar
 from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
-from shmbroker.log.partition import LogReader, PartitionReader
+from shmbroker.log.reader import LogReader, PartitionReader
 from shmbroker.records import PartitionKey, Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,7 @@ def offset_for(reader: PartitionReader, spec: int) -> int | None:
         return reader.log_start_offset
     if spec == LATEST:
         return reader.high_watermark
-    log_reader = reader.reader(reader.log_start_offset)
-    while records := log_reader.poll(0):
-        for record in records:
-            if record.timestamp >= spec:
-                return record.offset
-    return None
+    return reader.offset_for_time(spec)
 
 
 class Consumer:

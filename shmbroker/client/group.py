@@ -216,6 +216,7 @@ class GroupMember:
         self._stop = threading.Event()
         self._last_poll = time.monotonic()
         self._last_metadata = 0.0
+        self._coordinator_lost = False  # warned once; said again when it is back
         self._thread = threading.Thread(
             target=self._heartbeat_loop, name=f"heartbeat-{group_id}", daemon=True
         )
@@ -286,9 +287,18 @@ class GroupMember:
                 self._rejoin.set()
                 continue
             except errors.BrokerUnavailable as exc:  # restarting: a later poll retries
-                log.info("group %s: cannot rejoin now: %s", self.group_id, exc)
+                if not self._coordinator_lost:  # once an outage, not once a poll
+                    self._coordinator_lost = True
+                    log.warning(
+                        "group %s: no coordinator (%s); retrying until it is back",
+                        self.group_id,
+                        exc,
+                    )
                 self._rejoin.set()
                 return False
+            if self._coordinator_lost:
+                self._coordinator_lost = False
+                log.info("group %s: the coordinator is back", self.group_id)
             revoked = [tp for tp in self.owned if tp not in set(assignment)]
             added = [tp for tp in assignment if tp not in set(self.owned)]
             if revoked:

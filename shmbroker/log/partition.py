@@ -10,8 +10,7 @@ of Kafka-format segments, driven by one spill thread.
 - Recovery: segments from the recovery point on are validated batch by batch and cut
   at a torn or corrupt tail; a surviving ring's unspilled batches are spilled first;
   a lost ring is recreated at the log end offset.
-- Reads: one `LogReader` serves any offset in [log start, high watermark) from the
-  segments or the ring, switching between them without gaps or duplicates.
+- Reads: log/reader.py; the writer is a `PartitionView` of its own for them.
 """
 
 from __future__ import annotations
@@ -22,19 +21,24 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from shmbroker import _native, errors
 from shmbroker.config import TopicConfig
 from shmbroker.log.checkpoint import read_offset, write_offset
 from shmbroker.log.index import NO_TIMESTAMP
+from shmbroker.log.reader import LogReader, offset_for_time
 from shmbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, LogSegment
-from shmbroker.records import Record, build_records
-from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
+from shmbroker.ring import DEFAULT_SPIN, Ring
 
 log = logging.getLogger(__name__)
 
 F = _native.SCAN_FIELDS
+POSITION, BYTES, BASE_OFFSET = _native.POSITION, _native.BYTES, _native.BASE_OFFSET
+LAST_OFFSET, MAX_TIMESTAMP, RECORDS = (
+    _native.LAST_OFFSET,
+    _native.MAX_TIMESTAMP,
+    _native.RECORDS,
+)
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
 CHECKPOINT_INTERVAL = 1.0  # seconds between recovery-point writes (Kafka: 60 s)
@@ -123,6 +127,8 @@ class PartitionLog:
             segments.append(
                 LogSegment(directory, log_start, config.index_interval_bytes)
             )
+        for segment in segments[:-1]:  # a rebuilt index lacks the segment's largest
+            segment.seal()  # timestamp, which time lookups skip segments by
         log_start = max(log_start, segments[0].base_offset)
         log_end = segments[-1].next_offset
         for segment in segments:
@@ -159,9 +165,8 @@ class PartitionLog:
     def _catch_up_ring(self) -> None:
         """The ring survived a crash: skip what the segments already hold (a spill
         that wrote but died before moving the spill position), spill the rest."""
-        native = self.ring.native
         log_end = self.log_end_offset
-        view = native.unspilled(self._spill_position)
+        view = self.ring.unspilled(self._spill_position)
         position = 0  # of the first batch the segments lack
         while position < len(view):
             rows = self._scan.scan(view, position, len(view))
@@ -170,19 +175,21 @@ class PartitionLog:
                     f"partition {self.name}: no whole batch at ring position "
                     f"{self._spill_position + position}"
                 )
-            ahead = [i for i in range(0, len(rows), F) if rows[i + 3] >= log_end]
+            ahead = [
+                i for i in range(0, len(rows), F) if rows[i + LAST_OFFSET] >= log_end
+            ]
             if ahead:
-                base = rows[ahead[0] + 2]
+                base = rows[ahead[0] + BASE_OFFSET]
                 if base != log_end:
                     raise errors.CorruptError(
                         f"partition {self.name}: the ring continues at offset {base} "
                         f"but the log ends at {log_end}: the records between are lost"
                     )
-                position = rows[ahead[0]]
+                position = rows[ahead[0] + POSITION]
                 break
             position += self._scan.bytes_consumed
         self._spill_position += position
-        native.spill_advance(self._spill_position, log_end)
+        self.ring.spill_advance(self._spill_position, log_end)
         while self.spill(0) > 0:
             pass
 
@@ -221,33 +228,36 @@ class PartitionLog:
 
         Waits up to timeout for new bytes. Raises OSError (ENOSPC, EIO) with nothing
         half-written left behind; the next call retries the same bytes."""
-        native = self.ring.native
-        tail = native.wait(self._spill_position, int(timeout * 1000), 0)
-        if tail < 0:
-            if tail == _native.DELETED:  # its topic is going: wait to be closed
+        ring = self.ring
+        if ring.wait_committed(self._spill_position, timeout) is None:
+            if ring.stat().deleted:  # its topic is going: wait to be closed
                 self._stop.wait(timeout)
             self._maybe_flush()
             return 0
-        view = native.unspilled(self._spill_position)
+        view = ring.unspilled(self._spill_position)
         rows = self._scan.scan(view, 0, len(view))
         moved = 0
         i = 0
         while i < len(rows):
-            self._maybe_roll(rows[i + 1], rows[i + 3], rows[i + 4])
-            active, start, run = self.active, rows[i], 0
+            self._maybe_roll(
+                rows[i + BYTES], rows[i + LAST_OFFSET], rows[i + MAX_TIMESTAMP]
+            )
+            active, start, run = self.active, rows[i + POSITION], 0
             j = i
             while j < len(rows) and (
-                run == 0 or active.size + run + rows[j + 1] <= self.config.segment_bytes
+                run == 0
+                or active.size + run + rows[j + BYTES] <= self.config.segment_bytes
             ):
-                run += rows[j + 1]
+                run += rows[j + BYTES]
                 j += F
             active.append(view[start : start + run], rows[i:j])
             if not self._unflushed or self._unflushed[-1] is not active:
                 self._unflushed.append(active)
-            self._unflushed_records += sum(rows[i + 5 : j : F])
+            self._unflushed_records += sum(rows[i + RECORDS : j : F])
             self._spill_position += run
             moved += run
-            native.spill_advance(self._spill_position, active.next_offset)
+            # after the write: segment readers elsewhere read up to this offset
+            ring.spill_advance(self._spill_position, active.next_offset)
             i = j
         self._maybe_flush()
         return moved
@@ -303,7 +313,7 @@ class PartitionLog:
         self._unflushed_records = 0
         self._last_flush = time.monotonic()
         self.recovery_point = self.log_end_offset
-        self.ring.native.durable_advance(self.recovery_point)
+        self.ring.durable_advance(self.recovery_point)
         self._checkpoint()
 
     def _checkpoint(self, force: bool = False) -> None:
@@ -370,7 +380,7 @@ class PartitionLog:
                 if self.spill_error is not None:
                     log.warning("spill of %s works again", self.name)
                     self.spill_error = None
-                    self.ring.native.set_spill_errno(0)
+                    self.ring.set_spill_errno(0)
                 backoff = 0.01
             except Exception as exc:
                 if self.spill_error is None:
@@ -383,7 +393,7 @@ class PartitionLog:
                 self.spill_error = (
                     exc if isinstance(exc, OSError) else OSError(errno.EIO, str(exc))
                 )
-                self.ring.native.set_spill_errno(self.spill_error.errno or errno.EIO)
+                self.ring.set_spill_errno(self.spill_error.errno or errno.EIO)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, SPILL_RETRY_MAX)
 
@@ -416,10 +426,8 @@ class PartitionLog:
             )
         return high
 
-    def read_segments(
-        self, offset: int, max_bytes: int = 1 << 20, hint: SegmentPosition | None = None
-    ) -> tuple[bytes, SegmentPosition | None]:
-        return _read_segments(self.segments(), offset, max_bytes, hint)
+    def spilled_offset(self) -> int:
+        return self.log_end_offset
 
     def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
         self._check_range(offset)
@@ -428,223 +436,4 @@ class PartitionLog:
     def offset_for_time(self, timestamp: int) -> int | None:
         """The first offset whose record timestamp is >= timestamp (Kafka's
         offsetsForTimes), or None if there is none."""
-        for segment in self.segments():
-            if segment.max_timestamp < timestamp:
-                continue
-            _, start = segment.time_index.lookup(timestamp)
-            found = self._first_at_or_after(
-                segment.offset_index.lookup(start).offset, timestamp
-            )
-            if found is not None:
-                return found
-        # unspilled records are in the ring only
-        return self._first_at_or_after(self.log_end_offset, timestamp)
-
-    def _first_at_or_after(self, offset: int, timestamp: int) -> int | None:
-        reader = LogReader(self, max(offset, self.log_start_offset))
-        while True:
-            records = reader.poll(0)
-            if not records:
-                return None
-            for record in records:
-                if record.timestamp >= timestamp:
-                    return record.offset
-
-
-class SegmentPosition(NamedTuple):
-    """Where a sequential reader's next batch is: no index lookup and no scan for
-    it (a read-only index is a snapshot: without this, a reader following the
-    active segment would scan from its last index entry on every read)."""
-
-    base_offset: int  # of the segment
-    position: int  # of the batch in the segment file
-    offset: int  # the batch's base offset
-
-
-def _read_segments(
-    segments: list[LogSegment],
-    offset: int,
-    max_bytes: int,
-    hint: SegmentPosition | None = None,
-) -> tuple[bytes, SegmentPosition | None]:
-    """Whole batches from the segments, the first holding offset, and where the
-    batch after them is; b'' when offset is not (yet, or any more) in them."""
-    for k in range(len(segments) - 1, -1, -1):
-        if segments[k].base_offset <= offset:
-            break
-    else:
-        return b"", None
-    for segment in segments[k:]:
-        try:
-            if (
-                hint is not None
-                and hint.offset == offset
-                and hint.base_offset == segment.base_offset
-            ):
-                segment.refresh()
-                position = hint.position if hint.position < segment.size else None
-            else:
-                row = segment.find(offset)
-                position = None if row is None else row[0]
-            if position is not None:
-                data = segment.read(position, max_bytes)
-                return data, SegmentPosition(
-                    segment.base_offset, position + len(data), -1
-                )
-        except OSError as exc:  # retention closed it under us: the log start moved
-            if exc.errno != errno.EBADF:
-                raise
-            return b"", None
-    return b"", None
-
-
-class PartitionReader:
-    """Read-only access to a partition from any process (consumers, the gateway):
-    recent offsets from the ring, older ones from the segment files. It never writes,
-    recovers or spills: the process that owns the PartitionLog does. Not thread-safe.
-    """
-
-    def __init__(self, directory: Path, ring: Ring, topic: str, partition: int) -> None:
-        self.directory = directory
-        self.ring = ring
-        self.topic = topic
-        self.partition = partition
-        self.name = f"{topic}-{partition}"
-        self._segments: dict[int, LogSegment] = {}  # opened read-only, by base offset
-
-    @classmethod
-    def open(
-        cls,
-        directory: str | os.PathLike[str],
-        ring_name: str,
-        *,
-        topic: str,
-        partition: int,
-    ) -> PartitionReader:
-        """Attach to a partition its owner has opened (NotFound if its ring is not
-        there)."""
-        return cls(Path(directory), Ring.open(ring_name), topic, partition)
-
-    @property
-    def log_start_offset(self) -> int:
-        return self.ring.stat().log_start_offset
-
-    @property
-    def high_watermark(self) -> int:
-        return self.ring.stat().next_offset
-
-    def _current_segments(self) -> list[LogSegment]:
-        """The segment files there are now: retention deletes, the spill rolls."""
-        bases = sorted(
-            int(name[: -len(LOG_SUFFIX)])
-            for name in os.listdir(self.directory)
-            if name.endswith(LOG_SUFFIX)
-        )
-        for base in set(self._segments) - set(bases):
-            self._segments.pop(base).close()
-        for base in bases:
-            if base not in self._segments:
-                try:
-                    self._segments[base] = LogSegment(
-                        self.directory, base, readonly=True
-                    )
-                except FileNotFoundError:  # deleted between the listing and the open
-                    continue
-        return [self._segments[b] for b in bases if b in self._segments]
-
-    def read_segments(
-        self, offset: int, max_bytes: int = 1 << 20, hint: SegmentPosition | None = None
-    ) -> tuple[bytes, SegmentPosition | None]:
-        return _read_segments(self._current_segments(), offset, max_bytes, hint)
-
-    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
-        start, high = self.log_start_offset, self.high_watermark
-        if not start <= offset <= high:
-            raise errors.OffsetOutOfRange(
-                f"offset {offset} of partition {self.name} is out of range: valid "
-                f"offsets are [{start}, {high})"
-            )
-        return LogReader(self, offset, spin=spin)
-
-    def close(self) -> None:
-        for segment in self._segments.values():
-            segment.close()
-        self._segments.clear()
-        self.ring.close()
-
-
-class LogReader:
-    """Reads a partition from an offset onward, from the segments or the ring,
-    whichever holds it. Not thread-safe."""
-
-    def __init__(
-        self,
-        log: PartitionLog | PartitionReader,
-        offset: int,
-        *,
-        spin: float = DEFAULT_SPIN,
-        max_bytes: int = 1 << 20,
-    ) -> None:
-        self.log = log
-        self.offset = offset  # the next offset this reader returns
-        self.max_bytes = max_bytes
-        self._spin = spin
-        self._ring_reader: RingReader | None = None
-        self._next: SegmentPosition | None = None  # after the last segment read
-        self._scan = _native.Scan()
-        self._decoded = _native.Decoded()
-
-    def read_batches(self, timeout: float | None = 0) -> bytes:
-        """Whole batches, the first holding self.offset (it may start before it);
-        b'' when there is nothing new within timeout."""
-        log = self.log
-        for _ in range(1000):  # each pass returns, or moves to the other source
-            if self.offset < log.log_start_offset:
-                raise errors.OffsetOutOfRange(
-                    f"offset {self.offset} of partition {log.name} was deleted by "
-                    f"retention: the log starts at {log.log_start_offset}"
-                )
-            if self._ring_reader is None:
-                data, after = log.read_segments(self.offset, self.max_bytes, self._next)
-                if data:
-                    data = self._advance(data)
-                    self._next = after and after._replace(offset=self.offset)
-                    return data
-                try:
-                    self._ring_reader = log.ring.reader(self.offset, spin=self._spin)
-                except errors.OffsetOutOfRange:
-                    if self.offset > log.high_watermark:
-                        raise
-                    continue  # spilled between the two looks: the segments have it
-            try:
-                data = self._ring_reader.read_batches(timeout)
-            except errors.Lapped:  # lapped means spilled: read the segments
-                self._ring_reader = None
-                self._next = None
-                continue
-            return self._advance(data) if data else b""
-        raise errors.BrokenError(
-            f"partition {log.name}: offset {self.offset} is neither in the segments "
-            f"nor in the ring"
-        )
-
-    def _advance(self, data: bytes) -> bytes:
-        rows = self._scan.scan(data, 0, len(data))
-        if rows:
-            self.offset = max(self.offset, rows[-F + 3] + 1)
-        return data
-
-    def poll(self, timeout: float | None = 0) -> list[Record]:
-        """The next records from self.offset on, or [] after timeout."""
-        first = self.offset
-        data = self.read_batches(timeout)
-        if not data:
-            return []
-        d, records, at = self._decoded, [], 0
-        while at < len(data):  # all of it: self.offset is already past it
-            d.decode(data, at, len(data))
-            records += build_records(d, data, self.log.topic, self.log.partition)
-            at += d.bytes_consumed
-        if records and records[0].offset < first:
-            records = [r for r in records if r.offset >= first]
-        return records
+        return offset_for_time(self, timestamp)

@@ -27,7 +27,10 @@ LOG_SUFFIX = ".log"
 DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
-F = _native.SCAN_FIELDS  # a scan row: position, bytes, base, last, max ts, records
+# a scan row's fields (rows are flat lists: rows[i + LAST_OFFSET])
+F = _native.SCAN_FIELDS
+POSITION, BYTES, LAST_OFFSET = _native.POSITION, _native.BYTES, _native.LAST_OFFSET
+MAX_TIMESTAMP = _native.MAX_TIMESTAMP
 
 
 _per_thread = threading.local()
@@ -100,28 +103,30 @@ class LogSegment:
             os.ftruncate(self._fd, start)
             raise
         self.size = start + len(data)
-        self._note_batches(rows, start - rows[0])
+        self._note_batches(rows, start - rows[POSITION])
 
     def _note_batches(self, rows: list[int], shift: int) -> None:
         """Index the batches of scan rows (at file position row position + shift).
         One loop with locals, not a call a batch: with one-record batches the spill
         thread runs this for every record."""
         if self.first_timestamp == NO_TIMESTAMP:
-            self.first_timestamp = rows[4]
+            self.first_timestamp = rows[MAX_TIMESTAMP]
         interval, since = self.index_interval_bytes, self._bytes_since_index
         max_ts, max_ts_offset = self.max_timestamp, self._offset_of_max_timestamp
         for i in range(0, len(rows), F):
-            if rows[i + 4] > max_ts:
-                max_ts, max_ts_offset = rows[i + 4], rows[i + 3]
+            if rows[i + MAX_TIMESTAMP] > max_ts:
+                max_ts, max_ts_offset = rows[i + MAX_TIMESTAMP], rows[i + LAST_OFFSET]
             if since > interval:
-                self.offset_index.append(rows[i + 3], rows[i] + shift)
+                self.offset_index.append(
+                    rows[i + LAST_OFFSET], rows[i + POSITION] + shift
+                )
                 self.time_index.append(max_ts, max_ts_offset)
                 since = 0
                 self._indexes_dirty = True
-            since += rows[i + 1]
+            since += rows[i + BYTES]
         self._bytes_since_index = since
         self.max_timestamp, self._offset_of_max_timestamp = max_ts, max_ts_offset
-        self.next_offset = rows[-F + 3] + 1
+        self.next_offset = rows[-F + LAST_OFFSET] + 1
 
     def seal(self) -> None:
         """Before the segment stops being active: its largest timestamp into the time
@@ -130,6 +135,10 @@ class LogSegment:
         if self.max_timestamp > self.time_index.last_entry.timestamp:
             self.time_index.append(self.max_timestamp, self._offset_of_max_timestamp)
             self._indexes_dirty = True
+        # written through (not fsynced): readers in other processes open a sealed
+        # segment's indexes from the files, and skip it by their last timestamp
+        self.offset_index.flush()
+        self.time_index.flush()
 
     def flush(self) -> None:
         """fsync the log, and its indexes if they changed: with flush.messages=1 an
@@ -158,7 +167,7 @@ class LogSegment:
             consumed, stop = scan.bytes_consumed, scan.stop
             for i in range(0, len(rows), F):
                 row = rows[i : i + F]
-                row[0] += position
+                row[POSITION] += position
                 yield row
             if stop == _native.SCAN_PARTIAL and consumed == 0 and len(chunk) >= 12:
                 # a batch larger than the chunk: read it whole
@@ -168,7 +177,7 @@ class LogSegment:
                     rows = scan.scan(whole, 0, len(whole), verify)
                     stop = scan.stop
                     if rows:
-                        rows[0] += position
+                        rows[POSITION] += position
                         yield rows
                         position += total
                         continue
@@ -178,8 +187,10 @@ class LogSegment:
             position += consumed
 
     def refresh(self) -> None:
-        """Read-only: learn how far the owner has written (whole batches)."""
-        if self.readonly:  # bytes below the file size are whole writes of the owner
+        """Read-only: learn how far the owner's writes reach. Only a bound for the
+        preads: a write in progress has grown the file already, so readers also cut
+        at the spilled offset (log/reader.py)."""
+        if self.readonly:
             self.size = os.fstat(self._fd).st_size
 
     def find(self, offset: int) -> list[int] | None:
@@ -187,23 +198,48 @@ class LogSegment:
         self.refresh()
         _, position = self.offset_index.lookup(offset)
         for row in self.batches(position):
-            if row[3] >= offset:
+            if row[LAST_OFFSET] >= offset:
                 return row
+        if self.scan_stop < 0:
+            raise CorruptError(
+                f"{self.path}: looking for offset {offset}, found bytes that are no "
+                f"batch after position {position}: {_native.strerror(self.scan_stop)}"
+            )
         return None
 
-    def read(self, position: int, max_bytes: int) -> bytes:
-        """Whole batches from position, at most max_bytes unless the first batch alone
-        is larger: then that batch (Kafka's KIP-74)."""
-        data = os.pread(self._fd, min(max_bytes, self.size - position), position)
+    def read(self, position: int, max_bytes: int, end_offset: int) -> bytes:
+        """Whole batches from position whose offsets are below end_offset, at most
+        max_bytes unless the first batch alone is larger: then that batch (Kafka's
+        KIP-74). b'' while the first batch is not all there (a write in progress)."""
+        size = max(0, min(max_bytes, self.size - position))
+        data = os.pread(self._fd, size, position)
         scan = _scan()
         rows = scan.scan(data, 0, len(data))
-        if rows:
-            consumed = scan.bytes_consumed
-            return data if consumed == len(data) else data[:consumed]
-        if len(data) >= 12:
+        if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= 12:
             total = int.from_bytes(data[8:12], "big") + 12
-            return os.pread(self._fd, total, position)
-        return b""
+            data = os.pread(self._fd, total, position)  # short while being written
+            rows = scan.scan(data, 0, len(data))
+        if not rows:
+            if scan.stop < 0:
+                raise CorruptError(
+                    f"{self.path}: no valid batch at position {position} "
+                    f"({len(data)} bytes read, beginning {data[:32].hex()})"
+                )
+            return b""
+        end = 0
+        for i in range(0, len(rows), F):
+            if rows[i + LAST_OFFSET] >= end_offset:
+                break
+            end = rows[i + POSITION] + rows[i + BYTES]
+        return data if end == len(data) else data[:end]
+
+    @property
+    def largest_timestamp(self) -> int:
+        """The largest record timestamp in the segment (read-only: as its time
+        index says, exact once the segment was sealed before this opened it)."""
+        if self.readonly:
+            return int(self.time_index.last_entry.timestamp)
+        return self.max_timestamp
 
     # ---- recovery -------------------------------------------------------------------
 
@@ -257,7 +293,7 @@ class LogSegment:
             self.next_offset = last + 1
         self._bytes_since_index = self.size - last_indexed.position
         for row in self.batches(0):  # the first batch's timestamp, for segment.ms
-            self.first_timestamp = row[4]
+            self.first_timestamp = row[MAX_TIMESTAMP]
             break
 
     def _reset_indexes(self) -> None:

@@ -5,6 +5,7 @@ member to rejoin, and a member rejoins from its poll)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -389,3 +390,40 @@ def test_an_assignment_whose_offsets_could_not_be_fetched_is_taken_again(
             "both partitions assigned after the failed first try",
         )
         assert [len(c) for c in calls] == [2, 2]
+
+
+def test_a_member_without_coordinator_warns_once_and_rejoins_when_it_is_back(
+    broker, caplog
+):
+    """If the supervisor (the coordinator) is down, then a group member's polls
+    return nothing without raising, one WARNING says so (not one a poll), and once
+    the supervisor is back the member joins and reads."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("w", 1)
+    consumer = Consumer(
+        broker.data_dir, group_id="g", subscribe=["w"], auto_offset_reset="earliest"
+    )
+    try:
+        broker.kill()
+        with caplog.at_level(logging.INFO, logger="shmbroker.client.group"):
+            for _ in range(30):
+                assert consumer.poll_batch(timeout=0.01) == []
+            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(warnings) == 1, caplog.text
+            assert "group g: no coordinator" in warnings[0].getMessage()
+            broker.start()
+            with Producer(broker.data_dir) as producer:
+                producer.send_batch("w", [b"back"], partition=0)
+            got: list[bytes] = []
+            wait_until(
+                lambda: (
+                    got.extend(r.value for r in consumer.poll_batch(timeout=0.05))
+                    or got
+                ),
+                30,
+                "the member to rejoin and read",
+            )
+            assert got == [b"back"]
+            assert "group g: the coordinator is back" in caplog.text
+    finally:
+        consumer.close()

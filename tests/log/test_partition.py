@@ -13,7 +13,8 @@ import pytest
 
 from shmbroker import OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
-from shmbroker.log.partition import PartitionLog, PartitionReader
+from shmbroker.log.partition import PartitionLog
+from shmbroker.log.reader import PartitionReader
 from shmbroker.log.segment import LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
 

@@ -97,7 +97,7 @@ def consume(args: argparse.Namespace) -> None:
 
 def consume_log(args: argparse.Namespace) -> None:
     """As consume, through a PartitionReader: segments first, then the ring."""
-    from shmbroker.log.partition import PartitionReader
+    from shmbroker.log.reader import PartitionReader
 
     log = PartitionReader.open(args.directory, args.ring, topic="t", partition=0)
     check(log.reader(0), args.count, 30)

@@ -1,0 +1,320 @@
+"""Every reader of a partition: `PartitionReader` (read-only, any process),
+`LogReader` (one offset onward, from the segments or the ring, whichever holds it),
+and `offset_for_time` on the time indexes.
+
+Invariant: a reader returns only whole batches that were completely written. The
+segment files are read only below the spilled offset the spill publishes in the ring
+header after each write (`Ring.spilled_offset`), never up to the file size, which a
+multi-MB pwrite grows while it is still copying; the ring is read only up to its
+tail. Bytes that hold no whole batch where one must be are `CorruptError`, naming
+the partition, the position and the bytes: never a loop that makes no progress.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from shmbroker import _native, errors
+from shmbroker.log.segment import LOG_SUFFIX, LogSegment
+from shmbroker.records import Record, build_records
+from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
+
+LAST = _native.LAST_OFFSET
+F = _native.SCAN_FIELDS
+EMPTY = memoryview(b"")
+
+
+class PartitionView(Protocol):
+    """What a LogReader reads: the writer's PartitionLog or a PartitionReader."""
+
+    topic: str
+    partition: int
+    name: str
+    ring: Ring
+
+    @property
+    def log_start_offset(self) -> int: ...
+
+    @property
+    def high_watermark(self) -> int: ...
+
+    def spilled_offset(self) -> int:
+        """Every offset below this is in the segments as whole batches."""
+        ...
+
+    def segments(self) -> list[LogSegment]: ...
+
+
+class SegmentPosition(NamedTuple):
+    """Where a sequential reader's next batch is: no index lookup and no scan for
+    it (a read-only index is a snapshot: without this, a reader following the
+    active segment would scan from its last index entry on every read)."""
+
+    base_offset: int  # of the segment
+    position: int  # of the batch in the segment file
+    offset: int  # the batch's base offset
+
+
+def read_segments(
+    view: PartitionView,
+    offset: int,
+    max_bytes: int,
+    hint: SegmentPosition | None = None,
+) -> tuple[bytes, SegmentPosition | None]:
+    """Whole batches from the segments, the first holding offset, and where the
+    batch after them is; b'' when offset is not (yet, or any more) in them."""
+    end_offset = view.spilled_offset()
+    if offset >= end_offset:
+        return b"", None
+    segments = view.segments()
+    for k in range(len(segments) - 1, -1, -1):
+        if segments[k].base_offset <= offset:
+            break
+    else:
+        return b"", None
+    for segment in segments[k:]:
+        try:
+            if (
+                hint is not None
+                and hint.offset == offset
+                and hint.base_offset == segment.base_offset
+            ):
+                segment.refresh()
+                position = hint.position if hint.position < segment.size else None
+            else:
+                row = segment.find(offset)
+                position = None if row is None else row[_native.POSITION]
+            if position is not None:
+                data = segment.read(position, max_bytes, end_offset)
+                if not data:
+                    return b"", None
+                return data, SegmentPosition(
+                    segment.base_offset, position + len(data), -1
+                )
+        except OSError as exc:  # retention closed it under us: the log start moved
+            if exc.errno != errno.EBADF:
+                raise
+            return b"", None
+    return b"", None
+
+
+class PartitionReader:
+    """Read-only access to a partition from any process (consumers, the gateway):
+    recent offsets from the ring, older ones from the segment files. It never writes,
+    recovers or spills: the process that owns the PartitionLog does. Not thread-safe.
+    """
+
+    def __init__(self, directory: Path, ring: Ring, topic: str, partition: int) -> None:
+        self.directory = directory
+        self.ring = ring
+        self.topic = topic
+        self.partition = partition
+        self.name = f"{topic}-{partition}"
+        self._segments: dict[int, LogSegment] = {}  # opened read-only, by base offset
+        self._active: int | None = None  # base of the one opened while it was last
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        ring_name: str,
+        *,
+        topic: str,
+        partition: int,
+    ) -> PartitionReader:
+        """Attach to a partition its owner has opened (NotFound if its ring is not
+        there)."""
+        return cls(Path(directory), Ring.open(ring_name), topic, partition)
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.ring.stat().log_start_offset
+
+    @property
+    def high_watermark(self) -> int:
+        return self.ring.stat().next_offset
+
+    def spilled_offset(self) -> int:
+        return self.ring.spilled_offset()
+
+    def segments(self) -> list[LogSegment]:
+        """The segment files there are now: retention deletes, the spill rolls. A
+        segment opened while it was the last is opened again once it is not: its
+        indexes were a snapshot, and the roll sealed them (its largest timestamp)."""
+        bases = sorted(
+            int(name[: -len(LOG_SUFFIX)])
+            for name in os.listdir(self.directory)
+            if name.endswith(LOG_SUFFIX)
+        )
+        stale = set(self._segments) - set(bases)
+        if self._active is not None and bases and self._active != bases[-1]:
+            stale.add(self._active)
+            self._active = None
+        for base in stale:
+            segment = self._segments.pop(base, None)
+            if segment is not None:
+                segment.close()
+        for base in bases:
+            if base not in self._segments:
+                try:
+                    self._segments[base] = LogSegment(
+                        self.directory, base, readonly=True
+                    )
+                except FileNotFoundError:  # deleted between the listing and the open
+                    continue
+                if base == bases[-1]:
+                    self._active = base
+        return [self._segments[b] for b in bases if b in self._segments]
+
+    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
+        start, high = self.log_start_offset, self.high_watermark
+        if not start <= offset <= high:
+            raise errors.OffsetOutOfRange(
+                f"offset {offset} of partition {self.name} is out of range: valid "
+                f"offsets are [{start}, {high})"
+            )
+        return LogReader(self, offset, spin=spin)
+
+    def offset_for_time(self, timestamp: int) -> int | None:
+        return offset_for_time(self, timestamp)
+
+    def close(self) -> None:
+        for segment in self._segments.values():
+            segment.close()
+        self._segments.clear()
+        self.ring.close()
+
+
+class LogReader:
+    """Reads a partition from an offset onward, from the segments or the ring,
+    whichever holds it. Not thread-safe."""
+
+    def __init__(
+        self,
+        log: PartitionView,
+        offset: int,
+        *,
+        spin: float = DEFAULT_SPIN,
+        max_bytes: int = 1 << 20,
+    ) -> None:
+        self.log = log
+        self.offset = offset  # the next offset this reader returns
+        self.max_bytes = max_bytes
+        self._spin = spin
+        self._ring_reader: RingReader | None = None
+        self._next: SegmentPosition | None = None  # after the last segment read
+        self._scan = _native.Scan()
+        self._decoded = _native.Decoded()
+
+    def seek(self, offset: int) -> None:
+        """Go on from offset (the next read starts at the batch holding it)."""
+        self.offset = offset
+        self._ring_reader = None
+        self._next = None
+
+    def read_batches(self, timeout: float | None = 0) -> bytes:
+        """Whole batches, the first holding self.offset (it may start before it);
+        b'' when there is nothing new within timeout."""
+        return bytes(self._read(timeout, self.max_bytes))
+
+    def read_slice(self, offset: int, max_bytes: int) -> memoryview:
+        """Whole batches from the one holding offset, at most max_bytes unless the
+        first alone is larger (Kafka's KIP-74), without waiting: a Fetch's answer for
+        this partition. Empty if offset is the high watermark. The view is of this
+        reader's buffer (the ring's copy-out) or of bytes read from a segment: valid
+        until the next read of this reader. A reader that is asked for the offset
+        after its last slice goes on without a seek."""
+        if offset != self.offset:
+            self.seek(offset)
+        return self._read(0, max_bytes)
+
+    def _read(self, timeout: float | None, max_bytes: int) -> memoryview:
+        log = self.log
+        for _ in range(1000):  # each pass returns, or moves to the other source
+            if self.offset < log.log_start_offset:
+                raise errors.OffsetOutOfRange(
+                    f"offset {self.offset} of partition {log.name} was deleted by "
+                    f"retention: the log starts at {log.log_start_offset}"
+                )
+            if self._ring_reader is None:
+                data, after = read_segments(log, self.offset, max_bytes, self._next)
+                if data:
+                    view = self._advance(memoryview(data), "segments")
+                    self._next = after and after._replace(offset=self.offset)
+                    return view
+                try:
+                    self._ring_reader = log.ring.reader(self.offset, spin=self._spin)
+                except errors.OffsetOutOfRange:
+                    if self.offset > log.high_watermark:
+                        raise
+                    continue  # spilled between the two looks: the segments have it
+            try:
+                view = self._ring_reader.read_view(max_bytes, timeout)
+            except errors.Lapped:  # lapped means spilled: read the segments
+                self._ring_reader = None
+                self._next = None
+                continue
+            return self._advance(view, "ring") if view else EMPTY
+        raise errors.BrokenError(
+            f"partition {log.name}: offset {self.offset} is neither in the segments "
+            f"nor in the ring"
+        )
+
+    def _advance(self, data: memoryview, source: str) -> memoryview:
+        """Move self.offset past the whole batches of data, which must hold one."""
+        rows = self._scan.scan(data, 0, len(data))
+        if not rows or self._scan.bytes_consumed != len(data):
+            raise errors.CorruptError(
+                f"partition {self.log.name}: {len(data)} bytes read from the "
+                f"{source} at offset {self.offset} are not whole batches (whole: "
+                f"{self._scan.bytes_consumed} bytes); they begin "
+                f"{bytes(data[:32]).hex()}"
+            )
+        self.offset = max(self.offset, rows[-F + LAST] + 1)
+        return data
+
+    def poll(self, timeout: float | None = 0) -> list[Record]:
+        """The next records from self.offset on, or [] after timeout."""
+        first = self.offset
+        data = self.read_batches(timeout)
+        if not data:
+            return []
+        d, records, at = self._decoded, [], 0
+        while at < len(data):  # all of it: self.offset is already past it
+            d.decode(data, at, len(data))
+            if not d.bytes_consumed:  # whole batches by _advance: cannot happen
+                raise errors.CorruptError(
+                    f"partition {self.log.name}: no record batch decodes at byte "
+                    f"{at} of {len(data)} read for offset {first}; the bytes there "
+                    f"begin {data[at : at + 32].hex()}"
+                )
+            records += build_records(d, data, self.log.topic, self.log.partition)
+            at += d.bytes_consumed
+        if records and records[0].offset < first:
+            records = [r for r in records if r.offset >= first]
+        return records
+
+
+def offset_for_time(view: PartitionView, timestamp: int) -> int | None:
+    """The first offset whose record timestamp is >= timestamp (Kafka's
+    offsetsForTimes), or None if there is none: the time index of the first segment
+    that may hold one says where to start, then batches are read from there on."""
+    segments = view.segments()
+    start = view.log_start_offset
+    for i, segment in enumerate(segments):
+        # the last segment may be growing, and its newest records are in the ring
+        if i + 1 < len(segments) and segment.largest_timestamp < timestamp:
+            start = segments[i + 1].base_offset
+            continue
+        _, at = segment.time_index.lookup(timestamp)
+        start = max(start, segment.offset_index.lookup(at).offset)
+        break
+    reader = LogReader(view, max(start, view.log_start_offset))
+    while records := reader.poll(0):
+        for record in records:
+            if record.timestamp >= timestamp:
+                return record.offset
+    return None

@@ -1,0 +1,203 @@
+"""Every reader of a partition (log/reader.py): whole batches only, however a
+segment file is caught mid-write; a clear error where bytes are no batch; read_slice
+for a Fetch; offset_for_time from any process. Real rings, real files."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import pytest
+
+from shmbroker import CorruptError, Ring, shm
+from shmbroker.config import TopicConfig
+from shmbroker.log.partition import PartitionLog
+from shmbroker.log.reader import LogReader, PartitionReader, read_segments
+from shmbroker.log.segment import LogSegment
+from tests.native.kafka_python import DefaultRecordBatch
+
+LOG = "00000000000000000000.log"
+
+
+@pytest.fixture
+def big_ring(ring_name):
+    r = Ring.create(ring_name, 1 << 20)
+    yield r
+    r.close()
+    shm.unlink(ring_name)
+
+
+@pytest.fixture
+def partition_dir(tmp_path):
+    d = tmp_path / "t-0"
+    d.mkdir()
+    return d
+
+
+def batches_of(data):
+    """(base offset, bytes) of each whole batch in data."""
+    out, at = [], 0
+    while at < len(data):
+        total = int.from_bytes(data[at + 8 : at + 12], "big") + 12
+        out.append(
+            (int.from_bytes(data[at : at + 8], "big"), bytes(data[at : at + total]))
+        )
+        at += total
+    return out
+
+
+def test_a_segment_caught_mid_write_gives_nothing_until_the_batch_is_whole(
+    big_ring, partition_dir, ring_name
+):
+    """If a reader in another process finds a large batch half written (the spill's
+    pwrite grows the file while it copies), then at every byte of it the reader gets
+    nothing yet, never a batch cut short; once the whole batch is written and the
+    spill has published its offset, it gets that batch whole."""
+    big_ring.append_batch([b"s%d" % i for i in range(5)])
+    big_ring.append_batch([bytes([i]) * 1000 for i in range(40)])
+    ring_bytes = bytes(big_ring.unspilled(0))
+    (_, small), (_, large) = batches_of(ring_bytes)
+    with open(partition_dir / LOG, "wb") as f:
+        f.write(small)
+    big_ring.spill_advance(len(small), 5)  # the spill wrote the first batch
+    reader = PartitionReader.open(partition_dir, ring_name, topic="t", partition=0)
+    segment = LogSegment(partition_dir, 0, readonly=True)
+    try:
+        assert read_segments(reader, 0, 1 << 20)[0] == small
+        fd = os.open(partition_dir / LOG, os.O_WRONLY | os.O_APPEND)
+        try:
+            for cut in range(len(large)):
+                os.write(fd, large[cut : cut + 1])
+                segment.refresh()
+                whole = cut + 1 == len(large)
+                # without the spill's bound the segment itself refuses a partial batch
+                for max_bytes in (1 << 20, 100):  # KIP-74: one batch above max_bytes
+                    got = segment.read(len(small), max_bytes, end_offset=2**62)
+                    assert got == (large if whole else b""), (cut, max_bytes)
+                # the spill has not published offset 45 yet: not for readers
+                assert read_segments(reader, 5, 1 << 20) == (b"", None), cut
+        finally:
+            os.close(fd)
+        big_ring.spill_advance(len(ring_bytes), 45)
+        data, after = read_segments(reader, 5, 1 << 20)
+        assert data == large
+        assert after.position == len(ring_bytes)
+    finally:
+        segment.close()
+        reader.close()
+
+
+def test_bytes_that_are_no_batch_raise_naming_the_partition_and_position(
+    big_ring, partition_dir, ring_name
+):
+    """If the segment holds bytes that are no batch where the spill said batches
+    are, then a reader raises CorruptError naming the file and position: it never
+    loops or skips them silently."""
+    big_ring.append_batch([b"x" * 100] * 10)
+    data = bytearray(big_ring.unspilled(0))
+    data[16] = 7  # magic
+    (partition_dir / LOG).write_bytes(bytes(data))
+    big_ring.spill_advance(len(data), 10)
+    reader = PartitionReader.open(partition_dir, ring_name, topic="t", partition=0)
+    try:
+        log_reader = reader.reader(0)
+        with pytest.raises(CorruptError, match=r"t-0/0+\.log.*offset 0.*position 0"):
+            log_reader.poll(0)
+        with pytest.raises(CorruptError, match="position 0"):
+            LogSegment(partition_dir, 0, readonly=True).read(0, 1 << 20, 2**62)
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def open_log(tmp_path, ring_name):
+    opened = []
+
+    def opener(config):
+        log = PartitionLog.open(
+            tmp_path / "t-0", ring_name, config, topic="t", partition=0
+        )
+        opened.append(log)
+        return log
+
+    try:
+        yield opener
+    finally:
+        for log in opened:
+            log.close()
+        shm.unlink(ring_name)
+
+
+def spill_all(log):
+    while log.spill(0):
+        pass
+
+
+def check_slice(view, offset, max_bytes):
+    """A Fetch answer: whole batches, the first holding offset, within max_bytes
+    unless the first alone is larger; returns the offset after the last."""
+    data = bytes(view)
+    batches = [DefaultRecordBatch(batch) for _, batch in batches_of(data)]
+    assert batches, "no batch"
+    first = batches[0]
+    assert first.base_offset <= offset <= first.last_offset
+    for batch in batches:
+        assert batch.validate_crc()
+    sizes = [b.size_in_bytes for b in batches]
+    assert sum(sizes) == len(view)
+    assert sum(sizes) <= max_bytes or len(batches) == 1
+    for before, after in itertools.pairwise(batches):
+        assert after.base_offset == before.last_offset + 1
+    return batches[-1].last_offset + 1
+
+
+@pytest.mark.parametrize("where", ["segments", "ring"])
+def test_read_slice_returns_whole_batches_within_max_bytes(open_log, where):
+    """If a Fetch asks for an offset inside a batch, then read_slice starts at that
+    batch; it fills max_bytes with whole batches, returns one batch larger than
+    max_bytes whole (KIP-74), goes on at the next offset without a seek, and is
+    empty at the high watermark."""
+    log = open_log(TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 16))
+    rng = random.Random(3)
+    for n in range(200):
+        size = 1000 if n % 17 == 0 else rng.randrange(1, 100)  # some above 4 KiB
+        log.ring.append_batch([b"v" * rng.randrange(1, 30)] * size)
+    if where == "segments":
+        spill_all(log)
+        assert log.log_end_offset == log.high_watermark
+    reader = LogReader(log, 0)
+    offset, high = 7, log.high_watermark
+    while offset < high:
+        max_bytes = rng.choice([1, 100, 4096, 20_000])
+        offset = check_slice(reader.read_slice(offset, max_bytes), offset, max_bytes)
+        if rng.random() < 0.2 and offset < high:
+            offset = rng.randrange(offset, high)  # a jump: a seek inside
+    assert len(reader.read_slice(high, 4096)) == 0
+
+
+def test_offset_for_time_from_another_process_matches_the_writer(
+    open_log, tmp_path, ring_name
+):
+    """If a PartitionReader looks up a timestamp, then it finds what the writer
+    finds (the first offset with a timestamp >= it), also after segments it had
+    opened while they were active were rolled and sealed."""
+    rng = random.Random(11)
+    log = open_log(TopicConfig(ring_bytes=1 << 16, segment_bytes=1 << 12))
+    reader = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    stamps: list[int] = []
+    try:
+        for round_ in range(4):
+            for _ in range(60):
+                ts = [rng.randrange(1000, 3000) for _ in range(rng.randrange(1, 6))]
+                log.ring.append_batch([b"x" * 20] * len(ts), timestamps=ts)
+                stamps += ts
+                if rng.random() < 0.9:
+                    spill_all(log)
+            assert len(log.segments()) > round_ + 1
+            for target in [*range(990, 3010, 37), 2999, 3000]:
+                want = next((o for o, t in enumerate(stamps) if t >= target), None)
+                assert log.offset_for_time(target) == want, target
+                assert reader.offset_for_time(target) == want, target
+    finally:
+        reader.close()
