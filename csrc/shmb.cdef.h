@@ -148,6 +148,7 @@ int64_t shmb_ring_unspilled(shmb_ring_t *ring, int64_t position, const uint8_t *
 
 int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset);
 int64_t shmb_ring_spilled_offset(shmb_ring_t *ring);
+int shmb_ring_spill_rewind(shmb_ring_t *ring, int64_t position, int64_t offset);
 
 void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
 

@@ -215,6 +215,11 @@ int shmb_ring_spill_advance(shmb_ring_t *ring, int64_t position, int64_t offset)
  * publishes it (spill_advance's offset) only after writing them. Segment readers
  * in other processes bound their reads by it, never by the file size. */
 int64_t shmb_ring_spilled_offset(shmb_ring_t *ring);
+/* Recovery cut the segments below what was spilled (damaged after the spill wrote
+ * them): move the spill position back to position, the batch at offset, so the
+ * ring's bytes from there are spilled again. SHMB_LAPPED if appends overwrote
+ * them since; SHMB_EINVAL above the spill position. Takes the writer lock. */
+int shmb_ring_spill_rewind(shmb_ring_t *ring, int64_t position, int64_t offset);
 /* errno of the last failed spill attempt (0 when it works again), for producers' errors. */
 void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
 /* Every offset below `offset` is fsynced: wake producers waiting for durability. */

@@ -431,6 +431,26 @@ int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
     return SHMB_OK;
 }
 
+int shmb_ring_spill_rewind(shmb_ring_t *r, int64_t position, int64_t offset) {
+    shmb_ring_header_t *h = r->hdr;
+    if (position < 0 || offset < 0) return SHMB_EINVAL;
+    int rc = lock_writer(r, deadline_ns(LOCK_NOWAIT_BOUND_MS));
+    if (rc != SHMB_OK) return rc;
+    /* under the lock no append is in flight, so claim is the end of what was written
+     * and everything from claim - capacity on is intact */
+    if (position > shmb_load_relaxed(&h->spill.spill_position)) {
+        rc = SHMB_EINVAL;
+    } else if (position < shmb_load_relaxed(&h->claim.claim_position) - r->capacity) {
+        rc = SHMB_LAPPED;
+    } else {
+        /* the hint first: segment readers must not read past offset from now on */
+        entry_store(&h->spill.hint, position, offset);
+        shmb_store_release(&h->spill.spill_position, position);
+    }
+    unlock_writer(r);
+    return rc;
+}
+
 int64_t shmb_ring_spilled_offset(shmb_ring_t *r) {
     for (;;) {
         shmb_ring_index_entry_t e = entry_load(&r->hdr->spill.hint);

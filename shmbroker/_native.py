@@ -380,6 +380,10 @@ class RingMap:
         )
         return memoryview(ffi.buffer(data[0], n))
 
+    def spill_rewind(self, position: int, offset: int) -> int:
+        """0, or a negative rc: LAPPED when the bytes are overwritten."""
+        return int(lib.shmb_ring_spill_rewind(self._ptr, position, offset))
+
     def spilled_offset(self) -> int:
         return int(lib.shmb_ring_spilled_offset(self._ptr))
 

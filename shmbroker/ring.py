@@ -261,6 +261,15 @@ class Ring:
         the segments, which segment readers are bounded by (`spilled_offset`)."""
         self.native.spill_advance(position, offset)
 
+    def spill_rewind(self, position: int, offset: int) -> None:
+        """Spill again from position (the batch at offset): recovery cut the segments
+        below what the ring had spilled. Lapped if the ring no longer holds it."""
+        rc = self.native.spill_rewind(position, offset)
+        if rc < 0:
+            raise _native.error(
+                rc, f"rewind the spill of ring {self.name} to offset {offset}"
+            )
+
     def spilled_offset(self) -> int:
         """Every offset below this is in the segment files as whole batches; a
         segment reader never reads past it (a pwrite in progress grows the file

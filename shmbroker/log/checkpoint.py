@@ -5,8 +5,11 @@ instant leaves the old content or the new, never a mix."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -26,10 +29,20 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def read_offset(path: Path) -> int | None:
+    """The offset in the file; None if there is none, or (with a WARNING) if the
+    file holds something else: the caller then assumes the safe default."""
     try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        text = path.read_bytes()
+    except FileNotFoundError:
         return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        log.warning("%s holds no offset (%r): ignored", path, text[:40])
+        return None
+    return value
 
 
 def write_offset(path: Path, value: int) -> None:

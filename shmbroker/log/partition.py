@@ -16,6 +16,7 @@ of Kafka-format segments, driven by one spill thread.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -71,7 +72,9 @@ class PartitionLog:
         self._segments = segments
         self._lock = threading.Lock()  # guards the segment list
         self.log_start_offset = log_start_offset
-        self._spill_position = ring.stat().spill_position
+        stat = ring.stat()
+        self._spill_position = stat.spill_position
+        self._durable_offset = stat.durable_offset  # only this log moves it
         self._scan = _native.Scan()
         self._unflushed: list[LogSegment] = []
         self._unflushed_records = 0
@@ -127,8 +130,22 @@ class PartitionLog:
             segments.append(
                 LogSegment(directory, log_start, config.index_interval_bytes)
             )
-        for segment in segments[:-1]:  # a rebuilt index lacks the segment's largest
-            segment.seal()  # timestamp, which time lookups skip segments by
+        for segment, after in itertools.pairwise(segments):
+            segment.seal()  # a rebuilt index lacks the largest timestamp: time
+            # lookups skip segments by it
+            if segment.next_offset != after.base_offset:
+                log.error(
+                    "partition %s: offsets %d..%d are missing from the log: %s ends "
+                    "at offset %d and the next segment begins at %d (truncated or "
+                    "deleted while the broker was stopped?); readers reaching them "
+                    "get an error",
+                    directory,
+                    segment.next_offset,
+                    after.base_offset - 1,
+                    segment.path,
+                    segment.next_offset,
+                    after.base_offset,
+                )
         log_start = max(log_start, segments[0].base_offset)
         log_end = segments[-1].next_offset
         for segment in segments:
@@ -160,6 +177,35 @@ class PartitionLog:
             ring.unlink()
             ring.close()
             return Ring.create(ring_name, config.ring_bytes, base_offset=log_end)
+        spilled = ring.spilled_offset()
+        if spilled <= log_end:
+            return ring
+        # recovery cut batches the spill had written (damaged on disk since): the
+        # ring spills them again if it still holds them
+        try:
+            ring.spill_rewind(ring.seek(log_end), log_end)
+        except (errors.OffsetOutOfRange, errors.Lapped):
+            log.error(
+                "ring %s: offsets %d..%d are lost: damaged in the segments and no "
+                "longer in the ring; the partition goes on from offset %d",
+                ring_name,
+                log_end,
+                spilled - 1,
+                log_end,
+            )
+            ring.mark_deleted()  # attached clients learn it and map the new ring
+            ring.unlink()
+            ring.close()
+            return Ring.create(ring_name, config.ring_bytes, base_offset=log_end)
+        log.warning(
+            "ring %s: the segments end at offset %d but the spill had written up to "
+            "%d: spilling offsets %d..%d again from the ring",
+            ring_name,
+            log_end,
+            spilled,
+            log_end,
+            spilled - 1,
+        )
         return ring
 
     def _catch_up_ring(self) -> None:
@@ -313,7 +359,11 @@ class PartitionLog:
         self._unflushed_records = 0
         self._last_flush = time.monotonic()
         self.recovery_point = self.log_end_offset
-        self.ring.durable_advance(self.recovery_point)
+        # below the ring's durable offset while batches damaged on disk are spilled
+        # again (recovery): what was promised durable is not yet again
+        if self.recovery_point > self._durable_offset:
+            self.ring.durable_advance(self.recovery_point)
+            self._durable_offset = self.recovery_point
         self._checkpoint()
 
     def _checkpoint(self, force: bool = False) -> None:

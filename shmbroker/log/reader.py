@@ -76,6 +76,12 @@ def read_segments(
     else:
         return b"", None
     for segment in segments[k:]:
+        if segment.base_offset > offset:  # the segment before ended below offset
+            raise errors.CorruptError(
+                f"partition {view.name}: offsets {offset}..{segment.base_offset - 1} "
+                f"are missing from the log: the segment before {segment.path} ends "
+                f"below them (truncated or deleted while the broker was stopped)"
+            )
         try:
             if (
                 hint is not None

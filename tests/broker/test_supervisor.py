@@ -370,3 +370,25 @@ def test_malformed_frames_do_not_stop_the_supervisor_serving_others(broker):
             }
         stuck.close()
     assert not (broker.data_dir.parent / "escape-0").exists()
+
+
+def test_a_damaged_active_segment_does_not_keep_the_broker_down(broker):
+    """If bytes of a partition's active segment are flipped after a clean stop (its
+    ring still in /dev/shm), then the broker starts again and every record is
+    readable and correct (before: `advance durable offset: invalid argument` at
+    every start)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("d", 1)
+    with Producer(broker.data_dir) as producer:
+        for i in range(50):
+            producer.send_batch("d", [b"%05d" % (i * 20 + j) for j in range(20)])
+    broker.stop()
+    segment = broker.data_dir / "d-0" / "00000000000000000000.log"
+    with open(segment, "r+b") as f:
+        f.seek(segment.stat().st_size // 2)
+        f.write(b"\xff\xff\xff\xff")
+    broker.start()
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("d", 0)])
+        values = [r.value for r in drain(consumer)]
+    assert values == [b"%05d" % i for i in range(1000)]

@@ -1,0 +1,158 @@
+"""Segments damaged while the broker was stopped: never served as good, never keeping
+the broker down. Real rings, real files, damaged as a disk or a person would."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from shmbroker import CorruptError, Ring, shm
+from shmbroker.config import TopicConfig
+from shmbroker.log.partition import RECOVERY_POINT_FILE, PartitionLog
+from shmbroker.log.reader import PartitionReader
+
+CONFIG = TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 14)
+
+
+@pytest.fixture
+def open_log(tmp_path, ring_name):
+    opened = []
+
+    def opener(config=CONFIG):
+        log = PartitionLog.open(
+            tmp_path / "t-0", ring_name, config, topic="t", partition=0
+        )
+        opened.append(log)
+        return log
+
+    try:
+        yield opener
+    finally:
+        for log in opened:
+            log.close()
+        shm.unlink(ring_name)
+
+
+def fill(log, batches, start=0):
+    for i in range(start, start + batches):
+        log.ring.append_batch([b"%06d" % (i * 10 + j) for j in range(10)])
+        while log.spill(0):
+            pass
+
+
+def values(reader_owner, start=0):
+    reader, out = reader_owner.reader(start), []
+    while got := reader.poll(0):
+        out += [r.value for r in got]
+    return out
+
+
+def flip(path, position):
+    with open(path, "r+b") as f:
+        f.seek(position)
+        byte = f.read(1)
+        f.seek(position)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_active_segment_damaged_after_a_clean_stop_is_spilled_again_from_the_ring(
+    open_log, tmp_path, caplog
+):
+    """If bytes of the active segment are damaged while the broker is stopped and
+    its ring still holds every batch, then the restart cuts the segment at the
+    damage and spills the cut batches again from the ring: every record readable
+    and correct, and the partition takes appends after them."""
+    log = open_log()
+    fill(log, 30)
+    active = log.active.path
+    log.close()
+    flip(active, os.path.getsize(active) // 2)
+    with caplog.at_level(logging.WARNING):
+        log = open_log()
+    assert "spilling offsets" in caplog.text
+    assert log.log_end_offset == log.high_watermark == 300
+    fill(log, 1, start=30)
+    assert values(log) == [b"%06d" % i for i in range(310)]
+
+
+def test_active_segment_damaged_beyond_what_the_ring_holds_loses_only_that(
+    open_log, tmp_path, ring_name, caplog
+):
+    """If the damaged batches are no longer in the ring either, then the broker
+    still starts: an ERROR names the lost offsets, the partition goes on from the
+    recovered log end, and a client still attached to the old ring is told."""
+    small = TopicConfig(ring_bytes=1 << 16, segment_bytes=1 << 30)
+    log = open_log(small)
+    fill(log, 2000)  # ~260 KB through a 64 KiB ring: the early batches are gone
+    active = log.active.path
+    log.close()
+    stale = Ring.open(ring_name)
+    flip(active, 1000)
+    with caplog.at_level(logging.WARNING):
+        log = open_log(small)
+    end = log.log_end_offset
+    assert 0 < end < 20_000
+    assert f"offsets {end}..19999 are lost" in caplog.text
+    assert log.high_watermark == end
+    with pytest.raises(Exception, match="deleted"):
+        stale.append(b"into the old ring")
+    stale.close()
+    fill(log, 1, start=2000)
+    assert values(log)[-10:] == [b"%06d" % (20_000 + j) for j in range(10)]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_hole_in_the_middle_of_the_log_is_named_never_skipped(
+    open_log, tmp_path, ring_name, caplog, damage
+):
+    """If a middle segment is truncated or deleted while the broker is stopped,
+    then the restart logs an ERROR naming the missing offsets and the file, and a
+    reader that reaches them gets CorruptError naming them: no silent jump."""
+    log = open_log()
+    fill(log, 300)
+    segments = log.segments()
+    assert len(segments) >= 4
+    middle = segments[2]
+    log.close()
+    shm.unlink(ring_name)
+    if damage == "truncated":
+        os.truncate(middle.path, 0)
+        first_missing = middle.base_offset
+    else:
+        for suffix in (".log", ".index", ".timeindex"):
+            os.unlink(middle.path.with_suffix(suffix))
+        first_missing = middle.base_offset
+    with caplog.at_level(logging.ERROR):
+        log = open_log()
+    next_base = log.segments()[3 if damage == "truncated" else 2].base_offset
+    missing = f"offsets {first_missing}..{next_base - 1} are missing"
+    assert missing in caplog.text
+    reader = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        for owner in (log, reader):
+            log_reader, seen = owner.reader(0), []
+            while len(seen) < first_missing:
+                seen += log_reader.poll(0)
+            assert [r.offset for r in seen] == list(range(first_missing))
+            with pytest.raises(CorruptError, match=missing):
+                log_reader.poll(0)
+    finally:
+        reader.close()
+
+
+def test_a_garbage_recovery_point_is_ignored_with_a_warning(open_log, tmp_path, caplog):
+    """If the recovery-point checkpoint holds garbage, then a WARNING says so and
+    the log is validated from its start (a damaged early segment is found)."""
+    log = open_log()
+    fill(log, 300)
+    first = log.segments()[0].path
+    log.close()
+    (tmp_path / "t-0" / RECOVERY_POINT_FILE).write_bytes(b"\x00garbage")
+    flip(first, os.path.getsize(first) - 5)
+    with caplog.at_level(logging.WARNING):
+        log = open_log()
+    assert f"{RECOVERY_POINT_FILE} holds no offset" in caplog.text
+    assert "deleting segment" in caplog.text  # the first was cut: nothing may follow
+    assert values(log) == [b"%06d" % i for i in range(log.log_end_offset)]
