@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system test-sanitize lint typecheck check bench bench-smoke clean
+.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 test-system: $(STAMP)
 	$(BIN)/pytest -q -m system tests
+
+# The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s).
+SOAK_SECONDS ?= 30
+soak: $(STAMP)
+	SHMB_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -m system tests/system/test_lapped_consumers.py
 
 # The whole suite against an ASan + UBSan build of the C core, then back to -O2.
 SANITIZERS := $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from shmbroker import Admin
+from shmbroker import Admin, Ring, RingStat, shm
 from tests.conftest import wait_until
 from tests.system.lapped_worker import BATCH, PROGRESS, SIZE
 
@@ -93,14 +93,20 @@ class Consumer(Worker):
             self._map = mmap.mmap(f.fileno(), PROGRESS.size, access=mmap.ACCESS_READ)
         self.seen = (0, 0)
         self.moved_at = time.monotonic()
+        self.lapped = 0  # times seen to need an offset the ring no longer holds
+        self._in_ring = True
 
     def progress(self) -> tuple[int, int]:
         return PROGRESS.unpack(self._map)
 
-
-def high_watermark(admin: Admin) -> int:
-    (described,) = admin.describe_topics([TOPIC])
-    return described.partitions[0].high_watermark
+    def note_lapped(self, stat: RingStat) -> None:
+        """Count the times it fell more than a ring behind (sampled): its next batch
+        was overwritten, so it reads the segment files."""
+        batch_bytes = stat.bytes_appended / max(stat.batches_appended, 1)
+        behind = (stat.next_offset - self.progress()[1]) / BATCH * batch_bytes
+        in_ring = behind <= stat.capacity_bytes
+        self.lapped += self._in_ring and not in_ring
+        self._in_ring = in_ring
 
 
 def fail_if_exited_badly(workers: list[Worker]) -> None:
@@ -127,14 +133,14 @@ def consumer_failure(c: Consumer, high: int, now: float) -> str | None:
     if offset < high and now - c.moved_at > STALL_S:
         return (
             f"made no progress for {STALL_S:.0f}s: it waits for offset {offset} of "
-            f"{TOPIC}-0 ({records} records read), and the log holds offsets up to "
-            f"{high - 1}. Its stacks:\n{c.stacks_and_kill()}"
+            f"{TOPIC}-0 ({records} records read, lapped {c.lapped} times), and the "
+            f"log holds offsets up to {high - 1}. Its stacks:\n{c.stacks_and_kill()}"
         )
     return None
 
 
 def watch(
-    admin: Admin, producers: list[Worker], consumers: list[Consumer], expect: Path
+    ring: Ring, producers: list[Worker], consumers: list[Consumer], expect: Path
 ) -> tuple[dict[int, int], dict[str, str]]:
     """Until every worker is done, with a deadline on each phase: the producers end
     after PRODUCE_S, then the test writes what they sent to `expect`, and the
@@ -157,8 +163,10 @@ def watch(
                 f"(they send for {PRODUCE_S:.0f}s): "
                 + "; ".join(f"{p.name}: {p.stacks_and_kill()}" for p in producers)
             )
-        high = high_watermark(admin)
+        stat = ring.stat()
+        high = stat.next_offset
         for c in consumers:
+            c.note_lapped(stat)
             if c.name not in failures:
                 failure = consumer_failure(c, high, now)
                 if failure is not None:
@@ -189,36 +197,39 @@ def test_lapped_consumers_read_every_record_once_in_order(broker, tmp_path):
     expect = tmp_path / "expect.json"
     workers: list[Worker] = []
     with Admin(broker.data_dir) as admin:
-        admin.create_topic(TOPIC, 1, CONFIG)
-        try:
-            args = ("produce", broker.data_dir, TOPIC)
-            producers = [
-                Worker(tmp_path, f"producer-{i}", *args, i, PRODUCE_S) for i in range(2)
-            ]
-            workers += producers
+        meta = admin.create_topic(TOPIC, 1, CONFIG)
+    ring = Ring.open(shm.ring_name(broker.shm_base, meta.topic_id, 0))
+    try:
+        args = ("produce", broker.data_dir, TOPIC)
+        producers = [
+            Worker(tmp_path, f"producer-{i}", *args, i, PRODUCE_S) for i in range(2)
+        ]
+        workers += producers
 
-            def two_rings_written() -> bool:
-                fail_if_exited_badly(producers)
-                return high_watermark(admin) * SIZE > 2 * RING_BYTES
+        def two_rings_written() -> bool:
+            fail_if_exited_badly(producers)
+            return ring.stat().next_offset * SIZE > 2 * RING_BYTES
 
-            wait_until(two_rings_written, 30, "the producers to write two rings")
-            consumers = [
-                Consumer(tmp_path, broker.data_dir, mode, expect) for mode in MODES
-            ]
-            workers += consumers
-            sent, failures = watch(admin, producers, consumers, expect)
-            high = high_watermark(admin)
-        finally:
-            for w in workers:
-                if w.proc.poll() is None:
-                    w.proc.kill()
-                w.proc.wait(10)
+        wait_until(two_rings_written, 30, "the producers to write two rings")
+        consumers = [
+            Consumer(tmp_path, broker.data_dir, mode, expect) for mode in MODES
+        ]
+        workers += consumers
+        sent, failures = watch(ring, producers, consumers, expect)
+        high = ring.stat().next_offset
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+            w.proc.wait(10)
+        ring.close()
     if failures:
         pytest.fail("\n\n".join(f"{name}: {why}" for name, why in failures.items()))
     total = sum(sent.values())
     assert all(n > 0 and n % BATCH == 0 for n in sent.values()), sent
     assert high == total
     for c in consumers:
+        assert c.lapped >= 1, f"{c.name} was never lapped: the test tested nothing"
         got = c.result()
         assert got["next_seq"] == {str(i): n for i, n in sent.items()}, c.name
         assert (got["records"], got["next_offset"]) == (total, total), c.name
