@@ -78,7 +78,7 @@ class Worker:
         return self.stderr()
 
 
-class Consumer(Worker):
+class ConsumerWorker(Worker):
     """A consumer worker and the progress (records read, next offset) it maps."""
 
     def __init__(self, tmp_path: Path, data_dir: Path, mode: str, expect: Path):
@@ -116,7 +116,7 @@ def fail_if_exited_badly(workers: list[Worker]) -> None:
             pytest.fail(f"{w.name} exited with {code}: {w.stderr()}")
 
 
-def consumer_failure(c: Consumer, high: int, now: float) -> str | None:
+def consumer_failure(c: ConsumerWorker, high: int, now: float) -> str | None:
     """Why this consumer failed, if it did: it exited with an error or stopped at
     a problem it found, or it made no progress for STALL_S while the log held
     records it had not read (then it is killed, after dumping its stacks)."""
@@ -140,7 +140,7 @@ def consumer_failure(c: Consumer, high: int, now: float) -> str | None:
 
 
 def watch(
-    ring: Ring, producers: list[Worker], consumers: list[Consumer], expect: Path
+    ring: Ring, producers: list[Worker], consumers: list[ConsumerWorker], expect: Path
 ) -> tuple[dict[int, int], dict[str, str]]:
     """Until every worker is done, with a deadline on each phase: the producers end
     after PRODUCE_S, then the test writes what they sent to `expect`, and the
@@ -212,7 +212,7 @@ def test_lapped_consumers_read_every_record_once_in_order(broker, tmp_path):
 
         wait_until(two_rings_written, 30, "the producers to write two rings")
         consumers = [
-            Consumer(tmp_path, broker.data_dir, mode, expect) for mode in MODES
+            ConsumerWorker(tmp_path, broker.data_dir, mode, expect) for mode in MODES
         ]
         workers += consumers
         sent, failures = watch(ring, producers, consumers, expect)
