@@ -4,10 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system test-sanitize lint typecheck check bench bench-smoke clean
+.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +19,11 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h) csrc/build_ffi.p
 	touch $@
 
 dev build: $(STAMP)
+
+# the benchmarks' baselines (pyzmq) on top of the dev install
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
 
 run: $(STAMP)
 	@echo "shmbroker: serving ./shmbroker-data until Ctrl-C. In another terminal:"
@@ -32,6 +38,11 @@ test: $(STAMP)
 
 test-system: $(STAMP)
 	$(BIN)/pytest -q -m system tests
+
+# The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s).
+SOAK_SECONDS ?= 30
+soak: $(STAMP)
+	SHMB_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -m system tests/system/test_lapped_consumers.py
 
 # The whole suite against an ASan + UBSan build of the C core, then back to -O2.
 SANITIZERS := $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
@@ -54,14 +65,14 @@ check: lint test
 benchmarks/bench_ring_c: benchmarks/bench_ring_c.c $(CSRC) $(wildcard csrc/*.h)
 	$(CC) $(CFLAGS_BENCH) -o $@ $< $(CSRC) -lpthread
 
-bench: $(STAMP) benchmarks/bench_ring_c
+bench: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py
 	benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_broker.py
 	$(BIN)/python benchmarks/bench_groups.py
 
-bench-smoke: $(STAMP) benchmarks/bench_ring_c
+bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py --smoke
 	benchmarks/bench_ring_c --smoke
 	$(BIN)/python benchmarks/bench_log.py --smoke

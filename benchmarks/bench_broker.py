@@ -18,8 +18,8 @@ Measured, with `--size` byte values (default 100):
      records counted from the batch headers): what the transport carries when no
      Python object is made per record.
   3. baseline: `multiprocessing.Queue` put/get of one value, and of lists of 1000
-     distinct values, between two processes: the same record count and size, the
-     same worker code as bench_ring.py.
+     distinct values, between two processes: the same record count and size,
+     bench_ring.py's producer.
   4. topic creation: `Admin.create_topic` of a 1-partition topic, `--creations`
      times in a row (wall time of the call: the request, the supervisor creating
      the ring, the directory, the first segment and the registry, the reply);
@@ -27,7 +27,35 @@ Measured, with `--size` byte values (default 100):
   5. `seq 1 N | shmbroker produce --topic T --data-dir D`: lines/s over the whole
      pipeline, both processes' start-up included (the start-up alone, a 1-line run,
      is shown too), when the CLI has a `produce` command.
-Rows 1-3 are the median of `--repeat` runs, run round-robin, with the range.
+  6. large values, `--large-size` bytes (default 4 KiB and 64 KiB), `--large-mib` MiB
+     of values a run (default 1024), through the broker as in 1 and 2:
+     - `Producer.send` -> `poll_batch`;
+     - `Producer.send_batch` -> `poll_batch`, BATCH values a call but at most 1 MiB
+       of them (256 at 4 KiB, 16 at 64 KiB), as a Kafka producer's batch.size
+       caps a batch (and the topic's max.message.bytes allows);
+     - lapped: the same, but the consumer starts only when the producer has
+       appended more than the ring holds, so it reads from offset 0 in the segment
+       files (which the spill may still be writing), then catches up to the ring;
+     and in the same run, at the same size and batch, the bounds and baselines:
+     - the bare ring (bench_ring's producer: `RecordAccumulator.send` and
+       `append_batch`, a 16 MiB ring whose consumer advances the spill: no disk);
+     - the disk: `dd if=/dev/zero bs=1M count=--dd-mib conv=fdatasync` into the
+       data directory's file system, before and after the rows (the best counts);
+     - pyzmq PUSH/PULL over ipc://, one batch a message (two frames: the values'
+       lengths, then the values packed), high-water marks holding a ring's worth;
+     - `multiprocessing.Queue` put/get of lists of the same batch.
+     Target: each broker row >= 0.8x the lower of the bare ring's rate (same API)
+     and dd's.
+Every consumer checks every record it counts: offsets (for pyzmq and the Queue, the
+arrival order) dense from 0, and each value the one sent there (its length, and its
+index in the producer's list, which the value's first 4 bytes hold); the raw
+`read_batches` consumer decodes in C with CRCs checked and checks offsets and value
+lengths. Runs have deadlines: a consumer whose read has not returned for 30 s
+(smoke: 10 s) is ended by a watchdog thread, which writes where it was (issue 9: a
+read that loops forever), and a run past 300 s (smoke: 60 s) is stopped. Such a
+run, and any that fails a check, is reported FAILED with the reason; the other runs
+go on, and the exit status is 1.
+Rows are the median of `--repeat` runs, run round-robin, with the range.
 Producer and consumer are pinned to one core each when there are two (as in
 bench_ring.py); the supervisor is not pinned, so its spill thread competes with them
 for the two cores, as it would in use. Each ring row also records: the producer's
@@ -40,10 +68,11 @@ marked '*'.
 
 Left out: keys, headers, acks=all (no fsync is awaited; the supervisor fsyncs every
 flush.ms), more than one partition, producer or consumer, and process start-up
-(except in 5). Throughput counts value bytes only (MB = 1e6 B). Raw results go to
-benchmarks/results/ (git-ignored); `--json` prints them instead of the tables.
+(except in 5); pyzmq's TCP transport. Throughput counts value bytes only (MB = 1e6
+B). Raw results go to benchmarks/results/ (git-ignored); `--json` prints them instead
+of the tables.
 
-    .venv/bin/python benchmarks/bench_broker.py            # full run, ~1 min on 2 cores
+    .venv/bin/python benchmarks/bench_broker.py            # full run, ~4 min on 2 cores
     .venv/bin/python benchmarks/bench_broker.py --smoke    # a few seconds (CI)
 """
 
@@ -51,28 +80,36 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import operator
 import os
+import queue
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import traceback
+from array import array
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from bench_ring import (
     CLOCK,
+    BenchRing,
     _values,
     header,
-    queue_consume,
     queue_produce,
     run_pair,
 )
 from machine import fmt_size, publish
 
 from shmbroker import _native
+from shmbroker.accumulator import RecordAccumulator
 from shmbroker.client.admin import Admin
 from shmbroker.client.consumer import Consumer
 from shmbroker.client.producer import Producer
@@ -83,18 +120,137 @@ from shmbroker.ring import Ring
 
 ROOT = Path(__file__).resolve().parent.parent
 SHM_PREFIX = "shmb.bench."
-BATCH = 1000  # records per send_batch call, and per Queue list
+KiB, MiB = 1024, 1 << 20
+BATCH = 1000  # records per send_batch call, and per Queue list...
+BATCH_BYTES = MiB  # ...but at most this many value bytes, as Kafka's batch.size
 DEFAULT_RECORDS = 1_000_000
 SMOKE_RECORDS = 20_000
+LARGE_SIZES = (4 * KiB, 64 * KiB)
+LARGE_MIB, SMOKE_LARGE_MIB = 1024, 40  # value MiB a large run; smoke > 2 rings
+DD_MIB, SMOKE_DD_MIB = 1024, 64
 STALL_S = 20.0  # a consumer that sees nothing this long reports the run as hung
+WATCHDOG_S = STALL_S + 10  # a read that has not returned this long: ended (issue 9)
+SMOKE_WATCHDOG_S = 10.0
 SPILL_WAIT_S = 60.0  # longest wait for the segments to hold the last record
 OTHER_CPU_WARN = 0.10  # share of the cores other processes used during a run
+RING_BYTES = TopicConfig().ring_bytes  # every topic here has the default ring
 
 # Targets, checked below and printed PASS/MISS (records of 100 B).
 TARGET_PER_RECORD_RPS = 2e6  # Producer.send -> Consumer.poll_batch
 TARGET_BATCH_RPS = 10e6  # Producer.send_batch x1000 -> Consumer.poll_batch
 TARGET_CREATE_S = 0.050  # Admin.create_topic, 1 partition: median and max
 TARGET_CLI_LPS = 1e6  # seq 1 N | shmbroker produce
+TARGET_VS_BOUND = 0.8  # large values: end to end vs min(bare ring, dd)
+
+
+def batch_for(size: int) -> int:
+    """Records per send_batch, Queue list and pyzmq message at this value size."""
+    return max(1, min(BATCH, BATCH_BYTES // size))
+
+
+# ---- what every consumer checks -----------------------------------------------------
+
+
+class Check:
+    """Every record a consumer counts: offsets (or the arrival order) dense from 0,
+    and each value the one the producer sent there: `size` bytes whose first 4 hold
+    its index in the producer's list of `batch` values (bench_ring's `_values`),
+    the producer sending that list over and over."""
+
+    def __init__(self, size: int, batch: int) -> None:
+        self.size, self.batch, self.next = size, batch, 0
+        heads = [i.to_bytes(4, "little") for i in range(batch)]
+        self._heads = heads * (8192 // batch + 2)
+        self._span = len(self._heads) - batch  # values checked against one slice
+
+    def __call__(self, values: list[Any], offsets: list[int] | None = None) -> None:
+        start, n = self.next, len(values)
+        if offsets is not None:
+            self.offsets(offsets)
+        for at in range(0, n, self._span):
+            chunk = values[at : at + self._span]
+            k = (start + at) % self.batch
+            want = self._heads[k : k + len(chunk)]
+            if [v[:4] for v in chunk] != want or set(map(len, chunk)) != {self.size}:
+                i = next(
+                    i
+                    for i, v in enumerate(chunk)
+                    if v[:4] != want[i] or len(v) != self.size
+                )
+                v = chunk[i]
+                raise RuntimeError(
+                    f"record {start + at + i}: a value of {len(v)} bytes starting "
+                    f"{bytes(v[:4])!r}; sent: {self.size} bytes starting {want[i]!r}"
+                )
+        self.next = start + n
+
+    def offsets(self, offsets: list[int]) -> None:
+        """Offsets dense from self.next (and self.next moved past them, when only
+        offsets are checked)."""
+        start = self.next
+        if offsets != list(range(start, start + len(offsets))):
+            i = next(i for i, o in enumerate(offsets) if o != start + i)
+            raise RuntimeError(
+                f"offset {offsets[i]} where {start + i} was due: a record "
+                f"{'repeated' if offsets[i] < start + i else 'missing'}"
+            )
+
+    def batches(self, decoded: _native.Decoded, data: bytes) -> int:
+        """Decode raw batches in C, CRCs checked; check offsets and value lengths
+        (the CRC covers the rest). Every byte must belong to a whole batch."""
+        at = count = 0
+        while at < len(data):
+            decoded.decode(data, at, len(data), verify_crc=True)
+            if decoded.bytes_consumed == 0:
+                raise RuntimeError(
+                    f"read_batches returned a torn batch: {len(data)} bytes, of which "
+                    f"the last {len(data) - at} (from byte {at}, offset {self.next}) "
+                    f"are not a whole batch: {data[at : at + 24]!r}"
+                )
+            offsets = decoded.record_column(0)
+            self.offsets(offsets)
+            sizes = set(
+                map(operator.sub, decoded.record_column(5), decoded.record_column(4))
+            )
+            if sizes != {self.size}:
+                raise RuntimeError(
+                    f"offsets {offsets[0]}..{offsets[-1]}: values of {sorted(sizes)} "
+                    f"bytes; sent: {self.size}"
+                )
+            self.next += len(offsets)
+            count += len(offsets)
+            at += decoded.bytes_consumed
+        return count
+
+
+class Watchdog:
+    """Ends this process, the main thread's stack written to `path`, when `moves`
+    has not changed for `seconds` while armed: a read that never returns (issue 9:
+    a decode that makes no progress, looping) becomes a failed run, not a hung
+    benchmark. A thread can do it: that loop runs Python code, which gives up the
+    GIL."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        self.moves = 0
+        self.armed = False
+        self._path, self._seconds = path, seconds
+        self._main = threading.get_ident()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        seen, since = -1, time.monotonic()
+        while True:
+            time.sleep(0.25)  # a watchdog's tick, not a synchronisation
+            now = time.monotonic()
+            if not self.armed or self.moves != seen:
+                seen, since = self.moves, now
+            elif now - since > self._seconds:
+                stack = traceback.format_stack(sys._current_frames()[self._main])
+                Path(self._path).write_text(
+                    f"a read did not return for {now - since:.0f}s; where it was:\n"
+                    + "".join(stack)
+                )
+                os._exit(70)
 
 
 # ---- producer and consumer processes ------------------------------------------------
@@ -106,13 +262,13 @@ def broker_produce(
     producer = Producer(data_dir)
     producer.partitions_for(topic)  # attach to the ring before the clock starts
     values = _values(size, batch)
-    value = values[0]
     barrier.wait()
     t0 = CLOCK()
     if api == "send":
         send = producer.send
-        for _ in range(n):
-            send(topic, value)
+        for _ in range(n // batch):
+            for value in values:  # distinct values: the consumer checks each one
+                send(topic, value)
         producer.flush()
     else:
         send_batch = producer.send_batch
@@ -127,29 +283,62 @@ def broker_produce(
     return {"start_ns": t0, "sent_ns": t1, "full_waits": full_waits}
 
 
+def _wait_lapped(consumer: Consumer, topic: str) -> int:
+    """Until the producer has appended more bytes than the ring holds (offset 0 is
+    no longer in it); the high watermark then."""
+    conn = consumer.connection
+    ring = Ring.open(conn.ring_name(conn.topic(topic), 0))
+    try:
+        deadline = time.monotonic() + STALL_S
+        while (stat := ring.stat()).bytes_appended <= stat.capacity_bytes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the producer appended {stat.bytes_appended} bytes in {STALL_S}s; "
+                    f"the lapped consumer waits for more than the ring's "
+                    f"{stat.capacity_bytes}"
+                )
+            time.sleep(0.001)
+        return stat.next_offset
+    finally:
+        ring.close()
+
+
 def broker_consume(
-    barrier: Any, data_dir: str, topic: str, size: int, n: int
+    barrier: Any,
+    data_dir: str,
+    topic: str,
+    size: int,
+    n: int,
+    batch: int,
+    lapped: bool,
+    stall: tuple[str, float],
 ) -> dict[str, Any]:
     consumer = Consumer(data_dir, auto_offset_reset="earliest")
     consumer.assign([(topic, 0)])
     poll_batch = consumer.poll_batch
+    check, dog = Check(size, batch), Watchdog(*stall)
     count = polls = segment_polls = 0
-    last = None
     barrier.wait()
+    start_offset = _wait_lapped(consumer, topic) if lapped else 0
+    t0 = CLOCK()
+    dog.armed = True
     while count < n:
         records = poll_batch(None, STALL_S)
+        dog.moves += 1
         if not records:
             raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
+        check([r.value for r in records], [r.offset for r in records])
         count += len(records)
         polls += 1
         segment_polls += _on_segments(consumer)
-        last = records[-1]
     t1 = CLOCK()
-    if last is None or last.offset != n - 1 or len(last.value or b"") != size:
-        raise RuntimeError(f"got {count} records, last {last!r:.200}; want {n}")
+    if count != n:
+        raise RuntimeError(f"got {count} records; want {n}")
     consumer.close()
     return {
+        "consumer_start_ns": t0,
         "end_ns": t1,
+        "start_offset": start_offset,
         "count": count,
         "polls": polls,
         "segment_polls": segment_polls,
@@ -157,32 +346,42 @@ def broker_consume(
 
 
 def broker_consume_raw(
-    barrier: Any, data_dir: str, topic: str, size: int, n: int
+    barrier: Any,
+    data_dir: str,
+    topic: str,
+    size: int,
+    n: int,
+    batch: int,
+    lapped: bool,
+    stall: tuple[str, float],
 ) -> dict[str, Any]:
-    """Consumer.read_batches: raw batches, no Record built; records counted from
-    the batch headers (shmb_batches_scan)."""
+    """Consumer.read_batches: raw batches, no Record built; decoded in C to check
+    them (CRCs, offsets, value lengths)."""
     consumer = Consumer(data_dir, auto_offset_reset="earliest")
     consumer.assign([(topic, 0)])
-    read_batches, scan = consumer.read_batches, _native.Scan().scan
-    fields = _native.SCAN_FIELDS  # position, bytes, base, last offset, ts, count
+    read_batches, decoded = consumer.read_batches, _native.Decoded()
+    check, dog = Check(size, batch), Watchdog(*stall)
     count = polls = segment_polls = 0
-    last = -1
     barrier.wait()
-    while last < n - 1:
+    start_offset = _wait_lapped(consumer, topic) if lapped else 0
+    t0 = CLOCK()
+    dog.armed = True
+    while count < n:
         got = read_batches(STALL_S)
+        dog.moves += 1
         if got is None:
             raise RuntimeError(f"no batches for {STALL_S}s after {count} of {n}")
-        rows = scan(got[1], 0, len(got[1]))
-        count += sum(rows[5::fields])
-        last = rows[-fields + 3]
+        count += check.batches(decoded, got[1])
         polls += 1
         segment_polls += _on_segments(consumer)
     t1 = CLOCK()
-    if count != n or last != n - 1:
-        raise RuntimeError(f"got {count} records, last offset {last}; want {n}")
+    if count != n:
+        raise RuntimeError(f"got {count} records; want {n}")
     consumer.close()
     return {
+        "consumer_start_ns": t0,
         "end_ns": t1,
+        "start_offset": start_offset,
         "count": count,
         "polls": polls,
         "segment_polls": segment_polls,
@@ -200,14 +399,175 @@ def _on_segments(consumer: Consumer) -> bool:
         return False
 
 
+def ring_produce(
+    barrier: Any, name: str, api: str, size: int, n: int, batch: int
+) -> dict[str, Any]:
+    """bench_ring's producer (`RecordAccumulator.send` per record, or `append_batch`),
+    sending the `batch` distinct values in turn, as broker_produce does."""
+    ring = Ring.open(name)
+    values = _values(size, batch)
+    barrier.wait()
+    t0 = CLOCK()
+    if api == "send":
+        acc = RecordAccumulator(ring)
+        send = acc.send
+        for _ in range(n // batch):
+            for value in values:
+                send(value)
+        acc.flush()
+    else:
+        append_batch = ring.append_batch
+        for _ in range(n // batch):
+            append_batch(values)
+    t1 = CLOCK()
+    full_waits = ring.stat().full_waits
+    ring.close()
+    return {"start_ns": t0, "sent_ns": t1, "full_waits": full_waits}
+
+
+def ring_consume(
+    barrier: Any, name: str, size: int, n: int, batch: int, stall: tuple[str, float]
+) -> dict[str, Any]:
+    """The bare ring's consumer (bench_ring's, checking every record): it advances
+    the spill position itself, standing in for the durable log."""
+    ring = Ring.open(name)
+    reader = ring.reader()
+    poll, spill_advance = reader.poll, ring.spill_advance
+    check, dog = Check(size, batch), Watchdog(*stall)
+    count = polls = 0
+    barrier.wait()
+    dog.armed = True
+    while count < n:
+        records = poll(STALL_S)
+        dog.moves += 1
+        if not records:
+            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
+        check([r.value for r in records], [r.offset for r in records])
+        count += len(records)
+        polls += 1
+        spill_advance(reader.position)
+    t1 = CLOCK()
+    ring.close()
+    return {"end_ns": t1, "count": count, "polls": polls}
+
+
+def queue_consume(
+    barrier: Any, q: Any, size: int, n: int, batch: int
+) -> dict[str, Any]:
+    """bench_ring's Queue consumer, checking every record."""
+    get, check = q.get, Check(size, batch)
+    count = 0
+    barrier.wait()
+    while count < n:
+        try:
+            got = get(timeout=STALL_S)
+        except queue.Empty:
+            raise RuntimeError(
+                f"no message for {STALL_S}s after {count} of {n}"
+            ) from None
+        values = got if batch > 1 else [got]
+        check(values)
+        count += len(values)
+    return {"end_ns": CLOCK(), "count": count}
+
+
+def zmq_produce(
+    barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
+) -> dict[str, Any]:
+    """PUSH: a batch a message, two frames: the values' lengths, the values packed
+    (one join: the copy the ring's append makes too; zero-copy send)."""
+    import zmq
+
+    context = zmq.Context()
+    sock = context.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.LINGER, int(STALL_S * 1000))
+    sock.connect(address)
+    values = _values(size, batch)
+    send = sock.send_multipart
+    barrier.wait()
+    t0 = CLOCK()
+    for _ in range(n // batch):
+        send([array("I", map(len, values)).tobytes(), b"".join(values)], copy=False)
+    t1 = CLOCK()
+    sock.close()  # waits (up to LINGER) until the consumer has taken everything
+    context.term()
+    return {"start_ns": t0, "sent_ns": t1}
+
+
+def zmq_consume(
+    barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
+) -> dict[str, Any]:
+    """PULL: each message unpacked into its values (a bytes object each, as
+    poll_batch makes), every one checked."""
+    import zmq
+
+    context = zmq.Context()
+    sock = context.socket(zmq.PULL)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.RCVTIMEO, int(STALL_S * 1000))
+    sock.bind(address)
+    check = Check(size, batch)
+    count = 0
+    barrier.wait()
+    while count < n:
+        try:
+            head, body = sock.recv_multipart()
+        except zmq.Again:
+            raise RuntimeError(
+                f"no message for {STALL_S}s after {count} of {n}"
+            ) from None
+        lengths = array("I")
+        lengths.frombytes(head)
+        ends = list(accumulate(lengths))
+        values = [body[a:b] for a, b in zip([0, *ends], ends, strict=False)]
+        check(values)
+        count += len(values)
+    t1 = CLOCK()
+    sock.close()
+    context.term()
+    return {"end_ns": t1, "count": count}
+
+
+def dd_rate(directory: str, mib: int, timeout: float) -> dict[str, Any]:
+    """The disk's sequential write rate with fdatasync, in `directory`'s file
+    system: `dd if=/dev/zero bs=1M count=mib conv=fdatasync`, its own report parsed
+    ("N bytes (...) copied, S s, R MB/s")."""
+    path = Path(directory) / "bench-dd.tmp"
+    cmd = ["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}"]
+    try:
+        done = subprocess.run(
+            [*cmd, "conv=fdatasync"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    m = re.search(r"^(\d+) bytes .*copied, ([\d.e+-]+) s", done.stderr, re.M)
+    if done.returncode != 0 or m is None:
+        raise RuntimeError(f"dd failed ({done.returncode}): {done.stderr.strip()}")
+    nbytes, seconds = int(m[1]), float(m[2])
+    return {
+        "bytes": nbytes,
+        "seconds": seconds,
+        "bytes_per_s": nbytes / seconds,
+        "report": done.stderr.strip().splitlines()[-1],
+    }
+
+
 # ---- runs ---------------------------------------------------------------------------
 
 
 class Bench:
     """The broker, an Admin on it, and a counter for fresh topic names."""
 
-    def __init__(self, broker: EmbeddedBroker, ctx: Any, timeout: float) -> None:
+    def __init__(
+        self, broker: EmbeddedBroker, ctx: Any, timeout: float, watchdog_s: float
+    ) -> None:
         self.broker = broker
+        self.watchdog_s = watchdog_s
         self.data_dir = str(broker.data_dir)
         self.admin = Admin(self.data_dir, client_id="bench")
         self.supervisor = psutil.Process(broker.pid)
@@ -239,18 +599,48 @@ class Bench:
                 }
             time.sleep(0.002)
 
+    def pair(
+        self,
+        producer: Any,
+        pargs: tuple[Any, ...],
+        consumer: Any,
+        cargs: tuple[Any, ...],
+        stall: Path | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """run_pair, with what a consumer's watchdog wrote when it ended it."""
+        try:
+            return run_pair(self.ctx, producer, pargs, consumer, cargs, self.timeout)
+        except RuntimeError as exc:
+            if stall is not None and stall.exists():
+                raise RuntimeError(f"{exc}\n{stall.read_text()}") from None
+            raise
+
+    def _stall(self, path: Path) -> tuple[str, float]:
+        """A consumer's Watchdog arguments."""
+        return str(path), self.watchdog_s
+
     def ring_run(self, api: str, size: int, n: int) -> dict[str, Any]:
+        """Through a topic: api send | send_batch | send_batch_raw | lapped."""
+        batch = batch_for(size)
         topic = self.topic(api.replace("_", "-"))
+        stall = Path(self.data_dir) / f"{topic}.stall"
         self.admin.create_topic(topic, 1)
         try:
             cpu0 = self.supervisor_cpu_s()
-            p, c = run_pair(
-                self.ctx,
+            p, c = self.pair(
                 broker_produce,
-                (self.data_dir, topic, api, size, n, BATCH),
+                (self.data_dir, topic, api, size, n, batch),
                 broker_consume_raw if api == "send_batch_raw" else broker_consume,
-                (self.data_dir, topic, size, n),
-                self.timeout,
+                (
+                    self.data_dir,
+                    topic,
+                    size,
+                    n,
+                    batch,
+                    api == "lapped",
+                    self._stall(stall),
+                ),
+                stall,
             )
             cpu1 = self.supervisor_cpu_s()  # before waiting: what the run cost it
             spill = self.wait_spilled(topic, n)
@@ -267,12 +657,15 @@ class Bench:
             "kind": "broker",
             "api": api,
             "size": size,
-            "batch": 1 if api == "send" else BATCH,
+            "batch": 1 if api == "send" else batch,
             "records": n,
             "seconds": seconds,
             "records_per_s": n / seconds,
             "bytes_per_s": n * size / seconds,
             "producer_records_per_s": n / ((p["sent_ns"] - p["start_ns"]) / 1e9),
+            "consumer_records_per_s": n
+            / ((c["end_ns"] - c["consumer_start_ns"]) / 1e9),
+            "consumer_start_offset": c["start_offset"],
             "spill_lag_s": max(0.0, (spill["spilled_ns"] - c["end_ns"]) / 1e9),
             "segment_bytes": spill["disk_bytes"],
             "segments": spill["segments"],
@@ -288,21 +681,55 @@ class Bench:
             "consumer_minor_faults": c["minor_faults"],
         }
 
+    def bare_ring_run(self, api: str, size: int, n: int) -> dict[str, Any]:
+        """The bare ring, no broker and no disk: api send | append_batch."""
+        batch = batch_for(size)
+        with BenchRing(RING_BYTES) as name:
+            stall = Path(self.data_dir) / f"{name.strip('/')}.stall"
+            p, c = self.pair(
+                ring_produce,
+                (name, api, size, n, batch),
+                ring_consume,
+                (name, size, n, batch, self._stall(stall)),
+                stall,
+            )
+        return self._row("ring", api, size, n, 1 if api == "send" else batch, p, c)
+
     def queue_run(self, api: str, size: int, n: int) -> dict[str, Any]:
-        batch = BATCH if api == "put_list" else 1
+        batch = batch_for(size) if api == "put_list" else 1
         # as much buffering as a topic's ring has, as in bench_ring.py
-        q = self.ctx.Queue(maxsize=max(2, TopicConfig().ring_bytes // (size * batch)))
-        p, c = run_pair(
-            self.ctx,
-            queue_produce,
-            (q, size, n, batch),
-            queue_consume,
-            (q, size, n, batch),
-            self.timeout,
+        q = self.ctx.Queue(maxsize=max(2, RING_BYTES // (size * batch)))
+        p, c = self.pair(
+            queue_produce, (q, size, n, batch), queue_consume, (q, size, n, batch)
         )
+        return self._row("queue", api, size, n, batch, p, c)
+
+    def zmq_run(self, api: str, size: int, n: int) -> dict[str, Any]:
+        batch = batch_for(size)
+        address = f"ipc://{self.data_dir}/{self.topic('zmq')}.sock"
+        # a ring's worth of messages in flight, split between the two ends
+        hwm = max(1, RING_BYTES // (size * batch) // 2)
+        p, c = self.pair(
+            zmq_produce,
+            (address, size, n, batch, hwm),
+            zmq_consume,
+            (address, size, n, batch, hwm),
+        )
+        return self._row("zmq", api, size, n, batch, p, c)
+
+    @staticmethod
+    def _row(
+        kind: str,
+        api: str,
+        size: int,
+        n: int,
+        batch: int,
+        p: dict[str, Any],
+        c: dict[str, Any],
+    ) -> dict[str, Any]:
         seconds = (c["end_ns"] - p["start_ns"]) / 1e9
         return {
-            "kind": "queue",
+            "kind": kind,
             "api": api,
             "size": size,
             "batch": batch,
@@ -311,11 +738,22 @@ class Bench:
             "records_per_s": n / seconds,
             "bytes_per_s": n * size / seconds,
             "producer_records_per_s": n / ((p["sent_ns"] - p["start_ns"]) / 1e9),
+            "full_waits": p.get("full_waits"),
+            "polls": c.get("polls"),
             "other_cpu": round(c["other_cpu"], 3),
             "wall_s": round(c["wall_s"], 3),
             "producer_cpu_s": round(p["cpu_s"], 3),
             "consumer_cpu_s": round(c["cpu_s"], 3),
         }
+
+    def run(self, config: tuple[str, str, int, int]) -> dict[str, Any]:
+        kind, api, size, n = config
+        return {
+            "broker": self.ring_run,
+            "ring": self.bare_ring_run,
+            "queue": self.queue_run,
+            "zmq": self.zmq_run,
+        }[kind](api, size, n)
 
     def create_topics(self, count: int) -> dict[str, Any]:
         names = [self.topic("create") for _ in range(count)]
@@ -409,26 +847,68 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ---- report -------------------------------------------------------------------------
 
-LABELS = {
-    "send": "Producer.send -> poll_batch",
-    "send_batch": f"Producer.send_batch x{BATCH} -> poll_batch",
-    "send_batch_raw": "  same -> read_batches (raw, not judged)",
-    "put": "Queue put/get",
-    "put_list": f"Queue put/get list x{BATCH}",
-}
-# each ring row's Queue row, and which --only group a row belongs to
+
+def label(row: dict[str, Any]) -> str:
+    b = row["batch"]
+    return {
+        ("broker", "send"): "Producer.send -> poll_batch",
+        ("broker", "send_batch"): f"Producer.send_batch x{b} -> poll_batch",
+        ("broker", "send_batch_raw"): "  same -> read_batches (raw, not judged)",
+        ("broker", "lapped"): "  same, consumer lapped (starts 1 ring late)",
+        ("ring", "send"): "bare ring: RecordAccumulator.send",
+        ("ring", "append_batch"): f"bare ring: append_batch x{b}",
+        ("zmq", "push_pull"): f"pyzmq PUSH/PULL, x{b} a message",
+        ("queue", "put"): "Queue put/get",
+        ("queue", "put_list"): f"Queue put/get list x{b}",
+    }[row["kind"], row["api"]]
+
+
+# each small ring row's Queue row, and which --only group a config belongs to
 BASELINE = {"send": "put", "send_batch": "put_list", "send_batch_raw": "put_list"}
 GROUP = {"put": "send", "put_list": "send_batch", "send_batch_raw": "send_batch"}
+JUDGED_LARGE = ("send", "send_batch", "lapped")  # broker rows held to the bound
+
+
+def find(
+    rows: list[dict[str, Any]], kind: str, api: str, size: int
+) -> dict[str, Any] | None:
+    return next(
+        (r for r in rows if (r["kind"], r["api"], r["size"]) == (kind, api, size)),
+        None,
+    )
+
+
+def bound(
+    rows: list[dict[str, Any]], dd: list[dict[str, Any]], api: str, size: int
+) -> dict[str, Any] | None:
+    """What a large row is held to: the lower of the bare ring's rate with the same
+    API (per record or batches) and the disk's (the best dd run: noise only slows
+    dd down), in value bytes/s."""
+    ring = find(rows, "ring", "send" if api == "send" else "append_batch", size)
+    if ring is None or not dd:
+        return None
+    disk = max(d["bytes_per_s"] for d in dd)
+    lower = min(ring["bytes_per_s"], disk)
+    return {
+        "ring_bytes_per_s": ring["bytes_per_s"],
+        "dd_bytes_per_s": disk,
+        "bytes_per_s": lower,
+        "by": "ring" if ring["bytes_per_s"] <= disk else "dd",
+    }
 
 
 def targets(
     rows: list[dict[str, Any]],
+    large_sizes: list[int],
+    dd: list[dict[str, Any]],
     create: dict[str, Any] | None,
     cli: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     out = []
 
-    def check(what: str, got: float, want: float, unit: str, higher: bool) -> None:
+    def check(
+        what: str, got: float | None, want: float, unit: str, higher: bool
+    ) -> None:
         out.append(
             {
                 "target": what,
@@ -436,8 +916,9 @@ def targets(
                 "want": want,
                 "unit": unit,
                 "higher_is_better": higher,
-                "pass": got >= want if higher else got < want,
-                "ratio": got / want,
+                # no row: every run of it failed
+                "pass": got is not None and (got >= want if higher else got < want),
+                "ratio": None if got is None else got / want,
             }
         )
 
@@ -445,9 +926,26 @@ def targets(
         ("send", TARGET_PER_RECORD_RPS),
         ("send_batch", TARGET_BATCH_RPS),
     ):
-        row = next((r for r in rows if r["api"] == api and r["size"] == 100), None)
+        row = find(rows, "broker", api, 100)
         if row:
-            check(f"{LABELS[api]}, 100 B", row["records_per_s"], want, "rec/s", True)
+            check(f"{label(row)}, 100 B", row["records_per_s"], want, "rec/s", True)
+    for size in large_sizes:
+        for api in JUDGED_LARGE:
+            row = find(rows, "broker", api, size)
+            limit = bound(rows, dd, api, size)
+            what = {
+                "send": "Producer.send -> poll_batch",
+                "send_batch": f"send_batch x{batch_for(size)} -> poll_batch",
+                "lapped": "same, lapped consumer",
+            }[api]
+            check(
+                f"{what}, {fmt_size(size)}: x of min(ring, dd)",
+                None if row is None or limit is None
+                else row["bytes_per_s"] / limit["bytes_per_s"],
+                TARGET_VS_BOUND,
+                "x",
+                True,
+            )  # fmt: skip
     if create:
         check("create_topic, 1 partition: median", create["median_s"],
               TARGET_CREATE_S, "s", False)  # fmt: skip
@@ -466,11 +964,15 @@ def _range(row: dict[str, Any]) -> str:
 
 def _flag(row: dict[str, Any]) -> str:
     long_enough = row.get("wall_s", 0) >= 0.5  # /proc/stat ticks are 10 ms
-    return " *" if long_enough and row.get("other_cpu", 0) > OTHER_CPU_WARN else ""
+    failed = f" ({row['failed_runs']} run(s) FAILED)" if row.get("failed_runs") else ""
+    busy = long_enough and row.get("other_cpu", 0) > OTHER_CPU_WARN
+    return (" *" if busy else "") + failed
 
 
 def print_report(result: dict[str, Any]) -> None:
     head, rows = result["header"], result["throughput"]
+    small = [r for r in rows if r["size"] not in result["large_sizes"]]
+    large = [r for r in rows if r["size"] in result["large_sizes"]]
     print("bench_broker: Producer process -> topic (supervisor spilling) -> Consumer")
     for k, v in head.items():
         print(f"  {k:16} {v}")
@@ -484,39 +986,59 @@ def print_report(result: dict[str, Any]) -> None:
         "throughput, median of the runs (first send -> consumer holds the last record; "
         "value bytes, MB = 1e6 B; range = slowest..fastest run, records/s)"
     )
-    print(
-        f"  {'size':>5}  {'api':40} {'records':>9} {'s':>6} {'records/s':>12} "
-        f"{'MB/s':>6} {'vs Queue':>8}  {'range':>21}"
-    )
-    for r in rows:
-        ratio = ""
-        q = next(
-            (
-                x
-                for x in rows
-                if x["api"] == BASELINE.get(r["api"]) and x["size"] == r["size"]
-            ),
-            None,
+    if small:
+        print(
+            f"  {'size':>6}  {'api':44} {'records':>9} {'s':>6} {'records/s':>12} "
+            f"{'MB/s':>6} {'vs Queue':>8}  {'range':>21}"
         )
-        if q:
+    for r in small:
+        ratio = ""
+        q = find(rows, "queue", BASELINE.get(r["api"], ""), r["size"])
+        if q and r["kind"] == "broker":
             ratio = f"{r['records_per_s'] / q['records_per_s']:.2f}x"
         print(
-            f"  {fmt_size(r['size']):>5}  {LABELS[r['api']]:40} {r['records']:>9} "
+            f"  {fmt_size(r['size']):>6}  {label(r):44} {r['records']:>9} "
             f"{r['seconds']:>6.2f} {r['records_per_s']:>12,.0f} "
             f"{r['bytes_per_s'] / 1e6:>6,.0f} {ratio:>8}  {_range(r):>21}{_flag(r)}"
         )
+    dd = result["dd"]
+    if large:
+        print()
+        print(
+            "large values; 'vs bound' = MB/s over the lower of the bare ring's "
+            "(same API) and dd's"
+        )
+        for d in dd:
+            print(f"  dd bs=1M conv=fdatasync ({d['when']}): {d['report']}")
+        print(
+            f"  {'size':>6}  {'api':44} {'records':>9} {'s':>6} {'records/s':>12} "
+            f"{'MB/s':>6} {'vs bound':>8}  {'range':>21}"
+        )
+        for r in large:
+            limit = bound(rows, dd, r["api"], r["size"])
+            ratio = f"{r['bytes_per_s'] / limit['bytes_per_s']:.2f}x" if limit else ""
+            print(
+                f"  {fmt_size(r['size']):>6}  {label(r):44} {r['records']:>9} "
+                f"{r['seconds']:>6.2f} {r['records_per_s']:>12,.0f} "
+                f"{r['bytes_per_s'] / 1e6:>6,.0f} {ratio:>8}  {_range(r):>21}"
+                f"{_flag(r)}"
+            )
     print()
-    print("  per ring row (median run): producer alone, CPU-s, waits, the spill")
     print(
-        f"  {'api':40} {'producer rec/s':>14} {'prod':>5} {'cons':>5} {'sup':>5} "
-        f"{'full waits':>10} {'polls':>7} {'from segs':>9} {'spill lag ms':>12} "
-        f"{'segment MB':>10}"
+        "  per broker row (median run): producer and consumer alone, CPU-s, the spill"
+    )
+    print(
+        f"  {'size':>6}  {'api':44} {'producer rec/s':>14} {'consumer rec/s':>14} "
+        f"{'prod':>5} {'cons':>5} {'sup':>5} {'full waits':>10} {'polls':>7} "
+        f"{'from segs':>9} {'spill lag ms':>12} {'segment MB':>10}"
     )
     for r in rows:
         if r["kind"] != "broker":
             continue
         print(
-            f"  {LABELS[r['api']]:40} {r['producer_records_per_s']:>14,.0f} "
+            f"  {fmt_size(r['size']):>6}  {label(r):44} "
+            f"{r['producer_records_per_s']:>14,.0f} "
+            f"{r['consumer_records_per_s']:>14,.0f} "
             f"{r['producer_cpu_s']:>5.2f} {r['consumer_cpu_s']:>5.2f} "
             f"{r['supervisor_cpu_s']:>5.2f} {r['full_waits']:>10} {r['polls']:>7} "
             f"{r['segment_polls']:>9} "
@@ -532,17 +1054,17 @@ def print_report(result: dict[str, Any]) -> None:
             f"{create['delete_median_s'] * 1e3:.1f} ms)"
         )
     cli = result.get("cli_produce")
-    print()
     if cli:
+        print()
         print(
             f"seq 1 {cli['lines']} | shmbroker produce: {cli['seconds']:.2f} s, "
             f"{cli['lines_per_s']:,.0f} lines/s; start-up (1 line) "
             f"{cli['startup_s'] * 1e3:.0f} ms, {cli['lines_per_s_after_startup']:,.0f} "
             f"lines/s after it"
         )
-    else:
-        print("seq | shmbroker produce: skipped (the CLI has no `produce` command)")
-    if any(_flag(r) for r in rows):
+    elif result.get("cli_skipped"):
+        print("\nseq | shmbroker produce: skipped (the CLI has no `produce` command)")
+    if any(_flag(r).startswith(" *") for r in rows):
         print(
             f"\n  * other processes used > {OTHER_CPU_WARN:.0%} of the cores during "
             f"this row: rerun on a quiet machine"
@@ -550,16 +1072,34 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     print("targets")
     for t in result["targets"]:
-        if t["unit"] == "s":
+        want = t["want"]
+        if t["got"] is None:
+            got = "no run"
+        elif t["unit"] == "s":
             got, want = f"{t['got'] * 1e3:.1f} ms", f"{t['want'] * 1e3:.0f} ms"
+        elif t["unit"] == "x":
+            got, want = f"{t['got']:.2f}x", f"{t['want']:.1f}x"
         else:
             got = f"{t['got'] / 1e6:.2f}M {t['unit']}"
             want = f"{t['want'] / 1e6:.1f}M {t['unit']}"
+        if t["got"] is None:
+            verdict, ratio = "FAIL", "every run failed"
+        else:
+            verdict = "PASS" if t["pass"] else "MISS"
+            ratio = f"{t['ratio']:.2f} of target"
         cmp = ">=" if t["higher_is_better"] else "<"
-        print(
-            f"  {'PASS' if t['pass'] else 'MISS'}  {t['target']:48} {got:>16}  "
-            f"(want {cmp} {want}; {t['ratio']:.2f} of target)"
-        )
+        print(f"  {verdict}  {t['target']:52} {got:>16}  (want {cmp} {want}; {ratio})")
+    failures = result["failures"]
+    if failures:
+        print()
+        print(f"FAILED: {len(failures)} run(s) (the whole text is in the JSON)")
+        for f in failures:
+            lines = f["error"].strip().splitlines()
+            print(f"  {f['config']} (run {f['run']}):")
+            if len(lines) > 15:  # the first lines say what, the last where
+                lines = [*lines[:3], "...", *lines[-12:]]
+            for line in lines:
+                print(f"    {line}")
 
 
 # ---- main ---------------------------------------------------------------------------
@@ -573,10 +1113,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--records",
         type=int,
-        help=f"records per throughput run, ring and Queue rows alike "
+        help=f"records per throughput run at --size, ring and Queue rows alike "
         f"(default {DEFAULT_RECORDS:,}; smoke {SMOKE_RECORDS:,})",
     )
     ap.add_argument("--size", type=int, default=100, help="value bytes (default 100)")
+    ap.add_argument(
+        "--large-size",
+        type=int,
+        action="append",
+        help="large value bytes (repeatable; default 4096 and 65536)",
+    )
+    ap.add_argument(
+        "--large-mib",
+        type=int,
+        help=f"MiB of values per large run (default {LARGE_MIB}; smoke "
+        f"{SMOKE_LARGE_MIB}: a lapped consumer needs more than the 16 MiB ring)",
+    )
+    ap.add_argument(
+        "--dd-mib",
+        type=int,
+        help=f"MiB dd writes, twice (default {DD_MIB}; smoke {SMOKE_DD_MIB})",
+    )
     ap.add_argument(
         "--repeat", type=int, default=3, help="runs per throughput row; the median"
     )
@@ -588,8 +1145,10 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="lines for seq | shmbroker produce (default: --records)",
     )
-    ap.add_argument("--no-queue", action="store_true", help="skip the Queue baseline")
-    ap.add_argument("--only", choices=("send", "send_batch", "create", "cli"))
+    ap.add_argument(
+        "--no-queue", action="store_true", help="skip the Queue and pyzmq baselines"
+    )
+    ap.add_argument("--only", choices=("send", "send_batch", "large", "create", "cli"))
     ap.add_argument("--json", action="store_true", help="print raw results as JSON")
     ap.add_argument(
         "--smoke",
@@ -597,24 +1156,30 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny sizes, a few seconds: checks the benchmark still runs",
     )
     args = ap.parse_args(argv)
-    if args.size < 1:
-        ap.error("--size must be at least 1")
+    large_sizes = sorted(set(args.large_size or LARGE_SIZES))
+    if args.size < 4 or min(large_sizes) < 4:
+        ap.error("sizes must be at least 4 (a value's index)")
+    if args.size in large_sizes:
+        ap.error("--size must not be one of the large sizes")
 
     # SIGTERM unwinds like Ctrl-C: the finally blocks stop the broker and clean up
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = mp.get_context("fork")
     n = args.records or (SMOKE_RECORDS if args.smoke else DEFAULT_RECORDS)
     n = max(BATCH, n - n % BATCH)
+    large_mib = args.large_mib or (SMOKE_LARGE_MIB if args.smoke else LARGE_MIB)
+    dd_mib = args.dd_mib or (SMOKE_DD_MIB if args.smoke else DD_MIB)
     repeat = 1 if args.smoke else args.repeat
     creations = args.creations or (5 if args.smoke else 20)
-    timeout = 60.0 if args.smoke else 600.0
+    timeout = 60.0 if args.smoke else 300.0
     head = header()
 
     def wanted(what: str) -> bool:
         return args.only in (None, what)
 
-    configs = [
-        (kind, api)
+    baseline = ("queue", "zmq")
+    configs: list[tuple[str, str, int, int]] = [
+        (kind, api, args.size, n)
         for kind, api in (
             ("broker", "send"),
             ("broker", "send_batch"),
@@ -623,10 +1188,29 @@ def main(argv: list[str] | None = None) -> int:
             ("queue", "put_list"),
         )
         # --only send / send_batch also runs that row's Queue baseline
-        if wanted(GROUP.get(api, api)) and not (kind == "queue" and args.no_queue)
+        if wanted(GROUP.get(api, api)) and not (kind in baseline and args.no_queue)
     ]
+    for size in large_sizes if wanted("large") else ():
+        batch = batch_for(size)
+        records = max(2, large_mib * MiB // size // batch) * batch
+        configs += [
+            (kind, api, size, records)
+            for kind, api in (
+                ("broker", "send"),
+                ("broker", "send_batch"),
+                ("broker", "lapped"),
+                ("ring", "send"),
+                ("ring", "append_batch"),
+                ("zmq", "push_pull"),
+                ("queue", "put_list"),
+            )
+            if not (kind in baseline and args.no_queue)
+        ]
+    failures: list[dict[str, Any]] = []
+    dd: list[dict[str, Any]] = []
     with EmbeddedBroker(shm_prefix=SHM_PREFIX) as broker:
-        bench = Bench(broker, ctx, timeout)
+        watchdog_s = SMOKE_WATCHDOG_S if args.smoke else WATCHDOG_S
+        bench = Bench(broker, ctx, timeout, watchdog_s)
         head["data_dir"] = bench.data_dir
         head["pinning"] = (
             "producer cpu 0, consumer cpu 1, supervisor unpinned"
@@ -634,13 +1218,28 @@ def main(argv: list[str] | None = None) -> int:
             else "none (fewer than 2 cores)"
         )
         try:
+            if wanted("large"):
+                dd.append({"when": "before", **dd_rate(bench.data_dir, dd_mib, 300)})
             # round-robin, so a burst of noise hits one run of several
-            runs: dict[tuple[str, str], list[dict[str, Any]]] = {c: [] for c in configs}
-            for _ in range(repeat):
-                for kind, api in configs:
-                    run = bench.ring_run if kind == "broker" else bench.queue_run
-                    runs[kind, api].append(run(api, args.size, n))
-            rows = [_median_run(runs[c]) for c in configs]
+            runs: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {
+                c: [] for c in configs
+            }
+            for k in range(repeat):
+                for c in configs:
+                    try:
+                        runs[c].append(bench.run(c))
+                    except RuntimeError as exc:  # reported, and the others go on
+                        name = "/".join(map(str, c[:3]))
+                        failures.append({"config": name, "run": k, "error": str(exc)})
+                        print(f"bench_broker: {name} FAILED: {exc}", file=sys.stderr)
+            if wanted("large"):
+                dd.append({"when": "after", **dd_rate(bench.data_dir, dd_mib, 300)})
+            rows = []
+            for c in configs:
+                if runs[c]:
+                    row = _median_run(runs[c])
+                    row["failed_runs"] = repeat - len(runs[c])
+                    rows.append(row)
             create = bench.create_topics(creations) if wanted("create") else None
             cli = bench.cli_produce(args.cli_lines or n) if wanted("cli") else None
         finally:
@@ -649,11 +1248,17 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "header": head,
         "smoke": args.smoke,
+        "large_sizes": large_sizes,
         "throughput": rows,
-        "runs": {f"{k}/{a}": r for (k, a), r in runs.items()},
+        "dd": dd,
+        "runs": {"/".join(map(str, c[:3])): r for c, r in runs.items()},
+        "failures": failures,
         "create_topic": create,
         "cli_produce": cli,
-        "targets": targets(rows, create, cli),
+        "cli_skipped": wanted("cli") and cli is None,
+        "targets": targets(
+            rows, large_sizes if wanted("large") else [], dd, create, cli
+        ),
     }
     publish(
         "bench_broker",
@@ -662,7 +1267,7 @@ def main(argv: list[str] | None = None) -> int:
         as_json=args.json,
         print_report=lambda: print_report(result),
     )
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
