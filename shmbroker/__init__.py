@@ -7,6 +7,7 @@ from shmbroker.client.producer import Producer, RecordFuture
 from shmbroker.embedded import EmbeddedBroker
 from shmbroker.errors import (
     BrokenError,
+    BrokerBusy,
     BrokerUnavailable,
     ClosedError,
     ConfigError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Admin",
     "BrokenError",
+    "BrokerBusy",
     "BrokerUnavailable",
     "ClosedError",
     "ConfigError",

@@ -135,6 +135,7 @@ class BrokerConfig:
     shm_prefix: str = "shmb."  # every shm name starts "/<prefix>"; tests make it unique
     auto_create_topics_enable: bool = True  # a produce to an unknown topic creates it
     num_partitions: int = 1  # partitions of an auto-created topic (Kafka)
+    max_connections: int = 1000  # control-socket clients at once; more are refused
     # topic configs (Kafka's names) for topics that do not set them: lets a host with
     # a small /dev/shm default to small rings
     topic_defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -142,6 +143,8 @@ class BrokerConfig:
     def __post_init__(self) -> None:
         if self.num_partitions < 1:
             raise ConfigError(f"num.partitions: {self.num_partitions} must be >= 1")
+        if self.max_connections < 1:
+            raise ConfigError(f"max.connections: {self.max_connections} must be >= 1")
         if not self.shm_prefix.startswith("shmb.") or "/" in self.shm_prefix:
             raise ConfigError(f"shm.prefix: {self.shm_prefix!r} must start 'shmb.'")
         TopicConfig.from_kafka(self.topic_defaults)  # names the bad key, if any

@@ -60,6 +60,11 @@ class BrokerUnavailable(BrokenError, ConnectionError):
     directory, or it is restarting."""
 
 
+class BrokerBusy(BrokerUnavailable):
+    """The supervisor is up but did not take the request: too many connections, or
+    still busy with a long one; names which, and what to try."""
+
+
 class LockTimeout(ShmbrokerError, TimeoutError):
     """A lock was not acquired in time; names the lock, its holder and the wait."""
 

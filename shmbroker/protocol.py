@@ -313,19 +313,27 @@ def send(
 
 
 def receive(
-    sock: socket.socket, timeout: float | None = None, spin: float = SPIN
+    sock: socket.socket,
+    timeout: float | None = None,
+    spin: float = SPIN,
+    frame_timeout: float | None = None,
 ) -> bytes | None:
     """One frame's body, or None if the peer closed the connection. On a
     non-blocking socket, spins for `spin` seconds, then waits in poll (TimeoutError
-    after timeout); a blocking socket just blocks."""
+    after timeout; once a frame's first byte came, after frame_timeout too: a peer
+    that stops inside a frame holds nothing for long); a blocking socket just
+    blocks."""
     now = time.monotonic()
     deadline = None if timeout is None else now + timeout
-    head = _receive_exactly(sock, _LENGTH.size, deadline, now + spin)
+    head = _receive_exactly(sock, _LENGTH.size, deadline, now + spin, frame_timeout)
     if head is None:
         return None
     (length,) = _LENGTH.unpack(head)
     if length > MAX_FRAME_BYTES:
         raise errors.ProtocolError(f"control frame of {length} bytes: too large")
+    if frame_timeout is not None:
+        frame_end = time.monotonic() + frame_timeout
+        deadline = frame_end if deadline is None else min(deadline, frame_end)
     body = _receive_exactly(sock, length, deadline, now + spin)
     if body is None:
         raise errors.ProtocolError("control connection closed inside a frame")
@@ -333,7 +341,11 @@ def receive(
 
 
 def _receive_exactly(
-    sock: socket.socket, n: int, deadline: float | None, spin_end: float
+    sock: socket.socket,
+    n: int,
+    deadline: float | None,
+    spin_end: float,
+    frame_timeout: float | None = None,
 ) -> bytes | None:
     chunks, have = [], 0
     while have < n:
@@ -349,6 +361,9 @@ def _receive_exactly(
             if have:
                 raise errors.ProtocolError("control connection closed inside a frame")
             return None
+        if not have and frame_timeout is not None:  # the frame has begun
+            frame_end = time.monotonic() + frame_timeout
+            deadline = frame_end if deadline is None else min(deadline, frame_end)
         chunks.append(chunk)
         have += len(chunk)
     return b"".join(chunks)

@@ -83,7 +83,10 @@ class Supervisor:
                 OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
             )
             self._server = ControlServer(
-                self.config.control_socket, self.handle, self._connection_closed
+                self.config.control_socket,
+                self.handle,
+                self._connection_closed,
+                max_connections=self.config.max_connections,
             )
         except BaseException:
             self.stop()

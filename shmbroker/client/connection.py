@@ -54,6 +54,12 @@ class Connection:
                 protocol.HelloReply,
                 self.timeout,
             )
+        except errors.ShmbrokerError:  # its answer (BrokerBusy is an OSError too)
+            sock.close()
+            raise
+        except TimeoutError as exc:
+            sock.close()
+            raise self._busy(exc) from exc
         except OSError as exc:
             sock.close()
             raise errors.BrokerUnavailable(
@@ -64,6 +70,13 @@ class Connection:
             sock.close()
             raise
         return sock
+
+    def _busy(self, exc: TimeoutError) -> errors.BrokerBusy:
+        return errors.BrokerBusy(
+            f"the broker on {self.data_dir} is running but did not answer within "
+            f"{self.timeout:g}s ({exc}): it is busy (e.g. creating many partitions); "
+            f"try again"
+        )
 
     @staticmethod
     def _exchange(
@@ -102,6 +115,10 @@ class Connection:
                     return self._exchange(self._sock, request, kind, wait)
                 except errors.ShmbrokerError:  # an answer; some are also OSErrors
                     raise
+                except TimeoutError as exc:  # alive but slow: resending would repeat
+                    self._sock.close()  # the request; its late answer must not
+                    self._sock = None  # be taken for the next one's
+                    raise self._busy(exc) from exc
                 except OSError as exc:  # the supervisor restarted: connect again, once
                     self._sock.close()
                     self._sock = None

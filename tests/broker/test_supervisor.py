@@ -335,6 +335,8 @@ def test_malformed_frames_do_not_stop_the_supervisor_serving_others(broker):
         cut.sendall(struct.pack(">I", 100) + b"half")
         cut.close()
         with connect(broker) as sock:
+            hello = protocol.Hello(protocol.PROTOCOL_VERSION, "abuser", os.getpid())
+            assert isinstance(exchange(sock, encode(hello)), protocol.HelloReply)
             for body in [
                 b"",
                 b"\xc1 not msgpack",
