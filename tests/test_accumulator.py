@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from shmbroker import RingFull
 from shmbroker.accumulator import RecordAccumulator
+from shmbroker.errors import RecordTooLarge
 
 
 def test_sends_become_batches_with_dense_offsets_and_all_fields(ring):
@@ -41,3 +44,40 @@ def test_a_send_whose_batch_does_not_fit_is_not_queued(ring):
     values = [r.value for r in ring.reader(appended - 10).poll(0)]
     assert values[-1] == b"retried"
     assert len(values) == 10
+
+
+def batch_sizes(data: bytes) -> list[int]:
+    """Sizes of the batches in data, from their batchLength fields."""
+    sizes, pos = [], 0
+    while pos < len(data):
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        sizes.append(12 + length)
+        pos += 12 + length
+    return sizes
+
+
+def test_batches_stay_within_max_batch_bytes_with_keys_and_headers(ring):
+    """If records with keys and headers are queued without a record or byte count
+    that would flush them, then each batch still fits max_batch_bytes."""
+    acc = RecordAccumulator(
+        ring, batch_records=100_000, batch_bytes=1 << 20, max_batch_bytes=2000
+    )
+    for i in range(300):
+        acc.send(b"%d" % i, key=b"k" * 20, headers=[("h", b"x" * 10)])
+    assert acc.flush() == 300
+    sizes = batch_sizes(ring.reader(0).read_batches(0))
+    assert max(sizes) <= 2000, sizes
+    assert len(sizes) > 1
+    records = ring.reader(0).poll(0)
+    while len(records) < 300 and (more := ring.reader(records[-1].offset + 1).poll(0)):
+        records += more
+    assert [r.value for r in records] == [b"%d" % i for i in range(300)]
+
+
+def test_a_record_over_max_batch_bytes_is_refused_and_not_queued(ring):
+    acc = RecordAccumulator(ring, max_batch_bytes=1000)
+    acc.send(b"a")
+    with pytest.raises(RecordTooLarge, match=r"max\.message\.bytes \(1000\)"):
+        acc.send(b"v" * 600, key=b"k" * 400)
+    assert len(acc) == 1
+    assert acc.flush() == 1

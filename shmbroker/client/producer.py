@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shmbroker import _native, errors, protocol
-from shmbroker.accumulator import RecordAccumulator
+from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
 from shmbroker.client.connection import Connection
 from shmbroker.config import TopicConfig
 from shmbroker.records import Header, RecordMetadata
@@ -73,6 +73,8 @@ class _PartitionQueue(RecordAccumulator):
             batch_records=producer.batch_records,
             batch_bytes=batch_bytes,
             timeout=producer.max_block_ms / 1000,
+            max_batch_bytes=topic.max_message_bytes,
+            what=f"topic {topic.name!r} partition {partition}",
         )
         self.producer = producer
         self.topic = topic
@@ -104,7 +106,7 @@ class _Topic:
         self.name = meta.name
         self.topic_id = meta.topic_id
         self.config = TopicConfig.from_kafka(meta.configs)
-        self.max_message_bytes = self.config.max_message_bytes  # one hop, per send
+        self.max_message_bytes = self.config.max_message_bytes  # every batch fits
         self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
         batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
         self.batch_bytes = batch_bytes
@@ -221,9 +223,9 @@ class Producer:
         """Queue one record; returns a future of its metadata. Blocks (up to
         max_block_ms, then RingFull) only when its ring is full of unspilled data."""
         t = self._topics.get(topic) or self._topic(topic)
-        size = 0 if value is None else len(value)
-        if size > t.max_message_bytes:
-            self._too_large(t, size)
+        # what the accumulator counts for a value-only record; a large one never
+        # takes the short cut below, so the accumulator checks it against the limit
+        size = RECORD_BOUND if value is None else RECORD_BOUND + len(value)
         if t.log_append_time:
             timestamp = None  # the append stamps it
         lock = self._lock
@@ -257,13 +259,6 @@ class Producer:
             lock.release()
         return RecordFuture(batch, index)
 
-    @staticmethod
-    def _too_large(t: _Topic, size: int) -> None:
-        raise errors.InvalidArgument(
-            f"record of {size} bytes to topic {t.name!r}: larger than its "
-            f"max.message.bytes ({t.max_message_bytes})"
-        )
-
     def send_batch(
         self,
         topic: str,
@@ -274,28 +269,30 @@ class Producer:
         timestamp: int | None = None,
         headers: Sequence[Sequence[Header]] | None = None,
     ) -> RecordMetadata:
-        """Append the records to one partition as one batch, now (the fast path);
+        """Append the records to one partition now, as one batch (the fast path),
+        or as several in order when they are over the topic's max.message.bytes;
         returns the first record's metadata. Keys do not choose the partition here:
-        pass partition, or the topic's sticky partition is used."""
+        pass partition, or the topic's sticky partition is used. RecordTooLarge,
+        and nothing sent, if one record's batch alone is over the limit."""
         t = self._topics.get(topic) or self._topic(topic)
         with self._lock:
             queue = self._queue(t, None, partition)
             queue.flush()  # keep the partition's records in send order
             try:
-                base = queue.ring.append_batch(
+                spans = queue.append_now(
                     values,
                     keys,
                     timestamp=None if t.log_append_time else timestamp,
                     headers=headers,
-                    timeout=self.max_block_ms / 1000,
                 )
             except errors.UnknownTopic:
                 self._forget(topic)
                 raise
-            queue.next_offset = base + len(values)
+            last_base, last_count = spans[-1]
+            queue.next_offset = end = last_base + last_count
         if self.durable:
-            queue.wait_durable(base + len(values), self.max_block_ms / 1000)
-        return RecordMetadata(topic, queue.partition, base)
+            queue.wait_durable(end, self.max_block_ms / 1000)
+        return RecordMetadata(topic, queue.partition, spans[0][0])
 
     def flush(self, timeout: float | None = None) -> None:
         """Append every queued record; with acks="all", wait until all are fsynced."""

@@ -3,10 +3,21 @@ record size limits, deleted topics."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
-from shmbroker import Admin, Consumer, EmbeddedBroker, Producer, TopicPartition
-from shmbroker.errors import InvalidArgument, UnknownTopic
+from shmbroker import (
+    Admin,
+    Consumer,
+    EmbeddedBroker,
+    Producer,
+    Ring,
+    TopicPartition,
+    shm,
+)
+from shmbroker.errors import InvalidArgument, RecordTooLarge, UnknownTopic
+from tests.native.kafka_python import DefaultRecordBatchBuilder
 
 # (key, partitions, partition) as Kafka's Java client puts them:
 # Utils.toPositive(Utils.murmur2(key)) % partitions, with the murmur2 values of
@@ -29,6 +40,39 @@ def read_all(data_dir: str, topic: str, partitions: int) -> list:
         while records := consumer.poll_batch(10_000, timeout=0.2):
             out += records
         return out
+
+
+def ring_batches(broker: EmbeddedBroker, topic_id: str, partition: int = 0) -> list:
+    """Every batch in the partition's ring from offset 0, as stored, cut by their
+    batchLength fields (read here, not by our codec)."""
+    ring = Ring.open(shm.ring_name(broker.shm_base, topic_id, partition))
+    try:
+        reader, data = ring.reader(0), b""
+        while chunk := reader.read_batches(0):
+            data += chunk
+    finally:
+        ring.close()
+    batches, pos = [], 0
+    while pos < len(data):
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        batches.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return batches
+
+
+def kafka_batch_bytes(key: bytes | None, value: bytes | None, headers: list) -> int:
+    """The size of a one-record batch, as kafka-python's encoder makes it."""
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=0,
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    builder.append(0, timestamp=1, key=key, value=value, headers=headers)
+    return len(builder.build())
 
 
 def test_keys_go_to_the_partition_kafkas_java_client_picks(
@@ -62,6 +106,94 @@ def test_oversized_record_is_refused_and_nothing_is_sent(
             producer.send("small", b"x" * 2000)
         producer.send("small", b"ok").get()
     assert [r.value for r in read_all(broker.data_dir, "small", 1)] == [b"ok"]
+
+
+def test_send_batch_over_max_message_bytes_goes_as_batches_that_fit(
+    broker: EmbeddedBroker,
+) -> None:
+    """If send_batch gets more than max.message.bytes of records, then it appends
+    them as several batches, each within the limit (keys and headers counted), in
+    order with dense offsets, and returns the first record's metadata."""
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("split", 1, {"max.message.bytes": 10_000})
+    n = 100
+    values = [b"%04d" % i + b"v" * 596 for i in range(n)]
+    keys = [b"k%03d" % i + b"k" * 200 for i in range(n)]
+    headers = [[("trace", b"t" * 150), ("i", b"%d" % i)] for i in range(n)]
+    with Producer(broker.data_dir) as producer:
+        first = producer.send_batch("split", values, keys, partition=0, headers=headers)
+        assert (first.partition, first.offset) == (0, 0)
+        # keys and headers alone are over the limit here: values are tiny
+        second = producer.send_batch(
+            "split", [b"x"] * n, keys, partition=0, headers=headers
+        )
+        assert second.offset == n
+    sizes = [len(b) for b in ring_batches(broker, meta.topic_id)]
+    assert max(sizes) <= 10_000, sizes
+    # not one record a batch either: the batches are more than half full
+    assert len(sizes) <= 2 * -(-sum(sizes) // 10_000), sizes
+    records = read_all(broker.data_dir, "split", 1)
+    assert [r.offset for r in records] == list(range(2 * n))
+    assert [r.value for r in records] == values + [b"x"] * n
+    assert [r.key for r in records] == keys + keys
+    assert [list(r.headers) for r in records] == headers + headers
+
+
+def test_sends_with_big_keys_and_headers_are_batched_within_the_limit(
+    broker: EmbeddedBroker,
+) -> None:
+    """If per-record sends carry keys and headers, then the batches the producer
+    makes of them still fit max.message.bytes: not only values are counted."""
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("keyed", 1, {"max.message.bytes": 10_000})
+    with Producer(broker.data_dir, linger_ms=1000, batch_records=10_000) as producer:
+        futures = [
+            producer.send(
+                "keyed",
+                b"v" * 300,
+                key=b"k" * 300,
+                headers=[("h", b"h" * 300)],
+                partition=0,
+            )
+            for _ in range(200)
+        ]
+        producer.flush()
+        assert [f.get().offset for f in futures] == list(range(200))
+    sizes = [len(b) for b in ring_batches(broker, meta.topic_id)]
+    assert max(sizes) <= 10_000, sizes
+    assert sum(1 for _ in read_all(broker.data_dir, "keyed", 1)) == 200
+
+
+def test_a_record_is_refused_only_when_its_own_batch_is_over_the_limit(
+    broker: EmbeddedBroker,
+) -> None:
+    """If a record's batch alone (key, value and headers, as Kafka's encoder sizes
+    it) is one byte over max.message.bytes, then send and send_batch refuse it
+    with RecordTooLarge naming the topic and both sizes, and append nothing; at
+    exactly the limit it goes."""
+    key, value, headers = b"k" * 300, b"v" * 600, [("trace", b"t" * 100)]
+    size = kafka_batch_bytes(key, value, headers)
+    assert size > len(value) + 300
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("fits", 1, {"max.message.bytes": size})
+        admin.create_topic("over", 1, {"max.message.bytes": size - 1})
+    with Producer(broker.data_dir) as producer:
+        producer.send("fits", value, key=key, headers=headers).get()
+        producer.send_batch("fits", [value], [key], headers=[headers])
+        message = rf"topic 'over'.* {size} bytes.* max\.message\.bytes \({size - 1}\)"
+        with pytest.raises(RecordTooLarge, match=message):
+            producer.send("over", value, key=key, headers=headers)
+        with pytest.raises(RecordTooLarge, match=message):
+            producer.send_batch(
+                "over",
+                [b"small", value, b"small"],
+                [None, key, None],
+                headers=[[], headers, []],
+            )
+        assert issubclass(RecordTooLarge, InvalidArgument)
+        producer.send("over", b"ok").get()
+    assert len(read_all(broker.data_dir, "fits", 1)) == 2
+    assert [r.value for r in read_all(broker.data_dir, "over", 1)] == [b"ok"]
 
 
 def test_send_to_a_deleted_topic_fails_clearly(broker: EmbeddedBroker) -> None:
