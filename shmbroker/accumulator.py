@@ -9,7 +9,10 @@ No batch is larger than `max_batch_bytes` (the topic's max.message.bytes, counte
 encoded batch, header, keys and headers included, as Kafka counts it): a queue that a
 record would take over it is appended first, `append_now` cuts a long list into batches
 that fit, and a record whose batch alone is over it is refused with RecordTooLarge
-before anything is appended.
+before anything is appended. With a `compression_type` codec, batches are encoded,
+compressed and appended as they are; the limit applies to the compressed batch, and a
+batch of records within the codec's worst case always fits it, so only a record alone
+is ever compressed to find out.
 
 Records sent without a timestamp get the wall clock when their batch is appended.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from shmbroker import _native, errors
+from shmbroker import _native, compression, errors
 from shmbroker.records import Header
 from shmbroker.ring import Ring
 
@@ -87,6 +90,7 @@ class RecordAccumulator:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         timeout: float | None = None,
         max_batch_bytes: int | None = None,
+        compression_type: str = "none",
         what: str | None = None,
     ) -> None:
         self.ring = ring
@@ -95,8 +99,14 @@ class RecordAccumulator:
         self.max_batch_bytes = (
             ring.capacity_bytes if max_batch_bytes is None else max_batch_bytes
         )
-        # the records' bytes (RECORD_BOUND each) that a batch may hold
-        self.room = self.max_batch_bytes - _native.BATCH_HEADER_BYTES
+        self.compression_type = compression_type
+        self.compressed = compression.codec_bits(compression_type) != 0
+        # the records' bytes (record_bound() each) that a batch may hold, so that
+        # it fits max_batch_bytes, compressed too
+        self.room = (
+            compression.max_uncompressed_bytes(compression_type, self.max_batch_bytes)
+            - _native.BATCH_HEADER_BYTES
+        )
         self.batch_records = batch_records
         self.batch_bytes = min(batch_bytes, self.room)
         self.timeout = timeout
@@ -150,8 +160,9 @@ class RecordAccumulator:
         size: int,
     ) -> None:
         """The record does not fit the queued batch: check that it fits a batch of
-        its own, then append the queued ones."""
-        if size > self.room:  # the bound says maybe not: size it exactly
+        its own, then append the queued ones. (Compressed, only compressing it can
+        tell: the flush right after it is queued does, in append.)"""
+        if size > self.room and not self.compressed:  # maybe not: size it exactly
             self.check_alone(value, key, headers)
         self.flush()
 
@@ -239,16 +250,46 @@ class RecordAccumulator:
         timestamp: int,
         headers: Sequence[Sequence[Header]] | None,
     ) -> int:
-        """Append the records as one batch, which the caller made fit; returns its
-        base offset."""
-        return self.ring.append_batch(
-            values,
-            keys,
-            timestamps=timestamps,
-            timestamp=timestamp,
-            headers=headers,
-            timeout=self.timeout,
+        """Append the records as one batch, which the caller made fit (but for a
+        compressed record alone: RecordTooLarge if it does not); returns its base
+        offset."""
+        if not self.compressed:  # encoded straight into the ring
+            return self.ring.append_batch(
+                values,
+                keys,
+                timestamps=timestamps,
+                timestamp=timestamp,
+                headers=headers,
+                timeout=self.timeout,
+            )
+        arrays = _native.RecordArrays(values, keys, timestamps, timestamp, headers)
+        return self.append_encoded(self._compress(arrays, values, keys, headers))
+
+    def append_encoded(self, batch: bytes) -> int:
+        # records need no check: we encoded them, and a compressed batch's are not
+        # parsed anyway (the C validator looks at its header and CRC)
+        return self.ring.append_encoded(
+            batch, timeout=self.timeout, validate_records=False
         )
+
+    def _compress(
+        self,
+        arrays: _native.RecordArrays,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        headers: Sequence[Sequence[Header]] | None,
+    ) -> bytes:
+        plain = _native.batch_encode(arrays)
+        batch = compression.compress_batch(plain, self.compression_type)
+        if len(batch) > self.max_batch_bytes:  # within room it cannot: one record
+            raise self.too_large(
+                len(batch),
+                values[0],
+                None if keys is None else keys[0],
+                None if headers is None else headers[0],
+                f" compressed with {self.compression_type} ({len(plain)} uncompressed)",
+            )
+        return batch
 
     def append_now(
         self,
@@ -274,15 +315,18 @@ class RecordAccumulator:
         if _payload_bound(values, keys, headers) <= self.room:  # the common call
             return [(self.append(values, keys, None, ts, headers), n)]
         spans: list[tuple[int, int]] = []
-        for lo, hi in self._cut(values, keys, headers):
+        for lo, hi, alone in self._cut(values, keys, headers, ts):
             try:
-                base = self.append(
-                    values[lo:hi],
-                    None if keys is None else keys[lo:hi],
-                    None,
-                    ts,
-                    None if headers is None else headers[lo:hi],
-                )
+                if alone is not None:
+                    base = self.append_encoded(alone)
+                else:
+                    base = self.append(
+                        values[lo:hi],
+                        None if keys is None else keys[lo:hi],
+                        None,
+                        ts,
+                        None if headers is None else headers[lo:hi],
+                    )
             except errors.ShmbrokerError as exc:
                 if not spans:
                     raise
@@ -300,25 +344,35 @@ class RecordAccumulator:
         values: Sequence[bytes | None],
         keys: Sequence[bytes | None] | None,
         headers: Sequence[Sequence[Header]] | None,
-    ) -> list[tuple[int, int]]:
-        """[lo, hi) ranges of records whose batches fit, greedily; every record is
-        checked before any batch is appended."""
-        cuts: list[tuple[int, int]] = []
+        timestamp: int,
+    ) -> list[tuple[int, int, bytes | None]]:
+        """[lo, hi) ranges of records whose batches fit, greedily, each with its
+        batch when it had to be compressed to know; every record is checked before
+        any batch is appended."""
+        cuts: list[tuple[int, int, bytes | None]] = []
         lo, used, room = 0, 0, self.room
         for i, value in enumerate(values):
             key = None if keys is None else keys[i]
             hs = None if headers is None else headers[i]
             size = record_bound(value, key, hs)
             if used + size > room and i > lo:
-                cuts.append((lo, i))
+                cuts.append((lo, i, None))
                 lo, used = i, 0
             used += size
             if used > room:  # alone over the bound: a batch of its own, if it fits
-                self.check_alone(value, key, hs)
-                cuts.append((i, i + 1))
+                alone = None
+                if self.compressed:
+                    arrays = _native.RecordArrays(
+                        [value], None if key is None else [key], None, timestamp,
+                        None if hs is None else [hs],
+                    )  # fmt: skip
+                    alone = self._compress(arrays, [value], [key], [hs or ()])
+                else:
+                    self.check_alone(value, key, hs)
+                cuts.append((i, i + 1, alone))
                 lo, used = i + 1, 0
         if lo < len(values):
-            cuts.append((lo, len(values)))
+            cuts.append((lo, len(values), None))
         return cuts
 
     def __enter__(self) -> RecordAccumulator:

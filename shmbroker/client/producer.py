@@ -7,6 +7,11 @@ when it holds `batch_records` records or `batch_size` bytes, after `linger_ms` (
 background thread; 0 appends every record at once, as Kafka), or on `flush`.
 `send_batch` appends a list of records to one partition at once: the fast path. With
 acks="all" a record counts as sent only once it is fsynced.
+
+No batch is larger than the topic's max.message.bytes (a list over it goes as several
+batches; a record over it alone is refused with RecordTooLarge). `compression_type`
+(Kafka's: gzip, snappy, lz4, zstd) compresses every batch; the limit applies to the
+compressed batch, as in Kafka.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from shmbroker import _native, errors, protocol
+from shmbroker import _native, compression, errors, protocol
 from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
 from shmbroker.client.connection import Connection
 from shmbroker.config import TopicConfig
@@ -74,6 +79,7 @@ class _PartitionQueue(RecordAccumulator):
             batch_bytes=batch_bytes,
             timeout=producer.max_block_ms / 1000,
             max_batch_bytes=topic.max_message_bytes,
+            compression_type=producer.compression_type,
             what=f"topic {topic.name!r} partition {partition}",
         )
         self.producer = producer
@@ -156,11 +162,18 @@ class Producer:
         linger_ms: float = 5,
         max_block_ms: int = 60_000,
         auto_create_topics: bool = True,
+        compression_type: str = "none",
     ) -> None:
         if acks not in (0, 1, -1, "all", "0", "1", "-1"):
             raise errors.ConfigError(f"acks: {acks!r} must be 0, 1, -1 or 'all'")
         if linger_ms < 0:
             raise errors.ConfigError(f"linger.ms: {linger_ms} must be >= 0")
+        if compression_type not in compression.CODECS:
+            raise errors.ConfigError(
+                f"compression.type: {compression_type!r} must be one of "
+                f"{', '.join(compression.CODECS)}"
+            )
+        self.compression_type = compression_type
         self.durable = acks in (-1, "all", "-1")
         self.batch_size = batch_size
         self.batch_records = batch_records
@@ -221,7 +234,9 @@ class Producer:
         timestamp: int | None = None,
     ) -> RecordFuture:
         """Queue one record; returns a future of its metadata. Blocks (up to
-        max_block_ms, then RingFull) only when its ring is full of unspilled data."""
+        max_block_ms, then RingFull) only when its ring is full of unspilled data.
+        RecordTooLarge, and nothing queued, if its batch alone (key, value and
+        headers; compressed, with compression_type) is over max.message.bytes."""
         t = self._topics.get(topic) or self._topic(topic)
         # what the accumulator counts for a value-only record; a large one never
         # takes the short cut below, so the accumulator checks it against the limit

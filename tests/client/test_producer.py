@@ -3,6 +3,7 @@ record size limits, deleted topics."""
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -16,8 +17,11 @@ from shmbroker import (
     TopicPartition,
     shm,
 )
-from shmbroker.errors import InvalidArgument, RecordTooLarge, UnknownTopic
-from tests.native.kafka_python import DefaultRecordBatchBuilder
+from shmbroker._native import Decoded
+from shmbroker.compression import CODECS, decompress_batches
+from shmbroker.errors import ConfigError, InvalidArgument, RecordTooLarge, UnknownTopic
+from shmbroker.records import build_records
+from tests.native.kafka_python import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 # (key, partitions, partition) as Kafka's Java client puts them:
 # Utils.toPositive(Utils.murmur2(key)) % partitions, with the murmur2 values of
@@ -240,3 +244,87 @@ def test_keyless_records_stick_to_one_partition_per_batch(
     assert all(len(set(run)) == 1 for run in runs), "a batch split across partitions"
     assert len(set(partitions)) > 1, "sticky never moved on"
     assert TopicPartition("sticky", 0) == ("sticky", 0)
+
+
+# ---- compression.type --------------------------------------------------------------
+
+
+def decode_all(data: bytes) -> list:
+    """(offset, key, value, headers) of every record of uncompressed batches."""
+    d, at, out = Decoded(), 0, []
+    while at < len(data):
+        d.decode(data, at, len(data))
+        assert d.bytes_consumed > 0
+        at += d.bytes_consumed
+        out += [
+            (r.offset, r.key, r.value, list(r.headers))
+            for r in build_records(d, data, "t", 0)
+        ]
+    return out
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_a_compressing_producer_stores_batches_of_its_codec(
+    broker: EmbeddedBroker, codec: str
+) -> None:
+    """If a Producer has compression_type set, then every batch it appends (by
+    send_batch and by send) is stored compressed with that codec, kafka-python reads
+    each one, and decompressed they hold every record with dense offsets."""
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("zipped", 1)
+    values = [b'{"n":%d,"text":"%s"}' % (i, b"lorem ipsum " * 8) for i in range(300)]
+    keys = [b"key-%d" % (i % 10) for i in range(300)]
+    headers = [[("i", b"%d" % i)] for i in range(300)]
+    with Producer(broker.data_dir, compression_type=codec) as producer:
+        first = producer.send_batch(
+            "zipped", values[:200], keys[:200], partition=0, headers=headers[:200]
+        )
+        assert first.offset == 0
+        futures = [
+            producer.send("zipped", v, key=k, headers=h, partition=0)
+            for v, k, h in zip(values[200:], keys[200:], headers[200:], strict=True)
+        ]
+        producer.flush()
+        assert [f.get().offset for f in futures] == list(range(200, 300))
+    batches = ring_batches(broker, meta.topic_id)
+    assert [b[22] & 7 for b in batches] == [CODECS[codec]] * len(batches)
+    expected = [(i, keys[i], values[i], headers[i]) for i in range(300)]
+    stored = b"".join(batches)
+    assert len(stored) < sum(map(len, values))  # really compressed
+    assert decode_all(decompress_batches(stored)) == expected
+    kafka = [
+        (r.offset, r.key, r.value, [tuple(h) for h in r.headers])
+        for b in batches
+        for r in DefaultRecordBatch(b)
+    ]
+    assert kafka == [(o, k, v, [tuple(x) for x in h]) for o, k, v, h in expected]
+
+
+def test_max_message_bytes_limits_the_compressed_batch(broker: EmbeddedBroker) -> None:
+    """If a record is over max.message.bytes uncompressed but not compressed, then a
+    compressing producer sends it, as Kafka does, and an uncompressed one refuses
+    it; a record over the limit even compressed is refused naming the codec."""
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("climit", 1, {"max.message.bytes": 10_000})
+    compressible, random_bytes = b"a" * 30_000, os.urandom(30_000)
+    with Producer(broker.data_dir, compression_type="zstd") as producer:
+        producer.send("climit", compressible).get()
+        producer.send_batch("climit", [compressible] * 3 + [b"b" * 500] * 100)
+        message = (
+            r"topic 'climit'.* compressed with zstd.*max\.message\.bytes \(10000\)"
+        )
+        with pytest.raises(RecordTooLarge, match=message):
+            producer.send("climit", random_bytes)
+        with pytest.raises(RecordTooLarge, match=message):
+            producer.send_batch("climit", [b"x", random_bytes])
+    with Producer(broker.data_dir) as producer, pytest.raises(RecordTooLarge):
+        producer.send("climit", compressible)
+    batches = ring_batches(broker, meta.topic_id)
+    assert max(map(len, batches)) <= 10_000
+    values = [v for _, _, v, _ in decode_all(decompress_batches(b"".join(batches)))]
+    assert values == [compressible] * 4 + [b"b" * 500] * 100
+
+
+def test_an_unknown_compression_type_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"compression\.type: 'brotli'.* zstd"):
+        Producer(str(tmp_path), compression_type="brotli")
