@@ -6,7 +6,9 @@ another) and returns a RecordFuture. A partition's queue goes to its ring as one
 when it holds `batch_records` records or `batch_size` bytes, after `linger_ms` (a
 background thread; 0 appends every record at once, as Kafka), or on `flush`.
 `send_batch` appends a list of records to one partition at once: the fast path. With
-acks="all" a record counts as sent only once it is fsynced.
+acks="all" a record counts as sent only once it is fsynced, and a wait for that ends
+`delivery_timeout_ms` after its batch was appended (Kafka's delivery.timeout.ms) with
+an error that says why: the broker is down, or its spill is failing.
 
 No batch is larger than the topic's max.message.bytes (a list over it goes as several
 batches; a record over it alone is refused with RecordTooLarge). `compression_type`
@@ -17,6 +19,7 @@ compressed batch, as in Kafka.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -33,15 +36,18 @@ from shmbroker.ring import Ring
 
 log = logging.getLogger(__name__)
 
+PING_TIMEOUT = 2.0  # seconds the supervisor has to answer when a delivery timed out
+
 
 class _Batch:
     """The records queued together for one partition; base_offset once appended."""
 
-    __slots__ = ("base_offset", "queue")
+    __slots__ = ("appended_at", "base_offset", "queue")
 
     def __init__(self, queue: _PartitionQueue) -> None:
         self.queue = queue
         self.base_offset = -1
+        self.appended_at = 0.0  # time.monotonic(): delivery.timeout.ms counts from it
 
 
 class RecordFuture(msgspec.Struct, frozen=True, gc=False):
@@ -57,7 +63,8 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Append the record's batch now if it still waits, then its metadata (with
-        acks="all", after it is fsynced)."""
+        acks="all", after it is fsynced: WouldBlock after timeout, or the reason
+        after delivery_timeout_ms)."""
         batch = self.batch
         queue = batch.queue
         if batch.base_offset < 0:
@@ -66,7 +73,7 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
                     queue.flush()
         offset = batch.base_offset + self.index
         if queue.producer.durable:
-            queue.wait_durable(offset + 1, timeout)
+            queue.wait_durable(offset + 1, timeout, batch.appended_at)
         return RecordMetadata(queue.topic.name, queue.partition, offset)
 
 
@@ -87,24 +94,63 @@ class _PartitionQueue(RecordAccumulator):
         self.partition = partition
         self.batch = _Batch(self)
         self.next_offset = -1  # one past the last record appended
+        self.appended_at = 0.0  # time.monotonic() of the last append
 
     def flush(self) -> int:
         n = len(self)
         next_offset = super().flush()
         if n:
+            self.appended(next_offset)
             self.batch.base_offset = next_offset - n
+            self.batch.appended_at = self.appended_at
             self.batch = _Batch(self)
-            self.next_offset = next_offset
             if self.topic.sticky is self:
                 self.topic.stick_elsewhere()
         return next_offset
 
-    def wait_durable(self, offset: int, timeout: float | None) -> None:
-        if not self.ring.wait_durable(offset, timeout):
+    def appended(self, next_offset: int) -> None:
+        self.next_offset = next_offset
+        self.appended_at = time.monotonic()
+
+    def wait_durable(self, offset: int, timeout: float | None, since: float) -> None:
+        """Wait until the records below offset are fsynced: up to timeout (then
+        WouldBlock), and no later than delivery_timeout_ms after since (then the
+        error that says why)."""
+        left = since + self.producer.delivery_timeout - time.monotonic()
+        wait = max(0.0, left if timeout is None else min(timeout, left))
+        if self.ring.wait_durable(offset, wait):
+            return
+        if timeout is not None and timeout < left:
             raise errors.WouldBlock(
                 f"{self.topic.name}-{self.partition}: offset {offset - 1} not "
                 f"fsynced within {timeout}s"
             )
+        raise self._undelivered(offset)
+
+    def _undelivered(self, offset: int) -> errors.ShmbrokerError:
+        """Why the records below offset were not fsynced in time."""
+        producer = self.producer
+        what = (
+            f"{self.topic.name}-{self.partition}: offset {offset - 1} not fsynced "
+            f"{producer.delivery_timeout * 1000:.0f} ms (delivery.timeout.ms) after "
+            f"it was appended"
+        )
+        s = self.ring.stat()
+        durable = f"records are fsynced up to offset {s.durable_offset - 1}"
+        if s.spill_errno:  # the supervisor's spill thread sets it on each failure
+            return errors.BrokenError(
+                f"{what}: the spill of this partition is failing: "
+                f"{os.strerror(s.spill_errno)}; {durable}"
+            )
+        try:  # the spill runs in the supervisor: is it there?
+            producer.connection.request(
+                protocol.Metadata([]), protocol.MetadataReply, timeout=PING_TIMEOUT
+            )
+        except errors.BrokerUnavailable as exc:
+            return errors.BrokerUnavailable(f"{what}: the broker is down: {exc}")
+        return errors.WouldBlock(
+            f"{what}: the broker answers, but {durable}; is its disk that slow?"
+        )
 
 
 class _Topic:
@@ -163,6 +209,7 @@ class Producer:
         max_block_ms: int = 60_000,
         auto_create_topics: bool = True,
         compression_type: str = "none",
+        delivery_timeout_ms: int = 120_000,
     ) -> None:
         if acks not in (0, 1, -1, "all", "0", "1", "-1"):
             raise errors.ConfigError(f"acks: {acks!r} must be 0, 1, -1 or 'all'")
@@ -174,6 +221,11 @@ class Producer:
                 f"{', '.join(compression.CODECS)}"
             )
         self.compression_type = compression_type
+        if delivery_timeout_ms <= 0:
+            raise errors.ConfigError(
+                f"delivery.timeout.ms: {delivery_timeout_ms} must be > 0"
+            )
+        self.delivery_timeout = delivery_timeout_ms / 1000
         self.durable = acks in (-1, "all", "-1")
         self.batch_size = batch_size
         self.batch_records = batch_records
@@ -304,21 +356,25 @@ class Producer:
                 self._forget(topic)
                 raise
             last_base, last_count = spans[-1]
-            queue.next_offset = end = last_base + last_count
+            queue.appended(last_base + last_count)
+            end, appended_at = queue.next_offset, queue.appended_at
         if self.durable:
-            queue.wait_durable(end, self.max_block_ms / 1000)
+            queue.wait_durable(end, None, appended_at)
         return RecordMetadata(topic, queue.partition, spans[0][0])
 
     def flush(self, timeout: float | None = None) -> None:
-        """Append every queued record; with acks="all", wait until all are fsynced."""
+        """Append every queued record; with acks="all", wait until all are fsynced
+        (each partition up to timeout, then WouldBlock; or the reason, after
+        delivery_timeout_ms)."""
         with self._lock:
             queues = [q for t in self._topics.values() for q in t.queues]
             for queue in queues:
                 queue.flush()
+            waits = [(q, q.next_offset, q.appended_at) for q in queues]
         if self.durable:
-            for queue in queues:
-                if queue.next_offset >= 0:
-                    queue.wait_durable(queue.next_offset, timeout)
+            for queue, offset, since in waits:
+                if offset >= 0:
+                    queue.wait_durable(offset, timeout, since)
 
     def _forget(self, topic: str) -> None:
         """The topic was deleted: drop its rings; the next send looks it up again."""

@@ -3,13 +3,18 @@ record size limits, deleted topics."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import textwrap
+import time
 
 import pytest
 
 from shmbroker import (
     Admin,
+    BrokenError,
+    BrokerUnavailable,
     Consumer,
     EmbeddedBroker,
     Producer,
@@ -19,8 +24,15 @@ from shmbroker import (
 )
 from shmbroker._native import Decoded
 from shmbroker.compression import CODECS, decompress_batches
-from shmbroker.errors import ConfigError, InvalidArgument, RecordTooLarge, UnknownTopic
+from shmbroker.errors import (
+    ConfigError,
+    InvalidArgument,
+    RecordTooLarge,
+    UnknownTopic,
+    WouldBlock,
+)
 from shmbroker.records import build_records
+from tests.conftest import run_on_small_tmpfs
 from tests.native.kafka_python import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 # (key, partitions, partition) as Kafka's Java client puts them:
@@ -328,3 +340,100 @@ def test_max_message_bytes_limits_the_compressed_batch(broker: EmbeddedBroker) -
 def test_an_unknown_compression_type_is_a_config_error(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"compression\.type: 'brotli'.* zstd"):
         Producer(str(tmp_path), compression_type="brotli")
+
+
+# ---- delivery.timeout.ms -----------------------------------------------------------
+
+DELIVERY_TIMEOUT_MS = 1000
+MARGIN = 2.0  # seconds a failing call may take past its delivery timeout
+
+
+def test_acks_all_fails_after_delivery_timeout_when_the_broker_is_killed(
+    broker: EmbeddedBroker,
+) -> None:
+    """If the supervisor is SIGKILLed, then an acks="all" producer's RecordFuture.get,
+    flush, send_batch and close each fail within delivery_timeout_ms (and a margin)
+    with BrokerUnavailable saying the broker is down, instead of waiting forever
+    for an fsync that cannot come; a caller's own shorter timeout still gives
+    WouldBlock."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("orphan", 1)
+    producer = Producer(
+        broker.data_dir, acks="all", delivery_timeout_ms=DELIVERY_TIMEOUT_MS
+    )
+    try:
+        producer.send("orphan", b"before").get(timeout=30)  # fsynced: the broker ran
+        broker.kill()
+        future = producer.send("orphan", b"after")
+        with pytest.raises(WouldBlock, match=r"not fsynced within 0\.1s"):
+            future.get(timeout=0.1)
+        down = (
+            r"orphan-0: offset \d not fsynced .*delivery\.timeout\.ms.* broker is down"
+        )
+        calls = {
+            "get": future.get,
+            "flush": producer.flush,
+            "send_batch": lambda: producer.send_batch("orphan", [b"x"]),
+            "close": producer.close,
+        }
+        for name, call in calls.items():
+            start = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match=down):
+                call()
+            took = time.monotonic() - start
+            assert took < DELIVERY_TIMEOUT_MS / 1000 + MARGIN, f"{name} took {took}s"
+    finally:
+        producer.close()
+
+
+def test_acks_all_names_a_failing_spill_after_delivery_timeout(
+    shm_prefix: str, tmp_path
+) -> None:
+    """If the broker's disk is full (a 4 MiB tmpfs in a private mount namespace),
+    then an acks="all" send fails after delivery_timeout_ms with BrokenError naming
+    the spill's error; once there is space again, the next send is fsynced."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    script = tmp_path / "full.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import json, os, time
+        from shmbroker import Admin, BrokenError, EmbeddedBroker, Producer
+        out = {{}}
+        with EmbeddedBroker("{mount}/data", shm_prefix="{shm_prefix}", remove=True,
+                            topic_defaults={{"ring.bytes": 1 << 20}}) as broker:
+            with Admin(broker.data_dir) as admin:
+                admin.create_topic("full", 1)
+            with Producer(broker.data_dir, acks="all",
+                          delivery_timeout_ms={DELIVERY_TIMEOUT_MS}) as producer:
+                producer.send("full", b"fits").get(timeout=30)
+                with open("{mount}/filler", "wb", buffering=0) as f:  # fill the disk
+                    try:
+                        while True:
+                            f.write(b"x" * 4096)
+                    except OSError:
+                        pass
+                start = time.monotonic()
+                try:
+                    producer.send("full", b"v" * 100_000).get()
+                except BrokenError as exc:
+                    out["error"] = f"{{type(exc).__name__}}: {{exc}}"
+                out["took"] = time.monotonic() - start
+                os.unlink("{mount}/filler")
+                out["after"] = producer.send("full", b"again").get(timeout=30).offset
+        print(json.dumps(out))
+    """)
+    )
+    result = run_on_small_tmpfs(mount, "4m", script)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["error"].startswith("BrokenError: full-0: offset 1 not fsynced"), out
+    assert "the spill of this partition is failing: No space left" in out["error"]
+    assert out["took"] < DELIVERY_TIMEOUT_MS / 1000 + MARGIN
+    assert out["after"] == 2
+    assert issubclass(BrokerUnavailable, BrokenError)
+
+
+def test_delivery_timeout_must_be_positive(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"delivery\.timeout\.ms: 0"):
+        Producer(str(tmp_path), delivery_timeout_ms=0)
