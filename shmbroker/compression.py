@@ -39,6 +39,9 @@ DEFAULT_MAX_DECOMPRESSED_BYTES = 256 << 20
 
 GZIP_LEVEL = 6  # Kafka's compression.gzip.level default (zlib's)
 ZSTD_LEVEL = 3  # Kafka's compression.zstd.level default (zstd's)
+# lz4's fast mode, librdkafka's default: cramjam's own default (4) is a high-compression
+# level, 6x slower here (1000 x 100 B records: 490 us vs 77 us) for 16% smaller output
+LZ4_LEVEL = 0
 
 HEADER = _native.BATCH_HEADER_BYTES  # 61
 LOG_OVERHEAD = 12  # baseOffset and batchLength: batchLength counts the rest
@@ -76,7 +79,9 @@ def _gzip(data: Any) -> bytes:
 def _lz4(data: Any) -> bytes:
     # independent blocks: Kafka's Java client refuses a linked-block frame; no content
     # checksum, as Kafka's own writer
-    c = cramjam.lz4.Compressor(block_linked=False, content_checksum=False)
+    c = cramjam.lz4.Compressor(
+        level=LZ4_LEVEL, block_linked=False, content_checksum=False
+    )
     c.compress(bytes(data))  # this one call takes bytes only, not a memoryview
     return bytes(c.finish())
 
