@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import struct
 
 import pytest
 
 from shmbroker import RingFull
+from shmbroker._native import Decoded
 from shmbroker.accumulator import RecordAccumulator
+from shmbroker.compression import CODECS, decompress_batches
 from shmbroker.errors import RecordTooLarge
+from shmbroker.records import build_records
 
 
 def test_sends_become_batches_with_dense_offsets_and_all_fields(ring):
@@ -81,3 +85,32 @@ def test_a_record_over_max_batch_bytes_is_refused_and_not_queued(ring):
         acc.send(b"v" * 600, key=b"k" * 400)
     assert len(acc) == 1
     assert acc.flush() == 1
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_compressed_batches_fit_max_batch_bytes_compressed(ring, codec):
+    """If the accumulator compresses, then every batch is stored compressed and fits
+    max_batch_bytes, even of incompressible records; a record too large even
+    compressed is refused and not queued."""
+    rng = random.Random(5)
+    acc = RecordAccumulator(
+        ring, batch_records=100_000, max_batch_bytes=3000, compression_type=codec
+    )
+    values = [rng.randbytes(rng.randrange(1, 400)) for _ in range(100)]
+    for v in values:
+        acc.send(v)
+    with pytest.raises(RecordTooLarge, match=f"compressed with {codec}"):
+        acc.send(rng.randbytes(3000))
+    acc.flush()
+    stored = ring.reader(0).read_batches(0)
+    sizes = batch_sizes(stored)
+    assert max(sizes) <= 3000, sizes
+    pos = 0
+    for size in sizes:
+        assert stored[pos + 22] & 7 == CODECS[codec]
+        pos += size
+    out = decompress_batches(stored)
+    d = Decoded()
+    d.decode(out, 0, len(out))
+    assert d.bytes_consumed == len(out)
+    assert [r.value for r in build_records(d, out, "t", 0)] == values
