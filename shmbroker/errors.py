@@ -18,6 +18,11 @@ class InvalidArgument(ShmbrokerError, ValueError):
     """The caller passed something unusable: a size, a type, a name."""
 
 
+class RecordTooLarge(InvalidArgument):
+    """A record whose batch alone, or a batch, is larger than the topic's
+    max.message.bytes (Kafka's RecordTooLargeException, error MESSAGE_TOO_LARGE)."""
+
+
 class NotFound(ShmbrokerError, FileNotFoundError):
     """A ring, topic or file that should exist does not."""
 

@@ -6,12 +6,20 @@ another) and returns a RecordFuture. A partition's queue goes to its ring as one
 when it holds `batch_records` records or `batch_size` bytes, after `linger_ms` (a
 background thread; 0 appends every record at once, as Kafka), or on `flush`.
 `send_batch` appends a list of records to one partition at once: the fast path. With
-acks="all" a record counts as sent only once it is fsynced.
+acks="all" a record counts as sent only once it is fsynced, and a wait for that ends
+`delivery_timeout_ms` after its batch was appended (Kafka's delivery.timeout.ms) with
+an error that says why: the broker is down, or its spill is failing.
+
+No batch is larger than the topic's max.message.bytes (a list over it goes as several
+batches; a record over it alone is refused with RecordTooLarge). `compression_type`
+(Kafka's: gzip, snappy, lz4, zstd) compresses every batch; the limit applies to the
+compressed batch, as in Kafka.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -19,8 +27,8 @@ from collections.abc import Sequence
 
 import msgspec
 
-from shmbroker import _native, errors, protocol
-from shmbroker.accumulator import RecordAccumulator
+from shmbroker import _native, compression, errors, protocol
+from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
 from shmbroker.client.connection import Connection
 from shmbroker.config import TopicConfig
 from shmbroker.records import Header, RecordMetadata
@@ -28,15 +36,18 @@ from shmbroker.ring import Ring
 
 log = logging.getLogger(__name__)
 
+PING_TIMEOUT = 2.0  # seconds the supervisor has to answer when a delivery timed out
+
 
 class _Batch:
     """The records queued together for one partition; base_offset once appended."""
 
-    __slots__ = ("base_offset", "queue")
+    __slots__ = ("appended_at", "base_offset", "queue")
 
     def __init__(self, queue: _PartitionQueue) -> None:
         self.queue = queue
         self.base_offset = -1
+        self.appended_at = 0.0  # time.monotonic(): delivery.timeout.ms counts from it
 
 
 class RecordFuture(msgspec.Struct, frozen=True, gc=False):
@@ -52,7 +63,8 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
 
     def get(self, timeout: float | None = None) -> RecordMetadata:
         """Append the record's batch now if it still waits, then its metadata (with
-        acks="all", after it is fsynced)."""
+        acks="all", after it is fsynced: WouldBlock after timeout, or the reason
+        after delivery_timeout_ms)."""
         batch = self.batch
         queue = batch.queue
         if batch.base_offset < 0:
@@ -61,7 +73,7 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
                     queue.flush()
         offset = batch.base_offset + self.index
         if queue.producer.durable:
-            queue.wait_durable(offset + 1, timeout)
+            queue.wait_durable(offset + 1, timeout, batch.appended_at)
         return RecordMetadata(queue.topic.name, queue.partition, offset)
 
 
@@ -73,30 +85,72 @@ class _PartitionQueue(RecordAccumulator):
             batch_records=producer.batch_records,
             batch_bytes=batch_bytes,
             timeout=producer.max_block_ms / 1000,
+            max_batch_bytes=topic.max_message_bytes,
+            compression_type=producer.compression_type,
+            what=f"topic {topic.name!r} partition {partition}",
         )
         self.producer = producer
         self.topic = topic
         self.partition = partition
         self.batch = _Batch(self)
         self.next_offset = -1  # one past the last record appended
+        self.appended_at = 0.0  # time.monotonic() of the last append
 
     def flush(self) -> int:
         n = len(self)
         next_offset = super().flush()
         if n:
+            self.appended(next_offset)
             self.batch.base_offset = next_offset - n
+            self.batch.appended_at = self.appended_at
             self.batch = _Batch(self)
-            self.next_offset = next_offset
             if self.topic.sticky is self:
                 self.topic.stick_elsewhere()
         return next_offset
 
-    def wait_durable(self, offset: int, timeout: float | None) -> None:
-        if not self.ring.wait_durable(offset, timeout):
+    def appended(self, next_offset: int) -> None:
+        self.next_offset = next_offset
+        self.appended_at = time.monotonic()
+
+    def wait_durable(self, offset: int, timeout: float | None, since: float) -> None:
+        """Wait until the records below offset are fsynced: up to timeout (then
+        WouldBlock), and no later than delivery_timeout_ms after since (then the
+        error that says why)."""
+        left = since + self.producer.delivery_timeout - time.monotonic()
+        wait = max(0.0, left if timeout is None else min(timeout, left))
+        if self.ring.wait_durable(offset, wait):
+            return
+        if timeout is not None and timeout < left:
             raise errors.WouldBlock(
                 f"{self.topic.name}-{self.partition}: offset {offset - 1} not "
                 f"fsynced within {timeout}s"
             )
+        raise self._undelivered(offset)
+
+    def _undelivered(self, offset: int) -> errors.ShmbrokerError:
+        """Why the records below offset were not fsynced in time."""
+        producer = self.producer
+        what = (
+            f"{self.topic.name}-{self.partition}: offset {offset - 1} not fsynced "
+            f"{producer.delivery_timeout * 1000:.0f} ms (delivery.timeout.ms) after "
+            f"it was appended"
+        )
+        s = self.ring.stat()
+        durable = f"records are fsynced up to offset {s.durable_offset - 1}"
+        if s.spill_errno:  # the supervisor's spill thread sets it on each failure
+            return errors.BrokenError(
+                f"{what}: the spill of this partition is failing: "
+                f"{os.strerror(s.spill_errno)}; {durable}"
+            )
+        try:  # the spill runs in the supervisor: is it there?
+            producer.connection.request(
+                protocol.Metadata([]), protocol.MetadataReply, timeout=PING_TIMEOUT
+            )
+        except errors.BrokerUnavailable as exc:
+            return errors.BrokerUnavailable(f"{what}: the broker is down: {exc}")
+        return errors.WouldBlock(
+            f"{what}: the broker answers, but {durable}; is its disk that slow?"
+        )
 
 
 class _Topic:
@@ -104,7 +158,7 @@ class _Topic:
         self.name = meta.name
         self.topic_id = meta.topic_id
         self.config = TopicConfig.from_kafka(meta.configs)
-        self.max_message_bytes = self.config.max_message_bytes  # one hop, per send
+        self.max_message_bytes = self.config.max_message_bytes  # every batch fits
         self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
         batch_bytes = min(producer.batch_size, self.config.max_message_bytes // 2)
         self.batch_bytes = batch_bytes
@@ -154,11 +208,24 @@ class Producer:
         linger_ms: float = 5,
         max_block_ms: int = 60_000,
         auto_create_topics: bool = True,
+        compression_type: str = "none",
+        delivery_timeout_ms: int = 120_000,
     ) -> None:
         if acks not in (0, 1, -1, "all", "0", "1", "-1"):
             raise errors.ConfigError(f"acks: {acks!r} must be 0, 1, -1 or 'all'")
         if linger_ms < 0:
             raise errors.ConfigError(f"linger.ms: {linger_ms} must be >= 0")
+        if compression_type not in compression.CODECS:
+            raise errors.ConfigError(
+                f"compression.type: {compression_type!r} must be one of "
+                f"{', '.join(compression.CODECS)}"
+            )
+        self.compression_type = compression_type
+        if delivery_timeout_ms <= 0:
+            raise errors.ConfigError(
+                f"delivery.timeout.ms: {delivery_timeout_ms} must be > 0"
+            )
+        self.delivery_timeout = delivery_timeout_ms / 1000
         self.durable = acks in (-1, "all", "-1")
         self.batch_size = batch_size
         self.batch_records = batch_records
@@ -219,11 +286,13 @@ class Producer:
         timestamp: int | None = None,
     ) -> RecordFuture:
         """Queue one record; returns a future of its metadata. Blocks (up to
-        max_block_ms, then RingFull) only when its ring is full of unspilled data."""
+        max_block_ms, then RingFull) only when its ring is full of unspilled data.
+        RecordTooLarge, and nothing queued, if its batch alone (key, value and
+        headers; compressed, with compression_type) is over max.message.bytes."""
         t = self._topics.get(topic) or self._topic(topic)
-        size = 0 if value is None else len(value)
-        if size > t.max_message_bytes:
-            self._too_large(t, size)
+        # what the accumulator counts for a value-only record; a large one never
+        # takes the short cut below, so the accumulator checks it against the limit
+        size = RECORD_BOUND if value is None else RECORD_BOUND + len(value)
         if t.log_append_time:
             timestamp = None  # the append stamps it
         lock = self._lock
@@ -257,13 +326,6 @@ class Producer:
             lock.release()
         return RecordFuture(batch, index)
 
-    @staticmethod
-    def _too_large(t: _Topic, size: int) -> None:
-        raise errors.InvalidArgument(
-            f"record of {size} bytes to topic {t.name!r}: larger than its "
-            f"max.message.bytes ({t.max_message_bytes})"
-        )
-
     def send_batch(
         self,
         topic: str,
@@ -274,39 +336,45 @@ class Producer:
         timestamp: int | None = None,
         headers: Sequence[Sequence[Header]] | None = None,
     ) -> RecordMetadata:
-        """Append the records to one partition as one batch, now (the fast path);
+        """Append the records to one partition now, as one batch (the fast path),
+        or as several in order when they are over the topic's max.message.bytes;
         returns the first record's metadata. Keys do not choose the partition here:
-        pass partition, or the topic's sticky partition is used."""
+        pass partition, or the topic's sticky partition is used. RecordTooLarge,
+        and nothing sent, if one record's batch alone is over the limit."""
         t = self._topics.get(topic) or self._topic(topic)
         with self._lock:
             queue = self._queue(t, None, partition)
             queue.flush()  # keep the partition's records in send order
             try:
-                base = queue.ring.append_batch(
+                spans = queue.append_now(
                     values,
                     keys,
                     timestamp=None if t.log_append_time else timestamp,
                     headers=headers,
-                    timeout=self.max_block_ms / 1000,
                 )
             except errors.UnknownTopic:
                 self._forget(topic)
                 raise
-            queue.next_offset = base + len(values)
+            last_base, last_count = spans[-1]
+            queue.appended(last_base + last_count)
+            end, appended_at = queue.next_offset, queue.appended_at
         if self.durable:
-            queue.wait_durable(base + len(values), self.max_block_ms / 1000)
-        return RecordMetadata(topic, queue.partition, base)
+            queue.wait_durable(end, None, appended_at)
+        return RecordMetadata(topic, queue.partition, spans[0][0])
 
     def flush(self, timeout: float | None = None) -> None:
-        """Append every queued record; with acks="all", wait until all are fsynced."""
+        """Append every queued record; with acks="all", wait until all are fsynced
+        (each partition up to timeout, then WouldBlock; or the reason, after
+        delivery_timeout_ms)."""
         with self._lock:
             queues = [q for t in self._topics.values() for q in t.queues]
             for queue in queues:
                 queue.flush()
+            waits = [(q, q.next_offset, q.appended_at) for q in queues]
         if self.durable:
-            for queue in queues:
-                if queue.next_offset >= 0:
-                    queue.wait_durable(queue.next_offset, timeout)
+            for queue, offset, since in waits:
+                if offset >= 0:
+                    queue.wait_durable(offset, timeout, since)
 
     def _forget(self, topic: str) -> None:
         """The topic was deleted: drop its rings; the next send looks it up again."""
