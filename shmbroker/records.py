@@ -10,7 +10,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from shmbroker import _native
+from shmbroker import _native, errors
+from shmbroker.compression import CODEC_MASK, decompress_batches
 
 Header = tuple[str, "bytes | None"]
 SMALL_POLL = 8  # up to this many records, build them row by row
@@ -41,6 +42,35 @@ class RecordMetadata(msgspec.Struct, frozen=True, gc=False):
     topic: str
     partition: int
     offset: int
+
+
+def decode_records(
+    decoded: _native.Decoded,
+    buf: Any,
+    data: Any,
+    start: int,
+    end: int,
+    topic: str,
+    partition: int,
+    verify_crc: bool = False,
+) -> tuple[list[Record], int]:
+    """Records of the whole batches of buf[start:end] (at least the first one), and
+    the bytes they took. data is buf's bytes to slice (buf itself, or the bytes over
+    a C buffer). A compressed first batch is decompressed (compression.py) and
+    decoded alone: the C decoder reads only uncompressed batches."""
+    try:
+        decoded.decode(buf, start, end, verify_crc)
+    except errors.InvalidArgument:
+        attributes = int.from_bytes(data[start + 21 : start + 23], "big")
+        if not attributes & CODEC_MASK:
+            raise
+        size = int.from_bytes(data[start + 8 : start + 12], "big") + 12
+        plain = decompress_batches(
+            memoryview(data)[start : start + size], verify_crc=verify_crc
+        )
+        decoded.decode(plain, 0, len(plain))
+        return build_records(decoded, plain, topic, partition), size
+    return build_records(decoded, data, topic, partition), decoded.bytes_consumed
 
 
 def build_records(

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from shmbroker import _native, errors, shm
-from shmbroker.records import Header, Record, build_records
+from shmbroker.records import Header, Record, decode_records
 
 DEFAULT_SPIN = 200e-6  # seconds a reader spins before sleeping: longer than the gap
 # between records at 10k records/s, so a steady stream never pays a futex wake-up
@@ -446,10 +446,17 @@ class RingReader:
         """The next records (at least one batch's worth), or [] after timeout."""
         if not self._fill(timeout):
             return []
-        d = self._decoded
-        d.decode(self._buf, self._at, self._have, self._check_crcs)
-        self._at += d.bytes_consumed
-        records = build_records(d, self._bytes, self.topic, self.partition)
+        records, consumed = decode_records(
+            self._decoded,
+            self._buf,
+            self._bytes,
+            self._at,
+            self._have,
+            self.topic,
+            self.partition,
+            self._check_crcs,
+        )
+        self._at += consumed
         if self._skip_below >= 0:
             records = [r for r in records if r.offset >= self._skip_below]
             self._skip_below = -1

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 from shmbroker import _native, errors
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment
-from shmbroker.records import Record, build_records
+from shmbroker.records import Record, decode_records
 from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
 
 LAST = _native.LAST_OFFSET
@@ -288,17 +288,19 @@ class LogReader:
         data = self.read_batches(timeout)
         if not data:
             return []
-        d, records, at = self._decoded, [], 0
+        log, records, at = self.log, [], 0
         while at < len(data):  # all of it: self.offset is already past it
-            d.decode(data, at, len(data))
-            if not d.bytes_consumed:  # whole batches by _advance: cannot happen
+            got, consumed = decode_records(
+                self._decoded, data, data, at, len(data), log.topic, log.partition
+            )
+            if not consumed:  # whole batches by _advance: cannot happen
                 raise errors.CorruptError(
-                    f"partition {self.log.name}: no record batch decodes at byte "
+                    f"partition {log.name}: no record batch decodes at byte "
                     f"{at} of {len(data)} read for offset {first}; the bytes there "
                     f"begin {data[at : at + 32].hex()}"
                 )
-            records += build_records(d, data, self.log.topic, self.log.partition)
-            at += d.bytes_consumed
+            records += got
+            at += consumed
         if records and records[0].offset < first:
             records = [r for r in records if r.offset >= first]
         return records

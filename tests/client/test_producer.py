@@ -32,7 +32,7 @@ from shmbroker.errors import (
     WouldBlock,
 )
 from shmbroker.records import build_records
-from tests.conftest import run_on_small_tmpfs
+from tests.conftest import run_on_small_tmpfs, wait_until
 from tests.native.kafka_python import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 # (key, partitions, partition) as Kafka's Java client puts them:
@@ -310,6 +310,55 @@ def test_a_compressing_producer_stores_batches_of_its_codec(
         for r in DefaultRecordBatch(b)
     ]
     assert kafka == [(o, k, v, [tuple(x) for x in h]) for o, k, v, h in expected]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_consumers_read_compressed_batches_from_the_ring_and_the_segments(
+    broker: EmbeddedBroker, ring: Ring, codec: str
+) -> None:
+    """If batches are stored compressed (by a compressing Producer, or a Kafka
+    client's bytes as they came), then a ring reader and a Consumer reading the
+    segments get every record, key, header and timestamp as sent."""
+    values = [b"value %d " % i * 5 for i in range(300)]
+    keys = [b"key-%d" % (i % 7) for i in range(300)]
+    headers = [[("i", b"%d" % i)] for i in range(300)]
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=CODECS[codec],
+        is_transactional=0,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 30,
+    )
+    for i in range(100):
+        builder.append(i, timestamp=1000 + i, key=keys[i], value=values[i],
+                       headers=headers[i])  # fmt: skip
+    ring.append_encoded(bytes(builder.build()))  # as the gateway will
+    reader = ring.reader(0)
+    got = []
+    while len(got) < 100:
+        got += reader.poll(5)
+    assert [(r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in got] == [
+        (i, 1000 + i, keys[i], values[i], headers[i]) for i in range(100)
+    ]
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("zipped", 1)
+    with Producer(broker.data_dir, compression_type=codec) as producer:
+        producer.send_batch("zipped", values, keys, partition=0, headers=headers)
+    topic_ring = Ring.open(shm.ring_name(broker.shm_base, meta.topic_id, 0))
+    try:
+        wait_until(lambda: topic_ring.spilled_offset() == 300, 30, "the spill")
+    finally:
+        topic_ring.close()
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("zipped", 0)])
+        records = []
+        while len(records) < 300:
+            records += consumer.poll_batch(timeout=5)
+    assert [(r.offset, r.key, r.value, list(r.headers)) for r in records] == [
+        (i, keys[i], values[i], headers[i]) for i in range(300)
+    ]
 
 
 def test_max_message_bytes_limits_the_compressed_batch(broker: EmbeddedBroker) -> None:
