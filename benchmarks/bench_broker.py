@@ -1231,7 +1231,11 @@ def main(argv: list[str] | None = None) -> int:
                     except RuntimeError as exc:  # reported, and the others go on
                         name = "/".join(map(str, c[:3]))
                         failures.append({"config": name, "run": k, "error": str(exc)})
-                        print(f"bench_broker: {name} FAILED: {exc}", file=sys.stderr)
+                        where = str(exc).strip().splitlines()
+                        print(
+                            f"bench_broker: {name} FAILED: {where[0]} ... {where[-1]}",
+                            file=sys.stderr,
+                        )
             if wanted("large"):
                 dd.append({"when": "after", **dd_rate(bench.data_dir, dd_mib, 300)})
             rows = []

@@ -45,8 +45,9 @@ class Worker:
 
     def __init__(self, tmp_path: Path, name: str, *args: object) -> None:
         self.name = name
-        self.out = tmp_path / f"{name}.out"
-        self.err = tmp_path / f"{name}.err"
+        stem = name.split()[0]  # "consumer-poll (Consumer.poll_batch)": consumer-poll
+        self.out = tmp_path / f"{stem}.out"
+        self.err = tmp_path / f"{stem}.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.system.lapped_worker", *map(str, args)],
