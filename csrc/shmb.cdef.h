@@ -158,4 +158,5 @@ int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 
 int shmb_ring_mark_deleted(shmb_ring_t *ring);
+void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);

@@ -198,8 +198,9 @@ int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
 int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
 
 /* ---- the durable log's side ---- */
-/* Wait until tail > position (spin_ns, then the futex); returns the tail, or SHMB_EMPTY
- * after timeout_ms, or SHMB_EDELETED when the ring is deleted with nothing past
+/* Wait until tail > position (spin_ns, then one futex sleep); returns the tail, or
+ * SHMB_EMPTY after timeout_ms or when woken without new data (shmb_ring_wake: the
+ * caller looks at why), or SHMB_EDELETED when the ring is deleted with nothing past
  * position. */
 int64_t shmb_ring_wait(shmb_ring_t *ring, int64_t position, int32_t timeout_ms,
                        int64_t spin_ns);
@@ -236,6 +237,9 @@ int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
  * 1 s: longer only if its holder is stopped), so an append in progress commits first
  * and stays readable. The broker calls this before unlinking the ring. */
 int shmb_ring_mark_deleted(shmb_ring_t *ring);
+/* Wake every reader and spiller asleep on the ring's data, to look again (a
+ * spill thread asked to stop). */
+void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
 
 #endif

@@ -502,6 +502,12 @@ int shmb_ring_set_log_start_offset(shmb_ring_t *r, int64_t offset) {
     return SHMB_OK;
 }
 
+void shmb_ring_wake(shmb_ring_t *r) {
+    /* bump, then wake all whatever the count: see sleep_until_at_least */
+    shmb_fetch_add(&r->hdr->data.futex_word, 1);
+    futex_wake_all(&r->hdr->data.futex_word);
+}
+
 int shmb_ring_mark_deleted(shmb_ring_t *r) {
     shmb_ring_header_t *h = r->hdr;
     /* holding the writer lock: an append that has it commits before the flag, and
@@ -593,8 +599,27 @@ int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t 
 }
 
 int64_t shmb_ring_wait(shmb_ring_t *r, int64_t position, int32_t timeout_ms, int64_t spin_ns) {
-    int64_t tail = wait_for_data(r, position, timeout_ms, spin_ns);
-    return tail > position || tail == SHMB_EDELETED ? tail : SHMB_EMPTY;
+    shmb_ring_header_t *h = r->hdr;
+    int64_t tail = shmb_load_acquire(&h->tail.tail_position);
+    for (int64_t spin_end = mono_ns() + spin_ns; tail <= position && spin_ns > 0;) {
+        shmb_cpu_relax();
+        tail = shmb_load_acquire(&h->tail.tail_position);
+        if (mono_ns() >= spin_end) break;
+    }
+    if (tail <= position && timeout_ms != 0) {
+        /* one sleep, not a loop: any bump of the word ends it, so shmb_ring_wake
+         * reaches a spill thread. Waiters up, then the word, then the tail: the
+         * appender stores tail, bumps, reads waiters (see sleep_until_at_least) */
+        shmb_fetch_add(&h->data.waiters, 1);
+        uint32_t w = shmb_load_acquire(&h->data.futex_word);
+        if (shmb_load_acquire(&h->tail.tail_position) <= position &&
+            !shmb_load_acquire(&h->offsets.deleted))
+            futex_wait(&h->data.futex_word, w, deadline_ns(timeout_ms));
+        shmb_fetch_add(&h->data.waiters, (uint32_t)-1);
+        tail = shmb_load_acquire(&h->tail.tail_position);
+    }
+    if (tail > position) return tail;
+    return shmb_load_acquire(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_EMPTY;
 }
 
 int64_t shmb_ring_batch_bytes(shmb_ring_t *r, int64_t position) {

@@ -410,6 +410,9 @@ class RingMap:
 
     # ---- the broker's side
 
+    def wake(self) -> None:
+        lib.shmb_ring_wake(self._ptr)
+
     def mark_deleted(self) -> None:
         _check(lib.shmb_ring_mark_deleted(self._ptr), "mark ring deleted")
 

@@ -44,6 +44,9 @@ class TopicConfig:
     message_timestamp_type: str = "CreateTime"  # or "LogAppendTime"
 
     def __post_init__(self) -> None:
+        ring = self.ring_bytes
+        if isinstance(ring, int) and (ring < 4096 or ring & (ring - 1)):
+            raise ConfigError(f"ring.bytes: {ring} must be a power of two >= 4096")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "message_timestamp_type":
@@ -53,15 +56,18 @@ class TopicConfig:
                         f"LogAppendTime"
                     )
                 continue
-            low = 1 if f.name in ("segment_bytes", "segment_ms", "ring_bytes") else -1
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            low, high = _RANGES[f.name]
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not low <= value <= high
+                or (value == 0 and f.name in _NOT_ZERO)
+            ):
+                zero = " except 0" if f.name in _NOT_ZERO else ""
                 raise ConfigError(
-                    f"{kafka_name(f.name)}: {value!r} must be an integer >= {low}"
+                    f"{kafka_name(f.name)}: {value!r} must be an integer in "
+                    f"[{low}, {high}]{zero}"
                 )
-        if self.ring_bytes & (self.ring_bytes - 1) or self.ring_bytes < 4096:
-            raise ConfigError(
-                f"ring.bytes: {self.ring_bytes} must be a power of two >= 4096"
-            )
 
     @classmethod
     def from_kafka(cls, configs: Mapping[str, str | int]) -> TopicConfig:
@@ -90,6 +96,22 @@ class TopicConfig:
             for f in dataclasses.fields(self)
             if not only_changed or getattr(self, f.name) != getattr(default, f.name)
         }
+
+
+INT32_MAX, INT64_MAX = 2**31 - 1, 2**63 - 1
+# Kafka's ranges (LogConfig), with our -1 for "never" / "no limit" where it has one
+_RANGES = {
+    "segment_bytes": (14, INT32_MAX),  # Kafka: at least one legacy record overhead
+    "segment_ms": (1, INT64_MAX),
+    "retention_ms": (-1, INT64_MAX),
+    "retention_bytes": (-1, INT64_MAX),
+    "index_interval_bytes": (0, INT32_MAX),
+    "flush_messages": (-1, INT64_MAX),
+    "flush_ms": (-1, INT64_MAX),
+    "ring_bytes": (4096, 1 << 62),  # /dev/shm space is checked at create
+    "max_message_bytes": (1, INT32_MAX),  # 0 or -1 made a topic unwritable
+}
+_NOT_ZERO = {"flush_messages"}  # -1 is "never"; 0 would be nothing
 
 
 def kafka_name(field: str) -> str:

@@ -244,10 +244,13 @@ class Ring:
 
     # ---- the durable log's side: one spiller per ring --------------------------------
 
-    def wait_committed(self, position: int, timeout: float) -> int | None:
+    def wait_committed(self, position: int, timeout: float | None) -> int | None:
         """The tail once it is past position (committed bytes to spill); None after
-        timeout, or at once when the ring's topic is deleted with nothing past it."""
-        tail = self.native.wait(position, _timeout_ms(timeout), 0)
+        timeout (None: none), when woken (`wake`), or at once when the ring's topic
+        is deleted with nothing past it."""
+        tail = self.native.wait(
+            position, -1 if timeout is None else _timeout_ms(timeout), 0
+        )
         return None if tail < 0 else tail
 
     def unspilled(self, position: int) -> memoryview:
@@ -275,6 +278,11 @@ class Ring:
         segment reader never reads past it (a pwrite in progress grows the file
         before its last bytes are there)."""
         return self.native.spilled_offset()
+
+    def wake(self) -> None:
+        """Wake whoever sleeps on the ring's data (the spill thread told to stop);
+        sleeping readers look again and go back to sleep."""
+        self.native.wake()
 
     def set_spill_errno(self, err: int) -> None:
         """Why the spill fails (0: it works again), for producers' RingFull errors."""

@@ -85,3 +85,29 @@ def test_legal_topic_names(name: str) -> None:
 def test_illegal_topic_names_name_the_rule(name: object, match: str) -> None:
     with pytest.raises(InvalidArgument, match=match):
         validate_topic_name(name)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("max.message.bytes", "-1", r"\[1, 2147483647\]"),
+        ("max.message.bytes", "0", r"\[1, 2147483647\]"),
+        ("max.message.bytes", str(10**20), r"\[1, 2147483647\]"),
+        ("segment.bytes", "13", r"\[14, 2147483647\]"),
+        ("segment.ms", "0", r"\[1, 9223372036854775807\]"),
+        ("retention.ms", "-2", r"\[-1, 9223372036854775807\]"),
+        ("flush.messages", "0", "except 0"),
+        ("flush.ms", "-5", r"\[-1, "),
+        ("index.interval.bytes", "-1", r"\[0, 2147483647\]"),
+        ("ring.bytes", "6000", "power of two"),
+        ("ring.bytes", "1024", "power of two >= 4096"),
+    ],
+)
+def test_topic_configs_outside_kafkas_ranges_are_refused_naming_the_range(
+    key: str, value: str, allowed: str
+) -> None:
+    """If a topic config is outside the range Kafka allows (or would make the topic
+    unwritable), then creating or altering it fails naming the key, the value and
+    what is allowed (before: max.message.bytes -1, 0 and 1e20 were accepted)."""
+    with pytest.raises(ConfigError, match=rf"{key}: .*{allowed}"):
+        BrokerConfig().topic_config({key: value})

@@ -10,6 +10,7 @@ rings are marked deleted and unlinked (`shmbroker gc` removes rings no registry 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -49,6 +50,10 @@ class Supervisor:
         self.topics: dict[str, registry.TopicEntry] = {}
         self.logs: dict[tuple[str, int], PartitionLog] = {}
         self._lock = threading.RLock()  # admin changes, one at a time
+        # topics whose partitions are being opened, outside the lock (a topic of
+        # thousands takes seconds): not shown until done; stop() waits for them
+        self._creating: dict[str, int] = {}  # name -> partitions opened so far
+        self._created = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
@@ -153,7 +158,12 @@ class Supervisor:
             self.coordinator.close()
             self.coordinator.store.close()
             self.coordinator = None
+        self._stop.set()  # creations in progress stop at their next partition
         with self._lock:
+            while self._creating:
+                self._created.wait()
+            for partition_log in self.logs.values():
+                partition_log.request_stop()  # all at once, then each closes
             for partition_log in self.logs.values():
                 partition_log.close()
             self.logs.clear()
@@ -197,6 +207,11 @@ class Supervisor:
         entry = self.topics.get(name)
         if entry is None:
             raise errors.UnknownTopic(f"topic {name!r} does not exist")
+        if name in self._creating:
+            raise errors.UnknownTopic(
+                f"topic {name!r} is being created ({self._creating[name]} of "
+                f"{entry.partitions} partitions so far): retry shortly"
+            )
         return entry
 
     # ---- admin ----------------------------------------------------------------------
@@ -220,17 +235,35 @@ class Supervisor:
         with self._lock:
             if name in self.topics:
                 raise errors.TopicExists(f"topic {name!r} already exists")
+            if self._stop.is_set():
+                raise errors.BrokerUnavailable("the broker is stopping")
             entry = registry.TopicEntry(registry.new_topic_id(), partitions, configs)
             if validate_only:
                 return self._metadata(name, entry)
+            # in the registry first: a crash half-way opens the rest at the next start
             self.topics[name] = entry
             self._save_registry()
-            try:
-                for p in range(partitions):
-                    self._open_partition(name, entry, p)
-            except BaseException:
-                self._delete(name)  # a full /dev/shm half-way: leave nothing behind
-                raise
+            self._creating[name] = 0
+        try:
+            for p in range(partitions):  # without the lock: others are served
+                if self._stop.is_set():
+                    raise errors.BrokerUnavailable(
+                        f"the broker is stopping: topic {name!r} has {p} of "
+                        f"{partitions} partitions; its next start opens the rest"
+                    )
+                self._open_partition(name, entry, p)
+                self._creating[name] = p + 1
+        except errors.BrokerUnavailable:
+            raise
+        except BaseException:
+            with self._lock:  # a full /dev/shm half-way: leave nothing behind
+                self._creating.pop(name)
+                self._delete(name)
+            raise
+        finally:
+            with self._lock:
+                self._creating.pop(name, None)
+                self._created.notify_all()
         log.info("created topic %s: %d partitions, %s", name, partitions, configs)
         return self._metadata(name, entry)
 
@@ -287,7 +320,7 @@ class Supervisor:
             self.topics[name] = entry
             self._save_registry()
             for p in range(entry.partitions):
-                self.logs[name, p].config = config
+                self.logs[name, p].reconfigure(config)
         log.info("altered configs of topic %s: %s", name, configs)
         return self._metadata(name, entry)
 
@@ -315,24 +348,24 @@ class Supervisor:
     ) -> protocol.MetadataReply:
         with self._lock:
             if names is None:
-                names = sorted(self.topics)
-            out = []
-            for name in names:
-                entry = self.topics.get(name)
-                if entry is None:
-                    if not (auto_create and self.config.auto_create_topics_enable):
-                        raise errors.UnknownTopic(
-                            f"topic {name!r} does not exist"
-                            + (
-                                ""
-                                if self.config.auto_create_topics_enable
-                                else " (auto.create.topics.enable is false)"
-                            )
-                        )
-                    out.append(self.create_topic(name, self.config.num_partitions))
-                    continue
-                out.append(self._metadata(name, entry))
-        return protocol.MetadataReply(out)
+                names = sorted(set(self.topics) - set(self._creating))
+            missing = [name for name in names if name not in self.topics]
+        if missing and not (auto_create and self.config.auto_create_topics_enable):
+            raise errors.UnknownTopic(
+                f"topic {missing[0]!r} does not exist"
+                + (
+                    ""
+                    if self.config.auto_create_topics_enable
+                    else " (auto.create.topics.enable is false)"
+                )
+            )
+        for name in missing:  # outside the lock, as any create
+            with contextlib.suppress(errors.TopicExists):  # another client's
+                self.create_topic(name, self.config.num_partitions)
+        with self._lock:
+            return protocol.MetadataReply(
+                [self._metadata(name, self._entry(name)) for name in names]
+            )
 
     def _metadata(
         self, name: str, entry: registry.TopicEntry
@@ -347,7 +380,8 @@ class Supervisor:
     def describe(self, names: list[str] | None) -> protocol.DescribeReply:
         with self._lock:
             out = []
-            for name in sorted(self.topics) if names is None else names:
+            every = sorted(set(self.topics) - set(self._creating))
+            for name in every if names is None else names:
                 entry = self._entry(name)
                 partitions = []
                 for p in range(entry.partitions):

@@ -82,7 +82,17 @@ class Connection:
     def _exchange(
         sock: socket.socket, request: protocol.Request, kind: type[T], timeout: float
     ) -> T:
-        protocol.send(sock, request, timeout)
+        try:
+            protocol.send(sock, request, timeout)
+        except (BrokenPipeError, ConnectionResetError):
+            # hung up on at once (max.connections): its reason may be waiting
+            body = protocol.receive(sock, 0)
+            if body is None:
+                raise
+            reply = protocol.reply_decoder.decode(body)
+            if isinstance(reply, protocol.ErrorReply):
+                protocol.raise_error(reply)
+            raise
         body = protocol.receive(sock, timeout)
         if body is None:
             raise ConnectionResetError("the supervisor closed the connection")
