@@ -42,12 +42,13 @@ PING_TIMEOUT = 2.0  # seconds the supervisor has to answer when a delivery timed
 class _Batch:
     """The records queued together for one partition; base_offset once appended."""
 
-    __slots__ = ("appended_at", "base_offset", "queue")
+    __slots__ = ("appended_at", "base_offset", "error", "queue")
 
     def __init__(self, queue: _PartitionQueue) -> None:
         self.queue = queue
         self.base_offset = -1
         self.appended_at = 0.0  # time.monotonic(): delivery.timeout.ms counts from it
+        self.error: errors.ShmbrokerError | None = None  # why it was never appended
 
 
 class RecordFuture(msgspec.Struct, frozen=True, gc=False):
@@ -69,8 +70,10 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
         queue = batch.queue
         if batch.base_offset < 0:
             with queue.producer._lock:
-                if batch.base_offset < 0:
+                if batch.base_offset < 0 and batch.error is None:
                     queue.flush()
+        if batch.error is not None:
+            raise batch.error
         offset = batch.base_offset + self.index
         if queue.producer.durable:
             queue.wait_durable(offset + 1, timeout, batch.appended_at)
@@ -107,6 +110,13 @@ class _PartitionQueue(RecordAccumulator):
             if self.topic.sticky is self:
                 self.topic.stick_elsewhere()
         return next_offset
+
+    def fail(self, error: errors.ShmbrokerError) -> None:
+        """The queued records can never be appended (their topic was deleted):
+        drop them; their futures raise error."""
+        self.batch.error = error
+        self.batch = _Batch(self)
+        self._new_batch()
 
     def appended(self, next_offset: int) -> None:
         self.next_offset = next_offset
@@ -366,15 +376,28 @@ class Producer:
         """Append every queued record; with acks="all", wait until all are fsynced
         (each partition up to timeout, then WouldBlock; or the reason, after
         delivery_timeout_ms)."""
+        gone: dict[str, errors.UnknownTopic] = {}
         with self._lock:
             queues = [q for t in self._topics.values() for q in t.queues]
             for queue in queues:
-                queue.flush()
-            waits = [(q, q.next_offset, q.appended_at) for q in queues]
+                try:
+                    queue.flush()
+                except errors.UnknownTopic as exc:  # deleted: those records fail
+                    queue.fail(exc)
+                    gone[queue.topic.name] = exc
+            for name in gone:
+                self._forget(name)
+            waits = [
+                (q, q.next_offset, q.appended_at)
+                for q in queues
+                if q.topic.name not in gone
+            ]
         if self.durable:
             for queue, offset, since in waits:
                 if offset >= 0:
                     queue.wait_durable(offset, timeout, since)
+        if gone:  # after the other topics' records are delivered
+            raise next(iter(gone.values()))
 
     def _forget(self, topic: str) -> None:
         """The topic was deleted: drop its rings; the next send looks it up again."""
@@ -401,6 +424,8 @@ class Producer:
             return
         try:
             self.flush(timeout)
+        except errors.UnknownTopic as exc:  # their futures say so; close completes
+            log.warning("producer closed: records to a deleted topic failed: %s", exc)
         finally:
             self._closed.set()
             if self._linger_thread is not None:

@@ -224,6 +224,27 @@ def test_send_to_a_deleted_topic_fails_clearly(broker: EmbeddedBroker) -> None:
                 producer.send("gone", b"c")
 
 
+def test_close_after_its_topic_was_deleted_completes_failing_those_records(
+    broker: EmbeddedBroker,
+) -> None:
+    """If records wait in a producer (linger) when their topic is deleted, then
+    close() completes, delivering the other topics' records, and the futures of
+    those records raise UnknownTopic (before: close() raised and stopped)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("gone", 1)
+        admin.create_topic("stays", 1)
+    producer = Producer(broker.data_dir, linger_ms=60_000, auto_create_topics=False)
+    lost = [producer.send("gone", b"%d" % i) for i in range(10)]
+    kept = [producer.send("stays", b"%d" % i) for i in range(10)]
+    with Admin(broker.data_dir) as admin:
+        admin.delete_topic("gone")
+    producer.close()
+    for future in lost:
+        with pytest.raises(UnknownTopic):
+            future.get()
+    assert [f.get().offset for f in kept] == list(range(10))
+
+
 def test_acks_all_returns_after_fsync(broker: EmbeddedBroker) -> None:
     with Producer(broker.data_dir, acks="all") as producer:
         meta = producer.send("durable", b"x", partition=0).get(timeout=10)
