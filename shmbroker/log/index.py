@@ -273,6 +273,12 @@ class OffsetIndex(_Index):
             return OffsetPosition(self.base_offset, 0)
         return OffsetPosition(self.base_offset + last[0], last[1])
 
+    def all_entries(self) -> list[OffsetPosition]:
+        rel_offsets, positions = self._columns
+        n = len(rel_offsets)  # keys bound values: the writer appends values first
+        pairs = zip(rel_offsets[:n], positions[:n], strict=True)
+        return [OffsetPosition(self.base_offset + r, p) for r, p in pairs]
+
     def append(self, offset: int, position: int) -> None:
         """Add an entry: the batch holding offset starts at position in the .log."""
         rel = offset - self.base_offset
@@ -349,6 +355,12 @@ class TimeIndex(_Index):
         if last is None:
             return TimestampOffset(NO_TIMESTAMP, self.base_offset)
         return TimestampOffset(last[0], self.base_offset + last[1])
+
+    def all_entries(self) -> list[TimestampOffset]:
+        timestamps, rel_offsets = self._columns
+        n = len(timestamps)  # keys bound values: the writer appends values first
+        pairs = zip(timestamps[:n], rel_offsets[:n], strict=True)
+        return [TimestampOffset(t, self.base_offset + r) for t, r in pairs]
 
     def append(self, timestamp: int, offset: int) -> bool:
         """Add (timestamp, offset) if timestamp is larger than the last entry's.

@@ -3,12 +3,15 @@ the broker down. Real rings, real files, damaged as a disk or a person would."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
 import pytest
+from click.testing import CliRunner
 
-from shmbroker import CorruptError, Ring, shm
+from shmbroker import Admin, CorruptError, Producer, Ring, shm
+from shmbroker.cli import main
 from shmbroker.config import TopicConfig
 from shmbroker.log.partition import RECOVERY_POINT_FILE, PartitionLog
 from shmbroker.log.reader import PartitionReader
@@ -156,3 +159,49 @@ def test_a_garbage_recovery_point_is_ignored_with_a_warning(open_log, tmp_path, 
     assert f"{RECOVERY_POINT_FILE} holds no offset" in caplog.text
     assert "deleting segment" in caplog.text  # the first was cut: nothing may follow
     assert values(log) == [b"%06d" % i for i in range(log.log_end_offset)]
+
+
+def test_verify_names_each_damage_with_its_repair_and_fails(broker):
+    """If segments or indexes are damaged, then `shmbroker verify` names each
+    problem (file, byte, offsets) with the repair it suggests and exits 1; a sound
+    log passes with exit 0 and the counts it checked."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic(
+            "v", 2, {"segment.bytes": 1 << 14, "index.interval.bytes": 512}
+        )
+    with Producer(broker.data_dir) as producer:
+        for p in (0, 1):
+            for _ in range(60):
+                producer.send_batch("v", [b"%06d" % j for j in range(20)], partition=p)
+    broker.stop()
+
+    def verify(*args):
+        return CliRunner().invoke(
+            main, ["verify", "--data-dir", str(broker.data_dir), *args]
+        )
+
+    sound = verify()
+    assert sound.exit_code == 0, sound.output
+    assert "2 partitions" in sound.output
+    assert "2400 records checked: no problems" in sound.output
+    p0, p1 = broker.data_dir / "v-0", broker.data_dir / "v-1"
+    segments = sorted(p0.glob("*.log"))
+    flip(segments[0], segments[0].stat().st_size - 10)  # a record, under the CRC
+    os.unlink(sorted(p1.glob("*.log"))[1])  # a hole
+    index = sorted(p1.glob("*.index"))[0]
+    data = bytearray(index.read_bytes())
+    data[7] ^= 1  # the first entry's position
+    index.write_bytes(bytes(data))
+    damaged = verify()
+    assert damaged.exit_code == 1
+    out = damaged.output
+    assert f"ERROR {segments[0]} at byte" in out
+    assert "a batch whose CRC or records are bad" in out
+    assert "repair: stop the broker and start it again: recovery cuts" in out
+    assert "are missing: the segment before ends at" in out
+    assert f"ERROR {index}: entry (offset" in out
+    assert "repair: delete the index files" in out
+    only = verify("--topic", "v", "--format", "json")
+    assert only.exit_code == 1, only.output
+    assert only.stdout.startswith("["), (only.stdout[:300], only.stderr[:300])
+    assert len(json.loads(only.stdout)) == 2
