@@ -71,7 +71,7 @@ STALL_S = 20.0  # a consumer that sees nothing this long reports the run as hung
 SEED = 9
 ROWS = ("ring", "topic-1", "topic-8")
 # (max_spins, max_yields) of the --sweep rows
-SWEEP = ((0, 0), (200, 0), (2_000, 0), (2_000, 50), (10_000, 0), (20_000, 0))
+SWEEP = ((0, 0), (1_000, 0), (2_000, 100), (5_000, 0), (5_000, 500), (10_000, 0))
 OTHER_CPU_WARN = 0.10
 
 # Targets, checked below and printed PASS/MISS.

@@ -203,6 +203,16 @@ typedef struct shmb_idle {
     int64_t min_park_period_ns;
     int64_t max_park_period_ns;
 } shmb_idle_t;
+/* The default (RingReader's, the Consumer's): about 100 us of spins and 100 us of yields
+ * (pause ~20 ns, uncontended sched_yield ~0.2 us on a 2020s x86 VM), longer than the gap
+ * between records at 10k/s: a steady stream is caught spinning (p50 ~5 us) and never
+ * pays a wake-up (~20 us on a VM, ~40 us through Python), at ~0.8 of a core; an idle
+ * reader sleeps after ~0.2 ms. benchmarks/bench_consumer_wait.py --sweep shows the
+ * trade. Park periods are Aeron's defaults. */
+#define SHMB_IDLE_MAX_SPINS 5000
+#define SHMB_IDLE_MAX_YIELDS 500
+#define SHMB_IDLE_MIN_PARK_PERIOD_NS 1000
+#define SHMB_IDLE_MAX_PARK_PERIOD_NS 1000000
 
 /* Every wait below returns SHMB_EINTR when a signal interrupts its sleep. */
 

@@ -284,25 +284,38 @@ class Scan:
 WAIT_SLICE_MS: int = lib.SHMB_APPEND_VALUE_WAIT_MS
 
 
-def _sliced(
-    call: Callable[[int, Any], int],
+def _first_slice(timeout_ms: int) -> int:
+    """What a wait's first C call may take: all of timeout_ms if it fits a slice.
+    The callers make that first call inline, so a wait that ends at once (the
+    common case: data there, room there) costs no closure and no clock."""
+    return timeout_ms if 0 <= timeout_ms <= WAIT_SLICE_MS else WAIT_SLICE_MS
+
+
+def _rest(
+    rc: int,
+    call: Callable[[int], int],
     timeout_ms: int,
+    first: int,
     retry: tuple[int, ...],
-    idle: Any = ffi.NULL,
 ) -> int:
-    """call(ms, idle) until it returns a code not in `retry` (its "not yet") nor
-    EINTR, or timeout_ms (-1: never) passes, each call waiting at most WAIT_SLICE_MS.
+    """The rest of a wait whose first call (first ms) returned rc < 0: call(ms)
+    until it returns a code not in `retry` (its "not yet") nor EINTR, or timeout_ms
+    (-1: never) passes, each call waiting at most WAIT_SLICE_MS.
 
     Between calls the interpreter runs pending signal handlers (the loop's backward
-    jump checks for them), so KeyboardInterrupt comes out of here. Only the first
-    call idles (spins, yields) as `idle` says: later ones park at once."""
-    deadline = -1 if timeout_ms < 0 else time.monotonic_ns() + timeout_ms * 1_000_000
+    jump checks for them), so KeyboardInterrupt comes out of here. The later calls
+    park at once: only the first one idles (spins, yields)."""
+    if rc != EINTR and (rc not in retry or first == timeout_ms):
+        return rc
+    deadline = -1
+    if timeout_ms >= 0:  # a "not yet" waited its whole slice; EINTR came early
+        left_ms = timeout_ms - (0 if rc == EINTR else first)
+        deadline = time.monotonic_ns() + max(0, left_ms) * 1_000_000
     while True:
         left = WAIT_SLICE_MS
         if deadline >= 0:
             left = min(left, max(0, -((time.monotonic_ns() - deadline) // 1_000_000)))
-        rc = call(left, idle)
-        idle = ffi.NULL
+        rc = call(left)
         if rc == EINTR or (rc in retry and (deadline < 0 or left > 0)):
             continue
         return rc
@@ -317,16 +330,16 @@ class BackoffIdleStrategy:
     that syscall is missing, on each ring in turn for min_park_period_ns, doubling up
     to max_park_period_ns. A wake-up from a park costs the appender a syscall and the
     reader the kernel's wake-up latency (~20 us on a VM whose idle vCPUs halt), so
-    spins and yields buy latency with CPU."""
+    spins and yields buy latency with CPU. The defaults, and why: csrc/shmb.h."""
 
     __slots__ = ("struct",)
 
     def __init__(
         self,
-        max_spins: int,
-        max_yields: int,
-        min_park_period_ns: int = 1_000,
-        max_park_period_ns: int = 1_000_000,
+        max_spins: int = lib.SHMB_IDLE_MAX_SPINS,
+        max_yields: int = lib.SHMB_IDLE_MAX_YIELDS,
+        min_park_period_ns: int = lib.SHMB_IDLE_MIN_PARK_PERIOD_NS,
+        max_park_period_ns: int = lib.SHMB_IDLE_MAX_PARK_PERIOD_NS,
     ) -> None:
         if min(max_spins, max_yields, min_park_period_ns) < 0 or (
             max_park_period_ns < min_park_period_ns
@@ -430,13 +443,15 @@ class RingMap:
             -1 if value is None else len(value),
             timestamp,
         )
-        if 0 <= timeout_ms <= WAIT_SLICE_MS:
-            rc: int = lib.shmb_ring_append_record(*args, timeout_ms)
-            if rc != EINTR:
-                return rc
-        return _sliced(
-            lambda ms, _: lib.shmb_ring_append_record(*args, ms),
+        first = _first_slice(timeout_ms)
+        rc: int = lib.shmb_ring_append_record(*args, first)
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_record(*args, ms),
             timeout_ms,
+            first,
             _APPEND_RETRY,
         )
 
@@ -448,25 +463,29 @@ class RingMap:
         return self.append_record(None, value, TIMESTAMP_NOW, -1)
 
     def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
-        if 0 <= timeout_ms <= WAIT_SLICE_MS:
-            rc = int(lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms))
-            if rc != EINTR:
-                return rc
-        return _sliced(
-            lambda ms, _: lib.shmb_ring_append_records(self._ptr, records.struct, ms),
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_append_records(self._ptr, records.struct, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_records(self._ptr, records.struct, ms),
             timeout_ms,
+            first,
             _APPEND_RETRY,
         )
 
     def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
         args = (self._ptr, batch, len(batch), flags)
-        if 0 <= timeout_ms <= WAIT_SLICE_MS:
-            rc = int(lib.shmb_ring_append_batch(*args, timeout_ms))
-            if rc != EINTR:
-                return rc
-        return _sliced(
-            lambda ms, _: lib.shmb_ring_append_batch(*args, ms),
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_append_batch(*args, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_batch(*args, ms),
             timeout_ms,
+            first,
             _APPEND_RETRY,
         )
 
@@ -483,19 +502,19 @@ class RingMap:
         reader (allocating one a call would cost a one-record poll 10%). idle: how to
         wait (None: sleep at once)."""
         cell[0] = position
+        first = _first_slice(timeout_ms)
         strategy = ffi.NULL if idle is None else idle.struct
-        if 0 <= timeout_ms <= WAIT_SLICE_MS:  # polls: no closure, no clock
-            rc = int(
-                lib.shmb_ring_read(self._ptr, cell, buf, len(buf), timeout_ms, strategy)
-            )
-            if rc != EINTR:
-                return rc
-            strategy = ffi.NULL
-        return _sliced(
-            lambda ms, s: lib.shmb_ring_read(self._ptr, cell, buf, len(buf), ms, s),
+        rc = int(lib.shmb_ring_read(self._ptr, cell, buf, len(buf), first, strategy))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_read(
+                self._ptr, cell, buf, len(buf), ms, ffi.NULL
+            ),
             timeout_ms,
+            first,
             (EMPTY,),
-            strategy,
         )
 
     def batch_bytes(self, position: int) -> int:
@@ -511,9 +530,15 @@ class RingMap:
     def wait(self, position: int, timeout_ms: int, spin_ns: int) -> int:
         """The tail once it is past position, or EMPTY after timeout_ms. spin_ns 0
         (the spill) sleeps at once: no CPU while nothing comes."""
-        return _sliced(
-            lambda ms, _: lib.shmb_ring_wait(self._ptr, position, ms, spin_ns),
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_wait(self._ptr, position, first, spin_ns))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_wait(self._ptr, position, ms, 0),
             timeout_ms,
+            first,
             (EMPTY,),
         )
 
@@ -536,9 +561,15 @@ class RingMap:
 
     def wait_durable(self, offset: int, timeout_ms: int) -> int:
         """0 once durable, or a negative rc: EMPTY after timeout_ms, DELETED."""
-        return _sliced(
-            lambda ms, _: lib.shmb_ring_wait_durable(self._ptr, offset, ms),
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_wait_durable(self._ptr, offset, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_wait_durable(self._ptr, offset, ms),
             timeout_ms,
+            first,
             (EMPTY,),
         )
 
@@ -597,18 +628,17 @@ class RingWaiter:
         if len(offsets) != n:
             raise errors.InvalidArgument(f"{len(offsets)} offsets for {n} rings")
         self._offsets[0:n] = offsets
-        strategy = ffi.NULL if idle is None else idle.struct
         args = (self._rings, self._offsets, n, self._ready)
-        rc = EINTR
-        if 0 <= timeout_ms <= WAIT_SLICE_MS:
-            rc = int(lib.shmb_rings_wait(*args, timeout_ms, strategy, self.flags))
-            strategy = ffi.NULL
-        if rc == EINTR:
-            rc = _sliced(
-                lambda ms, s: lib.shmb_rings_wait(*args, ms, s, self.flags),
+        first = _first_slice(timeout_ms)
+        strategy = ffi.NULL if idle is None else idle.struct
+        rc = int(lib.shmb_rings_wait(*args, first, strategy, self.flags))
+        if rc < 0:
+            rc = _rest(
+                rc,
+                lambda ms: lib.shmb_rings_wait(*args, ms, ffi.NULL, self.flags),
                 timeout_ms,
+                first,
                 (EMPTY,),
-                strategy,
             )
         if rc == EMPTY:
             return bytes(n)

@@ -13,9 +13,9 @@ Waiting: poll_batch, like Kafka's poll, returns records of every partition with 
 up to max_records in all, the partitions in turn: each call starts with the one after
 the partition the last call served last, so a busy partition never starves the others.
 With nothing to return it waits on all its partitions' rings at once (a RingWaiter:
-futex_waitv), so the first record of any of them wakes it; the wait idles as
-IDLE_STRATEGY says first, and Ctrl-C raises KeyboardInterrupt from it within
-_native.WAIT_SLICE_MS.
+futex_waitv), so the first record of any of them wakes it, idling as IDLE_STRATEGY
+says first; with one partition, in that ring reader's read. Ctrl-C raises
+KeyboardInterrupt from a wait within _native.WAIT_SLICE_MS.
 """
 
 from __future__ import annotations
@@ -493,7 +493,7 @@ class Consumer:
         if limit < 1:
             raise errors.InvalidArgument(f"max_records must be >= 1, not {limit}")
 
-        def take(ready: bytes) -> list[Record] | None:
+        def take(ready: bytes, wait: float | None) -> list[Record] | None:
             out: list[Record] = []
             order = self._order
             n = len(order)
@@ -504,7 +504,7 @@ class Consumer:
                 if a.at >= len(a.buffer):
                     if not ready[i]:
                         continue
-                    records = self._read(a, LogReader.poll)
+                    records = self._read(a, LogReader.poll, wait)
                     if not records:
                         continue
                     a.buffer, a.at = records, 0
@@ -526,7 +526,9 @@ class Consumer:
         As in a Fetch, the first batch may begin before the position (after a
         seek); the position moves past the last batch. No Record is built."""
 
-        def take(ready: bytes) -> tuple[TopicPartition, bytes] | None:
+        def take(
+            ready: bytes, wait: float | None
+        ) -> tuple[TopicPartition, bytes] | None:
             order = self._order
             n = len(order)
             start = self._next
@@ -537,7 +539,7 @@ class Consumer:
                     a.seek(a.position)
                 elif not ready[i]:
                     continue
-                data = self._read(a, LogReader.read_batches)
+                data = self._read(a, LogReader.read_batches, wait)
                 if data:
                     self._next = (i + 1) % n
                     return TopicPartition(a.reader.topic, a.reader.partition), data
@@ -546,10 +548,12 @@ class Consumer:
         return self._visit(take, timeout)
 
     def _visit(
-        self, take: Callable[[bytes], T | None], timeout: float | None
+        self, take: Callable[[bytes, float | None], T | None], timeout: float | None
     ) -> T | None:
-        """What take() gets from the partitions, given which have new records,
-        within timeout; a group member rebalances and auto-commits on the way."""
+        """What take(ready, wait) gets from the partitions (ready: a byte each, in
+        self._order, set where the ring has records past the reader's offset; wait:
+        how long the reads of ready partitions may wait) within timeout; a group
+        member rebalances and auto-commits on the way."""
         if self._closed:
             raise errors.ClosedError("the consumer is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -569,17 +573,29 @@ class Consumer:
                 return None
 
     def _visit_assigned(
-        self, take: Callable[[bytes], T | None], deadline: float | None
+        self, take: Callable[[bytes, float | None], T | None], deadline: float | None
     ) -> T | None:
-        """take() with the partitions that have records past their readers' offsets
-        (a byte each, in self._order); if it gets nothing, wait until a record comes
-        to any of them (all rings at once) or deadline passes, and go again."""
+        """take() from the partitions with records past their readers' offsets; if
+        it gets nothing, wait until a record comes to any of them (all rings at once)
+        or deadline passes, and go again."""
         order = self._order
         if not order:  # nothing assigned (yet: a group decides): just wait
             left = None if deadline is None else deadline - time.monotonic()
             if left is None or left > 0:
                 time.sleep(NOTHING_ASSIGNED_WAIT if left is None else left)
             return None
+        if len(order) == 1:
+            # one ring: its reader's read waits and copies the batch out in one C
+            # call; a RingWaiter would add a C call and the reader's bookkeeping
+            # (~8 us) between the wake-up and the record
+            wait: float | None = 0.0  # a look first: no clock if records are there
+            while True:
+                got = take(b"\1", wait)
+                if got:
+                    return got
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
         waiter = self._waiter
         if waiter is None or waiter[0] is not order:  # assignment or pauses changed
             rings = [a.reader.ring.native for a in order]
@@ -588,7 +604,7 @@ class Consumer:
         while True:
             # a reader without a position (auto.offset.reset none) raises here
             offsets = [a.require_reader().offset for a in order]
-            got = take(waiter[1].wait(offsets, timeout_ms, IDLE_STRATEGY))
+            got = take(waiter[1].wait(offsets, timeout_ms, IDLE_STRATEGY), 0)
             if got:
                 return got
             if deadline is None:
@@ -599,12 +615,16 @@ class Consumer:
                     return None
                 timeout_ms = max(1, int(left * 1000))
 
-    def _read(self, a: _Assigned, read: Callable[[LogReader, float], R]) -> R | None:
-        """read from the partition's reader without waiting (the caller waits on all
-        rings at once); an offset deleted by retention under it goes by
-        auto_offset_reset, as in Kafka."""
+    def _read(
+        self,
+        a: _Assigned,
+        read: Callable[[LogReader, float | None], R],
+        timeout: float | None,
+    ) -> R | None:
+        """read from the partition's reader; an offset deleted by retention under
+        it goes by auto_offset_reset, as in Kafka."""
         try:
-            return read(a.require_reader(), 0)
+            return read(a.require_reader(), timeout)
         except errors.OffsetOutOfRange as exc:
             if self.auto_offset_reset == "none":
                 raise
