@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rate", type=float, default=10_000, help="records/s (10,000)")
     ap.add_argument("--seconds", type=float, help="of load per row (3; smoke 0.3)")
-    ap.add_argument("--idle", type=float, help="seconds of the idle poll (2; smoke 0.2)")
+    ap.add_argument("--idle", type=float, help="seconds idle per row (2; smoke 0.2)")
     ap.add_argument("--only", choices=ROWS, action="append", help="run these rows")
     ap.add_argument("--sweep", action="store_true", help="idle strategies, bare ring")
     ap.add_argument("--before", help="also run the rows on the shmbroker in DIR")

@@ -273,7 +273,7 @@ class Scan:
         return int(self.struct.bytes_consumed)
 
 
-# ---- waiting --------------------------------------------------------------------------
+# ---- waiting ------------------------------------------------------------------------
 
 # The longest one C wait lasts before Python regains control. Python runs signal
 # handlers in the main thread, between bytecodes; a C wait (GIL released) returns
@@ -509,9 +509,7 @@ class RingMap:
             return rc
         return _rest(
             rc,
-            lambda ms: lib.shmb_ring_read(
-                self._ptr, cell, buf, len(buf), ms, ffi.NULL
-            ),
+            lambda ms: lib.shmb_ring_read(self._ptr, cell, buf, len(buf), ms, ffi.NULL),
             timeout_ms,
             first,
             (EMPTY,),

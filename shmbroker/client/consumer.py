@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from shmbroker import _native, errors, protocol
 from shmbroker.client.connection import Connection
@@ -598,8 +598,9 @@ class Consumer:
                     return None
         waiter = self._waiter
         if waiter is None or waiter[0] is not order:  # assignment or pauses changed
-            rings = [a.reader.ring.native for a in order]
-            waiter = self._waiter = (order, _native.RingWaiter(rings))  # type: ignore[arg-type]  # a closed ring raises ClosedError
+            # Any: a closed ring's stand-in, which raises ClosedError here
+            rings: list[Any] = [a.reader.ring.native for a in order]
+            waiter = self._waiter = (order, _native.RingWaiter(rings))
         timeout_ms = 0
         while True:
             # a reader without a position (auto.offset.reset none) raises here

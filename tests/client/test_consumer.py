@@ -401,9 +401,9 @@ def test_a_consumer_of_several_partitions_sleeps_on_all_rings_at_once(broker):
         with Consumer(broker.data_dir) as consumer:
             consumer.assign([("w", p) for p in range(4)])
             for p in (3, 0):
-                got = []
+                got: list = []
                 poller = threading.Thread(
-                    target=lambda: got.extend(consumer.poll_batch(timeout=30))
+                    target=lambda got=got: got.extend(consumer.poll_batch(timeout=30))
                 )
                 poller.start()
                 try:
