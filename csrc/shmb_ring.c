@@ -609,16 +609,18 @@ int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t 
 
 int64_t shmb_ring_wait(shmb_ring_t *r, int64_t position, int32_t timeout_ms, int64_t spin_ns) {
     /* the spill's wait: with spin_ns 0 it sleeps at once and costs no CPU while idle */
-    int64_t now = mono_ns(), deadline = deadline_ns(timeout_ms);
-    int64_t spin_end = spin_ns < deadline - now ? now + spin_ns : deadline;
-    int64_t *tail = &r->hdr->tail.tail_position;
-    for (unsigned i = 1; spin_ns > 0 && shmb_load_acquire(tail) <= position; i++) {
-        shmb_cpu_relax();
-        if ((i & 63) == 0 && mono_ns() >= spin_end) break;
-    }
-    if (timeout_ms > 0) { /* what is left of it after the spin */
-        int64_t left_ms = (deadline - mono_ns()) / 1000000;
-        timeout_ms = left_ms > 0 ? (int32_t)left_ms : 0;
+    if (spin_ns > 0 && timeout_ms != 0) {
+        int64_t now = mono_ns(), deadline = deadline_ns(timeout_ms);
+        int64_t spin_end = spin_ns < deadline - now ? now + spin_ns : deadline;
+        int64_t *tail = &r->hdr->tail.tail_position;
+        for (unsigned i = 1; shmb_load_acquire(tail) <= position; i++) {
+            shmb_cpu_relax();
+            if ((i & 63) == 0 && mono_ns() >= spin_end) break;
+        }
+        if (timeout_ms > 0) { /* what is left of it after the spin */
+            int64_t left_ms = (deadline - mono_ns()) / 1000000;
+            timeout_ms = left_ms > 0 ? (int32_t)left_ms : 0;
+        }
     }
     int64_t got = wait_for_data(r, position, timeout_ms, NULL);
     return got > position || got == SHMB_EDELETED || got == SHMB_EINTR ? got : SHMB_EMPTY;
@@ -758,10 +760,11 @@ static int park_on_rings(const rings_t *w, const shmb_idle_t *idle, int flags,
     uint32_t words[SHMB_RINGS_WAITV_MAX];
     int turns = (flags & SHMB_RINGS_TURNS) || w->count > SHMB_RINGS_WAITV_MAX ||
                 shmb_load_relaxed(&waitv_missing);
-    int64_t min_park = idle && idle->min_park_period_ns > 0 ? idle->min_park_period_ns : 1000;
-    int64_t max_park = idle && idle->max_park_period_ns > min_park ? idle->max_park_period_ns
-                                                                   : min_park;
-    int64_t park = min_park;
+    /* no strategy: Aeron's park periods; never under 1 us, which would spin in syscalls */
+    int64_t park = idle ? idle->min_park_period_ns : SHMB_IDLE_MIN_PARK_PERIOD_NS;
+    int64_t max_park = idle ? idle->max_park_period_ns : SHMB_IDLE_MAX_PARK_PERIOD_NS;
+    if (park < 1000) park = 1000;
+    if (max_park < park) max_park = park;
     int rc = SHMB_EMPTY;
     for (int32_t i = 0; i < w->count; i++) shmb_fetch_add(&w->rings[i]->hdr->data.waiters, 1);
     for (uint32_t turn = 0;; turn++) {

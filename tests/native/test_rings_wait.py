@@ -177,3 +177,51 @@ def test_bad_waits_are_refused_naming_the_numbers(rings):
         BackoffIdleStrategy(max_spins=-1, max_yields=0)
     with pytest.raises(InvalidArgument, match=r"park periods 5..4 ns"):
         BackoffIdleStrategy(0, 0, min_park_period_ns=5, max_park_period_ns=4)
+
+
+WITHOUT_FUTEX_WAITV = """
+import ctypes, errno, struct, sys, threading, time
+from shmbroker import Ring, _native
+
+# seccomp: futex_waitv (449 everywhere) fails with ENOSYS, as on a kernel before 5.16
+libc = ctypes.CDLL(None, use_errno=True)
+program = b"".join(
+    struct.pack("HBBI", *insn)
+    for insn in (
+        (0x20, 0, 0, 0),  # load the syscall number
+        (0x15, 0, 1, 449),  # futex_waitv?
+        (0x06, 0, 0, 0x00050000 | errno.ENOSYS),  # then fail with ENOSYS
+        (0x06, 0, 0, 0x7FFF0000),  # else allow
+    )
+)
+buf = ctypes.create_string_buffer(program)
+fprog = struct.pack("HxxxxxxP", 4, ctypes.addressof(buf))
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0  # seccomp filter
+assert libc.syscall(449, None, 0, 0, None, 1) == -1 and ctypes.get_errno() == errno.ENOSYS
+
+rings = [Ring.open(name) for name in sys.argv[1:]]
+waiter = _native.RingWaiter([r.native for r in rings])
+
+def append_when_asleep():
+    while not all(r.stat().data_waiters == 1 for r in rings):
+        time.sleep(0.001)
+    rings[2].append(b"wake")
+
+threading.Thread(target=append_when_asleep).start()
+print(list(waiter.wait([0] * len(rings), 10_000, None)), flush=True)
+"""
+
+
+@pytest.mark.system
+def test_without_futex_waitv_the_wait_falls_back_to_turns(rings):
+    """If the kernel has no futex_waitv (ENOSYS, here by a seccomp filter in a child
+    process), then a waiter still sleeps on every ring and wakes on any of them."""
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FUTEX_WAITV, *[r.name for r in rings]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "[0, 0, 1, 0]\n"
