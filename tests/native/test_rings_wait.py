@@ -198,7 +198,8 @@ buf = ctypes.create_string_buffer(program)
 fprog = struct.pack("HxxxxxxP", 4, ctypes.addressof(buf))
 assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
 assert libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0) == 0  # seccomp filter
-assert libc.syscall(449, None, 0, 0, None, 1) == -1 and ctypes.get_errno() == errno.ENOSYS
+assert libc.syscall(449, None, 0, 0, None, 1) == -1
+assert ctypes.get_errno() == errno.ENOSYS
 
 rings = [Ring.open(name) for name in sys.argv[1:]]
 waiter = _native.RingWaiter([r.native for r in rings])
