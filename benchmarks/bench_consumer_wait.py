@@ -289,7 +289,7 @@ def run_here(
 def run_before(args: argparse.Namespace, row: str) -> dict[str, Any]:
     """One row against the package in args.before, in a fresh interpreter."""
     env = dict(os.environ, PYTHONPATH=str(Path(args.before).resolve()))
-    cmd = [sys.executable, __file__, "--json", "--only", row, "--inner"]
+    cmd = [sys.executable, __file__, "--json", "--only", row, "--inner", "--repeat=1"]
     cmd += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
     cmd += ["--idle", str(args.idle)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -297,6 +297,14 @@ def run_before(args: argparse.Namespace, row: str) -> dict[str, Any]:
         raise RuntimeError(f"before run of {row} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout)
     return dict(result["rows"][0], package=result["header"]["package"])
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median p50, with every run's p50 beside it."""
+    ordered = sorted(runs, key=lambda r: r["p50_ns"])
+    row = dict(ordered[(len(ordered) - 1) // 2])
+    row["runs_p50_us"] = [round(r["p50_ns"] / 1e3, 1) for r in runs]
+    return row
 
 
 # ---- report -------------------------------------------------------------------------
@@ -337,19 +345,23 @@ def _flag(row: dict[str, Any]) -> str:
     return " *" if row.get("other_cpu", 0) > OTHER_CPU_WARN else ""
 
 
-def _table(rows: list[dict[str, Any]], label: str) -> None:
+def _header() -> None:
     print(
-        f"  {label:>8} {'row':16} {'idle cpu':>8} {'sup':>6}   {'p50 us':>7} "
-        f"{'p99':>7} {'p99.9':>7} {'max':>8}  {'cpu':>5} {'sup':>5} {'late':>5}"
+        f"  {'':>6} {'row':14} {'idle cpu':>8} {'sup':>6}   {'p50 us':>7} "
+        f"{'p99':>7} {'p99.9':>7} {'max':>8}  {'cpu':>5} {'sup':>5} {'late':>5}  "
+        f"p50 of each run"
     )
-    for r in rows:
-        print(
-            f"  {label:>8} {r['row']:16} {r['idle_cpu']:>8.3f} "
-            f"{r['idle_supervisor_cpu']:>6.3f}   {r['p50_ns'] / 1e3:>7.1f} "
-            f"{r['p99_ns'] / 1e3:>7.1f} {r['p999_ns'] / 1e3:>7.1f} "
-            f"{r['max_ns'] / 1e3:>8.1f}  {r['load_cpu']:>5.2f} "
-            f"{r['load_supervisor_cpu']:>5.2f} {r['late']:>5}{_flag(r)}"
-        )
+
+
+def _line(r: dict[str, Any], label: str) -> None:
+    print(
+        f"  {label:>6} {r['row']:14} {r['idle_cpu']:>8.3f} "
+        f"{r['idle_supervisor_cpu']:>6.3f}   {r['p50_ns'] / 1e3:>7.1f} "
+        f"{r['p99_ns'] / 1e3:>7.1f} {r['p999_ns'] / 1e3:>7.1f} "
+        f"{r['max_ns'] / 1e3:>8.1f}  {r['load_cpu']:>5.2f} "
+        f"{r['load_supervisor_cpu']:>5.2f} {r['late']:>5}  "
+        f"{' '.join(map(str, r.get('runs_p50_us', [])))}{_flag(r)}"
+    )
 
 
 def print_report(result: dict[str, Any]) -> None:
@@ -366,14 +378,13 @@ def print_report(result: dict[str, Any]) -> None:
     after = result["rows"]
     before = result.get("before") or []
     if before:
-        print(f"  before = {result['before_package']}")
-        for r in after:
-            _table([r], "after")
-            b = next((x for x in before if x["row"] == r["row"]), None)
-            if b:
-                _table([b], "before")
-    else:
-        _table(after, "")
+        print(f"  before: the shmbroker in {result['before_package']}")
+    _header()
+    for r in after:
+        _line(r, "after" if before else "")
+        b = next((x for x in before if x["row"] == r["row"]), None)
+        if b:
+            _line(b, "before")
     if any(_flag(r) for r in [*after, *before]):
         print(
             f"\n  * other processes used > {OTHER_CPU_WARN:.0%} of the cores during "
@@ -406,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="of load per row (3; smoke 0.3)")
     ap.add_argument("--idle", type=float, help="seconds idle per row (2; smoke 0.2)")
     ap.add_argument("--only", choices=ROWS, action="append", help="run these rows")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per row; the median p50 is shown"
+    )
     ap.add_argument("--sweep", action="store_true", help="idle strategies, bare ring")
     ap.add_argument("--before", help="also run the rows on the shmbroker in DIR")
     ap.add_argument("--json", action="store_true", help="print raw results as JSON")
@@ -428,15 +442,18 @@ def main(argv: list[str] | None = None) -> int:
         if len(os.sched_getaffinity(0)) >= 2
         else "none (fewer than 2 cores)"
     )
-    after: list[dict[str, Any]] = []
-    before: list[dict[str, Any]] = []
-    if args.before:  # alternate row by row: noise hits both sides alike
+    repeat = 1 if args.smoke or args.inner else args.repeat
+    runs: dict[str, list[dict[str, Any]]] = {}
+    runs_before: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(repeat):  # round-robin: a burst of noise hits one run of several
         for row in rows:
-            after += run_here(args, [row])
-            before.append(run_before(args, row))
-        after += run_here(args, [], args.sweep)
-    else:
-        after = run_here(args, rows, args.sweep)
+            runs.setdefault(row, []).extend(run_here(args, [row]))
+            if args.before:  # row by row: noise hits both sides alike
+                runs_before.setdefault(row, []).append(run_before(args, row))
+        for r in run_here(args, [], args.sweep):
+            runs.setdefault(r["row"], []).append(r)
+    after = [_median_run(v) for v in runs.values()]
+    before = [_median_run(v) for v in runs_before.values()]
     result = {
         "header": head,
         "smoke": args.smoke,
