@@ -36,7 +36,6 @@ from shmbroker.ring import DEFAULT_IDLE
 log = logging.getLogger(__name__)
 
 IDLE_STRATEGY = DEFAULT_IDLE  # how poll idles before it sleeps on the rings
-NOTHING_ASSIGNED_WAIT = 0.01  # seconds a member with no partitions sleeps per look
 GROUP_WAIT = 0.01  # a group member's poll looks for a rebalance at least this often
 OffsetReset = Literal["earliest", "latest", "none"]
 EARLIEST, LATEST = -2, -1  # Kafka's ListOffsets timestamps
@@ -579,10 +578,9 @@ class Consumer:
         it gets nothing, wait until a record comes to any of them (all rings at once)
         or deadline passes, and go again."""
         order = self._order
-        if not order:  # nothing assigned (yet: a group decides): just wait
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is None or left > 0:
-                time.sleep(NOTHING_ASSIGNED_WAIT if left is None else left)
+        if not order:  # nothing assigned (yet: a group decides): wait out the slice
+            if deadline is not None:  # _visit sets one whenever nothing is assigned
+                time.sleep(max(0.0, deadline - time.monotonic()))
             return None
         if len(order) == 1:
             # one ring: its reader's read waits and copies the batch out in one C
