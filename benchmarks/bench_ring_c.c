@@ -5,8 +5,8 @@
  *                  batch) or shmb_ring_append_records (--batch records per batch, at
  *                  most --batch-bytes of values: 1 MiB, as a Kafka producer's
  *                  batch.size, so 16 records at 64 KiB and 256 at 4 KiB); a
- *                  forked consumer reads with shmb_ring_read (1 MiB buffer, default
- *                  spin 200 us), decodes every record with shmb_batches_decode (no CRC
+ *                  forked consumer reads with shmb_ring_read (1 MiB buffer, the
+ *                  default idle strategy), decodes every record with shmb_batches_decode (no CRC
  *                  check, as RingReader.poll) and advances the spill position after
  *                  every read. Wall time from the first append to the consumer having
  *                  decoded the last record; value bytes only (GB = 1e9 B). Median of 3
@@ -18,7 +18,8 @@
  *                  an append pays (encode copies the value into the ring and checksums
  *                  the batch), for reading the 64 KiB rows. Best of 3.
  *   latency        one-way, 100 B at 10k records/s, as bench_ring.py measures it, with
- *                  the default spin (200 us, then the futex) and with a 1 ms spin.
+ *                  the default idle strategy (spins, yields, then the futex) and
+ *                  parking on the futex at once.
  * A run during which other processes used > 10% of the cores is marked '*'.
  * Left out: keys, headers, the durable log, more than one producer or reader, and
  * anything above the C API (cffi, Records). Timestamps are SHMB_TIMESTAMP_NOW, as
@@ -50,7 +51,10 @@
 #define KiB 1024
 #define MiB (1024 * 1024)
 #define READ_BUFFER_BYTES (1 << 20) /* RingReader's default */
-#define SPIN_NS 200000              /* RingReader's default spin (DEFAULT_SPIN) */
+/* RingReader's default idle strategy (ring.DEFAULT_IDLE) */
+static const shmb_idle_t DEFAULT_IDLE = {SHMB_IDLE_MAX_SPINS, SHMB_IDLE_MAX_YIELDS,
+                                         SHMB_IDLE_MIN_PARK_PERIOD_NS,
+                                         SHMB_IDLE_MAX_PARK_PERIOD_NS};
 #define STALL_MS 20000              /* a consumer that sees nothing this long fails */
 #define MAX_SIZES 8
 #define REPEAT 3 /* runs per figure */
@@ -279,7 +283,7 @@ static void consume(shmb_ring_t *ring, int64_t n, int64_t buf_len, shared_t *sh)
     int64_t pos = 0, count = 0, reads = 0, last_offset = -1, idle_since = 0, last_len = -2;
     __atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
     while (count < n) {
-        int64_t got = shmb_ring_read(ring, &pos, buf, buf_len, 1000, SPIN_NS);
+        int64_t got = shmb_ring_read(ring, &pos, buf, buf_len, 1000, &DEFAULT_IDLE);
         if (got == SHMB_EMPTY) {
             if (!idle_since) idle_since = now_ns();
             if (now_ns() - idle_since > (int64_t)STALL_MS * 1000000) {
@@ -423,10 +427,10 @@ static int cmp_i64(const void *a, const void *b) {
 
 /* One-way latency at `rate` records/s of `size`-byte values: the producer busy-waits
  * to each send time and stamps CLOCK_MONOTONIC into the value; the consumer reads with
- * spin_ns and subtracts the stamp from its clock once the batch is decoded. The same
+ * `idle` and subtracts the stamp from its clock once the batch is decoded. The same
  * measurement as bench_ring.py's, without Python: what is left is the ring and the
  * machine. */
-static void run_latency(int size, int64_t n, double rate, int64_t spin_ns, int64_t skip,
+static void run_latency(int size, int64_t n, double rate, const shmb_idle_t *idle, int64_t skip,
                         double out[4]) {
     shmb_ring_t *ring = ring_create(4 * MiB);
     size_t shared_bytes = sizeof(lat_shared_t) + sizeof(int64_t) * (size_t)n;
@@ -450,7 +454,7 @@ static void run_latency(int size, int64_t n, double rate, int64_t spin_ns, int64
         int64_t pos = 0, got_n = 0;
         __atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
         while (got_n < n) {
-            int64_t got = shmb_ring_read(ring, &pos, buf, READ_BUFFER_BYTES, STALL_MS, spin_ns);
+            int64_t got = shmb_ring_read(ring, &pos, buf, READ_BUFFER_BYTES, STALL_MS, idle);
             if (got < 0) {
                 sh->failed = (int)got;
                 _exit(1);
@@ -764,16 +768,19 @@ int main(int argc, char **argv) {
            "samples dropped)\n", rate, (long long)skip);
     printf("  %-34s %8s %8s %8s %8s %9s\n", "reader", "samples", "p50", "p99", "p99.9",
            "max");
-    int64_t spins[2] = {SPIN_NS, 1000000};
+    const shmb_idle_t *idles[2] = {&DEFAULT_IDLE, NULL};
     for (int k = 0; k < 2; k++) {
         double q[4];
         int64_t others0 = others_cpu_ticks(), w0 = now_ns();
-        run_latency(100, lat_n, rate, spins[k], skip, q);
+        run_latency(100, lat_n, rate, idles[k], skip, q);
         int busy = others_share(&others0, &w0) > OTHERS_WARN && !smoke; /* ticks: 10 ms */
         disturbed |= busy;
         char what[64];
-        snprintf(what, sizeof what, "spin %lld us%s", (long long)(spins[k] / 1000),
-                 spins[k] == SPIN_NS ? " (default), then futex" : "");
+        if (idles[k])
+            snprintf(what, sizeof what, "%lld spins, %lld yields (default)",
+                     (long long)idles[k]->max_spins, (long long)idles[k]->max_yields);
+        else
+            snprintf(what, sizeof what, "futex at once");
         printf("  %-34s %8lld %8.1f %8.1f %8.1f %9.1f%s\n", what,
                (long long)(lat_n > 2 * skip ? lat_n - skip : lat_n), q[0] / 1e3, q[1] / 1e3,
                q[2] / 1e3, q[3] / 1e3, busy ? " *" : "");

@@ -14,7 +14,8 @@ typedef enum {
     SHMB_ETOOBIG = -9,
     SHMB_EUNSUPPORTED = -10,
     SHMB_NOTFOUND = -11,
-    SHMB_EDELETED = -12
+    SHMB_EDELETED = -12,
+    SHMB_EINTR = -13
 } shmb_rc;
 
 const char *shmb_strerror(int rc);
@@ -132,14 +133,31 @@ int64_t shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t k
                                 const uint8_t *value, int32_t value_len, int64_t timestamp,
                                 int32_t timeout_ms);
 
+#define SHMB_APPEND_VALUE_WAIT_MS ...
 int64_t shmb_ring_append_value(shmb_ring_t *ring, const uint8_t *value, int32_t value_len);
 
+typedef struct shmb_idle {
+    int64_t max_spins;
+    int64_t max_yields;
+    int64_t min_park_period_ns;
+    int64_t max_park_period_ns;
+} shmb_idle_t;
+#define SHMB_IDLE_MAX_SPINS ...
+#define SHMB_IDLE_MAX_YIELDS ...
+#define SHMB_IDLE_MIN_PARK_PERIOD_NS ...
+#define SHMB_IDLE_MAX_PARK_PERIOD_NS ...
+
 int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
-                       int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);
+                       int64_t buf_len, int32_t timeout_ms, const shmb_idle_t *idle);
 
 int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
 
 int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
+
+#define SHMB_RINGS_WAITV_MAX ...
+#define SHMB_RINGS_TURNS ...
+int shmb_rings_wait(shmb_ring_t *const *rings, const int64_t *offsets, int32_t count,
+                    uint8_t *ready, int32_t timeout_ms, const shmb_idle_t *idle, int flags);
 
 int64_t shmb_ring_wait(shmb_ring_t *ring, int64_t position, int32_t timeout_ms,
                        int64_t spin_ns);

@@ -23,7 +23,9 @@ typedef enum {
     SHMB_ETOOBIG = -9,      /* batch larger than the ring, or than the caller's buffer */
     SHMB_EUNSUPPORTED = -10, /* compressed batch where records are needed */
     SHMB_NOTFOUND = -11,    /* offset no longer (or not yet) in the ring */
-    SHMB_EDELETED = -12     /* the ring was deleted: its topic is gone */
+    SHMB_EDELETED = -12,    /* the ring was deleted: its topic is gone */
+    SHMB_EINTR = -13        /* a signal came while waiting: let the caller run its
+                             * handlers (Python's Ctrl-C), then call again */
 } shmb_rc;
 
 const char *shmb_strerror(int rc);
@@ -169,7 +171,8 @@ void shmb_ring_unmap(shmb_ring_t *ring);
 /* Appends return the offset given to the first record (>= 0) or a shmb_rc.
  * timeout_ms: 0 = don't wait for space, < 0 = wait forever. The batch is in place and
  * visible to readers when this returns. SHMB_EDELETED once the ring is marked deleted,
- * also for an append waiting for space then. */
+ * also for an append waiting for space then; SHMB_EINTR when a signal interrupts the
+ * wait for space (nothing was appended). */
 int64_t shmb_ring_append_batch(shmb_ring_t *ring, const uint8_t *batch, int64_t len,
                                int flags, int32_t timeout_ms);
 int64_t shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *records,
@@ -178,24 +181,68 @@ int64_t shmb_ring_append_records(shmb_ring_t *ring, const shmb_records_t *record
 int64_t shmb_ring_append_record(shmb_ring_t *ring, const uint8_t *key, int32_t key_len,
                                 const uint8_t *value, int32_t value_len, int64_t timestamp,
                                 int32_t timeout_ms);
-/* One value, no key, the wall clock, waiting as long as it takes: the commonest call,
- * with the fewest arguments, because each costs ~40 ns to convert in cffi. */
+/* One value, no key, the wall clock, waiting up to SHMB_APPEND_VALUE_WAIT_MS for space
+ * or the lock (then SHMB_FULL or SHMB_ETIMEDOUT: call again, or
+ * shmb_ring_append_record with a timeout): the commonest call, with the fewest
+ * arguments, because each costs ~40 ns to convert in cffi. Bounded, so a caller waiting
+ * for a full ring regains control often enough to run its signal handlers. */
+#define SHMB_APPEND_VALUE_WAIT_MS 50
 int64_t shmb_ring_append_value(shmb_ring_t *ring, const uint8_t *value, int32_t value_len);
 
+/* How a reader idles while it waits for data: Aeron's BackoffIdleStrategy. It polls
+ * max_spins times with a CPU pause between, then max_yields times with sched_yield()
+ * between, then parks: registered as a waiter, it sleeps on the ring's futex until an
+ * append wakes it. Parking costs the appender a wake-up syscall and the reader the
+ * kernel's wake-up latency, so spins and yields buy latency with CPU. A park that
+ * cannot cover every ring at once (shmb_rings_wait without futex_waitv) sleeps on each
+ * ring in turn, for min_park_period_ns, doubling up to max_park_period_ns. A NULL
+ * strategy parks at once. */
+typedef struct shmb_idle {
+    int64_t max_spins;
+    int64_t max_yields;
+    int64_t min_park_period_ns;
+    int64_t max_park_period_ns;
+} shmb_idle_t;
+/* The default (RingReader's, the Consumer's): about 100 us of spins and 100 us of yields
+ * (pause ~20 ns, uncontended sched_yield ~0.2 us on a 2020s x86 VM), longer than the gap
+ * between records at 10k/s: a steady stream is caught spinning (p50 ~5 us) and never
+ * pays a wake-up (~20 us on a VM, ~40 us through Python), at ~0.8 of a core; an idle
+ * reader sleeps after ~0.2 ms. benchmarks/bench_consumer_wait.py --sweep shows the
+ * trade. Park periods are Aeron's defaults. */
+#define SHMB_IDLE_MAX_SPINS 5000
+#define SHMB_IDLE_MAX_YIELDS 500
+#define SHMB_IDLE_MIN_PARK_PERIOD_NS 1000
+#define SHMB_IDLE_MAX_PARK_PERIOD_NS 1000000
+
+/* Every wait below returns SHMB_EINTR when a signal interrupts its sleep. */
+
 /* Copy whole committed batches from *position into buf, at most buf_len bytes, and
- * advance *position. Waits up to timeout_ms for data: spins for spin_ns first, then
- * sleeps on the futex. Returns bytes copied, SHMB_EMPTY, SHMB_LAPPED (*position was
- * overwritten: read it from the segments), or SHMB_ETOOBIG (the next batch is larger than
- * buf_len; *position is unchanged and the return says nothing more: use
- * shmb_ring_batch_bytes to size the buffer). SHMB_EDELETED instead of SHMB_EMPTY when
- * the ring is marked deleted: batches committed before are still returned first. */
+ * advance *position. Waits up to timeout_ms for data, idling as `idle` says. Returns
+ * bytes copied, SHMB_EMPTY, SHMB_LAPPED (*position was overwritten: read it from the
+ * segments), or SHMB_ETOOBIG (the next batch is larger than buf_len; *position is
+ * unchanged and the return says nothing more: use shmb_ring_batch_bytes to size the
+ * buffer). SHMB_EDELETED instead of SHMB_EMPTY when the ring is marked deleted:
+ * batches committed before are still returned first. */
 int64_t shmb_ring_read(shmb_ring_t *ring, int64_t *position, uint8_t *buf,
-                       int64_t buf_len, int32_t timeout_ms, int64_t spin_ns);
+                       int64_t buf_len, int32_t timeout_ms, const shmb_idle_t *idle);
 /* Total size of the committed batch at position, or SHMB_LAPPED / SHMB_EMPTY. */
 int64_t shmb_ring_batch_bytes(shmb_ring_t *ring, int64_t position);
 /* Position of the batch that holds offset, or of the tail when offset == next_offset.
  * SHMB_NOTFOUND when the ring no longer (or does not yet) hold it. */
 int shmb_ring_seek(shmb_ring_t *ring, int64_t offset, int64_t *position);
+
+/* Wait for the first record on any of count rings: until some ring's next_offset is
+ * past offsets[i] (the next offset its reader wants: the reader may be on the segment
+ * files, with no ring position) or the ring is deleted. Sets ready[i] to 1 for each
+ * such ring, 0 for the others, and returns how many there are; SHMB_EMPTY after
+ * timeout_ms (0: look once). Idles as `idle` says, then parks on every ring at once
+ * with futex_waitv (Linux >= 5.16, up to SHMB_RINGS_WAITV_MAX rings), else sleeps on
+ * each in turn (see shmb_idle_t): without the syscall, with more rings, or with
+ * flags SHMB_RINGS_TURNS. */
+#define SHMB_RINGS_WAITV_MAX 128
+#define SHMB_RINGS_TURNS 1
+int shmb_rings_wait(shmb_ring_t *const *rings, const int64_t *offsets, int32_t count,
+                    uint8_t *ready, int32_t timeout_ms, const shmb_idle_t *idle, int flags);
 
 /* ---- the durable log's side ---- */
 /* Wait until tail > position (spin_ns, then one futex sleep); returns the tail, or
@@ -226,7 +273,7 @@ void shmb_ring_set_spill_errno(shmb_ring_t *ring, int32_t err);
 /* Every offset below `offset` is fsynced: wake producers waiting for durability. */
 int shmb_ring_durable_advance(shmb_ring_t *ring, int64_t offset);
 /* Wait until durable_offset >= offset. 0, or SHMB_EMPTY after timeout_ms, or
- * SHMB_EDELETED when the ring is deleted first. */
+ * SHMB_EDELETED when the ring is deleted first, or SHMB_EINTR. */
 int shmb_ring_wait_durable(shmb_ring_t *ring, int64_t offset, int32_t timeout_ms);
 int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 

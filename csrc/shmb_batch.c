@@ -36,6 +36,7 @@ const char *shmb_strerror(int rc) {
     case SHMB_EUNSUPPORTED: return "compressed batch";
     case SHMB_NOTFOUND: return "offset not in the ring";
     case SHMB_EDELETED: return "the ring was deleted: its topic is gone";
+    case SHMB_EINTR: return "interrupted by a signal";
     default: return "unknown error";
     }
 }

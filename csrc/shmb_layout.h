@@ -84,7 +84,8 @@ typedef struct shmb_ring_header {
         uint64_t batches_appended;
         uint64_t records_appended;
         uint64_t bytes_appended;
-        uint64_t full_waits;       /* appends that had to wait for the spill */
+        uint64_t full_waits;       /* appends that found the ring full (a long wait
+                                    * counts once per SHMB_APPEND_VALUE_WAIT_MS slice) */
         uint64_t lock_recoveries;  /* writer locks taken over from a dead process */
     } counters;
     SHMB_LINE(9) {

@@ -56,18 +56,23 @@ static int64_t deadline_ns(int32_t timeout_ms) {
     return timeout_ms < 0 ? INT64_MAX : mono_ns() + (int64_t)timeout_ms * 1000000;
 }
 
-/* Sleep while *word == expected, until deadline. Shared (not private) futex: the
- * word lives in memory mapped by other processes. */
-static void futex_wait(uint32_t *word, uint32_t expected, int64_t deadline) {
+/* Sleep while *word == expected, until deadline; SHMB_EINTR if a signal came, else
+ * SHMB_OK (woken, the word changed, or the deadline passed: the caller looks). Shared
+ * (not private) futex: the word lives in memory mapped by other processes. */
+static int futex_wait(uint32_t *word, uint32_t expected, int64_t deadline) {
     struct timespec ts, *tsp = NULL;
     if (deadline != INT64_MAX) {
         int64_t left = deadline - mono_ns();
-        if (left <= 0) return;
+        if (left <= 0) return SHMB_OK;
         ts.tv_sec = left / 1000000000;
         ts.tv_nsec = left % 1000000000;
         tsp = &ts;
     }
-    syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0);
+    /* Python installs its SIGINT handler without SA_RESTART, so Ctrl-C ends the sleep
+     * here; the caller must return to let the interpreter run the handler */
+    if (syscall(SYS_futex, word, FUTEX_WAIT, expected, tsp, NULL, 0) < 0 && errno == EINTR)
+        return SHMB_EINTR;
+    return SHMB_OK;
 }
 
 static void futex_wake_all(uint32_t *word) {
@@ -232,10 +237,14 @@ static void recover_dead_writer(shmb_ring_t *r) {
     futex_wake_all(&h->data.futex_word);
 }
 
-static int lock_writer(shmb_ring_t *r, int64_t deadline) {
+/* Take the writer lock, waiting until *deadline. A *deadline < 0 is computed from
+ * timeout_ms when a wait begins, so that the common append never reads the clock. */
+static int lock_writer(shmb_ring_t *r, int32_t timeout_ms, int64_t *deadline_p) {
     pthread_mutex_t *m = &r->hdr->lock.mutex;
     int e = pthread_mutex_trylock(m);
     if (e == EBUSY) {
+        if (*deadline_p < 0) *deadline_p = deadline_ns(timeout_ms);
+        int64_t deadline = *deadline_p;
         if (deadline == INT64_MAX) {
             e = pthread_mutex_lock(m);
         } else {
@@ -264,11 +273,12 @@ static int lock_writer(shmb_ring_t *r, int64_t deadline) {
 static inline void unlock_writer(shmb_ring_t *r) { pthread_mutex_unlock(&r->hdr->lock.mutex); }
 
 /* Sleep until *value >= need, *stop is set, or the deadline passes; returns the last
- * value seen. The waiter count goes up before the value is checked, pairing with the
- * advancer's store(value); bump(word); load(waiters): one of the two sees the other, so
- * no wake-up is lost. The stopper stores *stop, bumps the word and wakes all without
- * looking at the count: a sleeper that read the word before the bump fails its
- * futex_wait or is woken, and one that read it after sees *stop. */
+ * value seen (values are never negative), or SHMB_EINTR. The waiter count goes up
+ * before the value is checked, pairing with the advancer's store(value); bump(word);
+ * load(waiters): one of the two sees the other, so no wake-up is lost. The stopper
+ * stores *stop, bumps the word and wakes all without looking at the count: a sleeper
+ * that read the word before the bump fails its futex_wait or is woken, and one that
+ * read it after sees *stop. */
 static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32_t *word,
                                     uint32_t *waiters, int64_t need, int64_t deadline) {
     int64_t seen;
@@ -280,7 +290,10 @@ static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32
         int stopped = shmb_load_acquire(stop) != 0;
         if ((seen = shmb_load_acquire(value)) >= need || stopped || mono_ns() >= deadline)
             break;
-        futex_wait(word, w, deadline);
+        if (futex_wait(word, w, deadline) == SHMB_EINTR) {
+            seen = SHMB_EINTR;
+            break;
+        }
     }
     shmb_fetch_add(waiters, (uint32_t)-1);
     return seen;
@@ -289,10 +302,11 @@ static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32
 /* Sleep until spill_position >= need, the ring is deleted, or the deadline passes. */
 static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
     shmb_ring_header_t *h = r->hdr;
-    if (sleep_until_at_least(&h->spill.spill_position, &h->offsets.deleted,
-                             &h->spill.futex_word, &h->spill.waiters, need,
-                             deadline) >= need)
-        return SHMB_OK; /* claim checks the flag again under the lock */
+    int64_t seen = sleep_until_at_least(&h->spill.spill_position, &h->offsets.deleted,
+                                        &h->spill.futex_word, &h->spill.waiters, need,
+                                        deadline);
+    if (seen == SHMB_EINTR) return SHMB_EINTR;
+    if (seen >= need) return SHMB_OK; /* claim checks the flag again under the lock */
     /* relaxed: it only picks the error; the sleep read it with acquire */
     return shmb_load_relaxed(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_FULL;
 }
@@ -302,11 +316,12 @@ static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
 static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *position) {
     shmb_ring_header_t *h = r->hdr;
     if (len > r->capacity) return SHMB_ETOOBIG;
-    int64_t deadline = deadline_ns(timeout_ms);
-    int64_t lock_deadline = timeout_ms == 0 ? deadline_ns(LOCK_NOWAIT_BOUND_MS) : deadline;
+    /* not waiting for space still waits (boundedly) for the lock */
+    int32_t lock_timeout_ms = timeout_ms == 0 ? LOCK_NOWAIT_BOUND_MS : timeout_ms;
+    int64_t deadline = -1; /* read from the clock when a wait begins */
     int waited = 0;
     for (;;) {
-        int rc = lock_writer(r, lock_deadline);
+        int rc = lock_writer(r, lock_timeout_ms, &deadline);
         if (rc < 0) return rc;
         /* relaxed: the marker stores the flag holding this lock. It shares a line with
          * next_offset, which the append reads next, so it costs no extra miss */
@@ -332,6 +347,7 @@ static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *posit
             waited = 1;
         }
         if (timeout_ms == 0) return SHMB_FULL;
+        if (deadline < 0) deadline = deadline_ns(timeout_ms);
         if ((rc = wait_for_spill(r, end - r->capacity, deadline)) < 0) return rc;
     }
 }
@@ -415,7 +431,8 @@ int64_t shmb_ring_append_record(shmb_ring_t *r, const uint8_t *key, int32_t key_
 }
 
 int64_t shmb_ring_append_value(shmb_ring_t *r, const uint8_t *value, int32_t value_len) {
-    return shmb_ring_append_record(r, NULL, -1, value, value_len, SHMB_TIMESTAMP_NOW, -1);
+    return shmb_ring_append_record(r, NULL, -1, value, value_len, SHMB_TIMESTAMP_NOW,
+                                   SHMB_APPEND_VALUE_WAIT_MS);
 }
 
 int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
@@ -434,7 +451,8 @@ int shmb_ring_spill_advance(shmb_ring_t *r, int64_t position, int64_t offset) {
 int shmb_ring_spill_rewind(shmb_ring_t *r, int64_t position, int64_t offset) {
     shmb_ring_header_t *h = r->hdr;
     if (position < 0 || offset < 0) return SHMB_EINVAL;
-    int rc = lock_writer(r, deadline_ns(LOCK_NOWAIT_BOUND_MS));
+    int64_t deadline = -1;
+    int rc = lock_writer(r, LOCK_NOWAIT_BOUND_MS, &deadline);
     if (rc != SHMB_OK) return rc;
     /* under the lock no append is in flight, so claim is the end of what was written
      * and everything from claim - capacity on is intact */
@@ -488,10 +506,11 @@ int shmb_ring_wait_durable(shmb_ring_t *r, int64_t offset, int32_t timeout_ms) {
     shmb_ring_header_t *h = r->hdr;
     if (shmb_load_acquire(&h->durable.durable_offset) >= offset) return SHMB_OK;
     /* the waiter count also tells the spill thread to fsync at once */
-    if (sleep_until_at_least(&h->durable.durable_offset, &h->offsets.deleted,
-                             &h->durable.futex_word, &h->durable.waiters, offset,
-                             deadline_ns(timeout_ms)) >= offset)
-        return SHMB_OK;
+    int64_t seen = sleep_until_at_least(&h->durable.durable_offset, &h->offsets.deleted,
+                                        &h->durable.futex_word, &h->durable.waiters, offset,
+                                        deadline_ns(timeout_ms));
+    if (seen == SHMB_EINTR) return SHMB_EINTR;
+    if (seen >= offset) return SHMB_OK;
     /* relaxed: it only picks the error; the sleep read it with acquire */
     return shmb_load_relaxed(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_EMPTY;
 }
@@ -514,7 +533,8 @@ int shmb_ring_mark_deleted(shmb_ring_t *r) {
      * every later one finds the flag in claim(). Bounded, so that a holder stopped
      * (SIGSTOP, debugger) cannot stall the broker's delete: past the bound the flag
      * goes in anyway, and only that holder's batch may still land */
-    int locked = lock_writer(r, deadline_ns(LOCK_NOWAIT_BOUND_MS)) == SHMB_OK;
+    int64_t deadline = -1;
+    int locked = lock_writer(r, LOCK_NOWAIT_BOUND_MS, &deadline) == SHMB_OK;
     /* release: a reader that sees the flag then sees every batch committed before it */
     shmb_store_release(&h->offsets.deleted, 1u);
     if (locked) unlock_writer(r);
@@ -544,26 +564,52 @@ static int64_t tail_unless_deleted(shmb_ring_t *r, int64_t position) {
     return deleted && tail == position ? SHMB_EDELETED : tail;
 }
 
-/* Wait until tail > position; spin for spin_ns, then sleep on the data futex.
- * Returns the tail, or SHMB_EDELETED (see tail_unless_deleted). */
+/* Idle as Aeron's BackoffIdleStrategy (shmb_idle_t) while ready(ctx) says no: spin,
+ * then yield, never past the deadline. 1 once ready; 0 when it is time to park (or
+ * the deadline passed: the park looks at it). static inline with a constant ready():
+ * the compiler inlines the poll into the loops. */
+static inline int idle_until(int (*ready)(const void *), const void *ctx,
+                             const shmb_idle_t *idle, int64_t deadline) {
+    if (!idle) return 0;
+    for (int64_t i = 1; i <= idle->max_spins; i++) {
+        shmb_cpu_relax();
+        if (ready(ctx)) return 1;
+        if ((i & 63) == 0 && mono_ns() >= deadline) return 0;
+    }
+    for (int64_t i = 1; i <= idle->max_yields; i++) {
+        sched_yield();
+        if (ready(ctx)) return 1;
+        if ((i & 7) == 0 && mono_ns() >= deadline) return 0;
+    }
+    return 0;
+}
+
+typedef struct {
+    shmb_ring_t *ring;
+    int64_t position;
+} tail_past_t;
+
+static int tail_is_past(const void *ctx) {
+    const tail_past_t *t = ctx;
+    return shmb_load_acquire(&t->ring->hdr->tail.tail_position) > t->position;
+}
+
+/* Wait until tail > position: idle, then sleep on the data futex. Returns the tail, or
+ * SHMB_EDELETED (see tail_unless_deleted), or SHMB_EINTR. */
 static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_ms,
-                             int64_t spin_ns) {
+                             const shmb_idle_t *idle) {
     shmb_ring_header_t *h = r->hdr;
     int64_t tail = shmb_load_acquire(&h->tail.tail_position);
     if (tail > position) return tail;
     if (timeout_ms == 0) return tail_unless_deleted(r, position);
-    int64_t now = mono_ns();
-    int64_t deadline = timeout_ms < 0 ? INT64_MAX : now + (int64_t)timeout_ms * 1000000;
-    int64_t spin_end = spin_ns < deadline - now ? now + spin_ns : deadline;
-    for (unsigned i = 1;; i++) {
-        shmb_cpu_relax();
-        if ((tail = shmb_load_acquire(&h->tail.tail_position)) > position) return tail;
-        if ((i & 63) == 0 && mono_ns() >= spin_end) break;
-    }
+    int64_t deadline = deadline_ns(timeout_ms);
+    tail_past_t past = {r, position};
+    if (idle_until(tail_is_past, &past, idle, deadline))
+        return shmb_load_acquire(&h->tail.tail_position);
     tail = sleep_until_at_least(&h->tail.tail_position, &h->offsets.deleted,
                                 &h->data.futex_word, &h->data.waiters, position + 1,
                                 deadline);
-    return tail > position ? tail : tail_unless_deleted(r, position);
+    return tail > position || tail == SHMB_EINTR ? tail : tail_unless_deleted(r, position);
 }
 
 /* Size of the batch at position, read from ring bytes that may be under rewrite:
@@ -574,11 +620,11 @@ static inline int64_t batch_total(shmb_ring_t *r, int64_t position) {
 }
 
 int64_t shmb_ring_read(shmb_ring_t *r, int64_t *position, uint8_t *buf, int64_t buf_len,
-                       int32_t timeout_ms, int64_t spin_ns) {
+                       int32_t timeout_ms, const shmb_idle_t *idle) {
     if (!r || !position || !buf || buf_len <= 0) return SHMB_EINVAL;
     int64_t pos = *position;
-    int64_t tail = wait_for_data(r, pos, timeout_ms, spin_ns);
-    if (tail == SHMB_EDELETED) return tail;
+    int64_t tail = wait_for_data(r, pos, timeout_ms, idle);
+    if (tail == SHMB_EDELETED || tail == SHMB_EINTR) return tail;
     if (pos > tail || pos < 0) return SHMB_EINVAL;
     if (pos == tail) return SHMB_EMPTY;
     if (tail - pos > r->capacity) return SHMB_LAPPED;
@@ -679,6 +725,138 @@ int shmb_ring_seek(shmb_ring_t *r, int64_t offset, int64_t *position) {
         return SHMB_OK;
     }
     return SHMB_NOTFOUND;
+}
+
+/* ---- waiting on several rings ----------------------------------------------------- */
+
+/* futex_waitv(2) (Linux 5.16) by number and ABI, so that older headers still build:
+ * the number is the same on every architecture. */
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+typedef struct {
+    uint64_t val;
+    uint64_t uaddr;
+    uint32_t flags; /* 2 = FUTEX_32; no FUTEX2_PRIVATE: the words are in shared memory */
+    uint32_t reserved;
+} futex_waitv_t;
+_Static_assert(sizeof(futex_waitv_t) == 24, "struct futex_waitv ABI");
+#define FUTEX_WAITV_SIZE_U32 2
+
+/* Set once the kernel said ENOSYS: from then on every wait sleeps in turns. */
+static int waitv_missing;
+
+typedef struct {
+    shmb_ring_t *const *rings;
+    const int64_t *offsets;
+    int32_t count;
+    uint8_t *ready;
+} rings_t;
+
+/* Mark the rings with a record past their reader's offset, or deleted; how many. */
+static int rings_ready(const void *ctx) {
+    const rings_t *w = ctx;
+    int n = 0;
+    for (int32_t i = 0; i < w->count; i++) {
+        shmb_ring_header_t *h = w->rings[i]->hdr;
+        /* acquire: a reader that sees next_offset past its offset sees the batch, as
+         * commit stores tail before next_offset */
+        uint8_t r = shmb_load_acquire(&h->offsets.next_offset) > w->offsets[i] ||
+                    shmb_load_acquire(&h->offsets.deleted);
+        w->ready[i] = r;
+        n += r;
+    }
+    return n;
+}
+
+/* One sleep on every data futex word at once; SHMB_EINTR, SHMB_ESYS (no futex_waitv
+ * here), or SHMB_OK (woken, a word changed, or the deadline passed: the caller looks). */
+static int sleep_on_all(const rings_t *w, const uint32_t *words, int64_t deadline) {
+    futex_waitv_t v[SHMB_RINGS_WAITV_MAX];
+    for (int32_t i = 0; i < w->count; i++) {
+        v[i].val = words[i];
+        v[i].uaddr = (uint64_t)(uintptr_t)&w->rings[i]->hdr->data.futex_word;
+        v[i].flags = FUTEX_WAITV_SIZE_U32;
+        v[i].reserved = 0;
+    }
+    struct timespec ts, *tsp = NULL; /* futex_waitv takes an absolute time */
+    if (deadline != INT64_MAX) {
+        ts.tv_sec = deadline / 1000000000;
+        ts.tv_nsec = deadline % 1000000000;
+        tsp = &ts;
+    }
+    if (syscall(SYS_futex_waitv, v, (unsigned)w->count, 0, tsp, CLOCK_MONOTONIC) >= 0)
+        return SHMB_OK;
+    if (errno == EINTR) return SHMB_EINTR;
+    /* EAGAIN: a word moved; ETIMEDOUT. Anything else (ENOSYS: an older kernel) means
+     * this wait cannot work here: returning OK would spin */
+    return errno == EAGAIN || errno == ETIMEDOUT ? SHMB_OK : SHMB_ESYS;
+}
+
+/* Registered as a waiter on every ring, sleep until one is ready. The lost-wakeup
+ * argument of sleep_until_at_least, per ring: the count goes up before the words are
+ * read, and the words before the offsets, so an append that this look misses sees the
+ * count and bumps its word, which fails or ends the sleep. */
+static int park_on_rings(const rings_t *w, const shmb_idle_t *idle, int flags,
+                         int64_t deadline) {
+    uint32_t words[SHMB_RINGS_WAITV_MAX];
+    int turns = (flags & SHMB_RINGS_TURNS) || w->count > SHMB_RINGS_WAITV_MAX ||
+                shmb_load_relaxed(&waitv_missing);
+    /* no strategy: Aeron's park periods; never under 1 us, which would spin in syscalls */
+    int64_t park = idle ? idle->min_park_period_ns : SHMB_IDLE_MIN_PARK_PERIOD_NS;
+    int64_t max_park = idle ? idle->max_park_period_ns : SHMB_IDLE_MAX_PARK_PERIOD_NS;
+    if (park < 1000) park = 1000;
+    if (max_park < park) max_park = park;
+    int rc = SHMB_EMPTY;
+    for (int32_t i = 0; i < w->count; i++) shmb_fetch_add(&w->rings[i]->hdr->data.waiters, 1);
+    for (uint32_t turn = 0;; turn++) {
+        if (!turns)
+            for (int32_t i = 0; i < w->count; i++)
+                words[i] = shmb_load_acquire(&w->rings[i]->hdr->data.futex_word);
+        uint32_t *word = &w->rings[turn % (uint32_t)w->count]->hdr->data.futex_word;
+        uint32_t seen = turns ? shmb_load_acquire(word) : 0;
+        int n = rings_ready(w);
+        if (n) {
+            rc = n;
+            break;
+        }
+        int64_t now = mono_ns();
+        if (now >= deadline) break;
+        if (!turns) {
+            int slept = sleep_on_all(w, words, deadline);
+            if (slept == SHMB_ESYS) { /* no futex_waitv (ENOSYS): turns for good */
+                shmb_store_relaxed(&waitv_missing, 1);
+                turns = 1;
+            } else if (slept == SHMB_EINTR) {
+                rc = SHMB_EINTR;
+                break;
+            }
+            continue;
+        }
+        /* one ring's word, bounded, then the next ring's, as Aeron's parkNanos backs off */
+        int64_t until = park < deadline - now ? now + park : deadline;
+        park = park < max_park / 2 ? park * 2 : max_park;
+        if (futex_wait(word, seen, until) == SHMB_EINTR) {
+            rc = SHMB_EINTR;
+            break;
+        }
+    }
+    for (int32_t i = 0; i < w->count; i++)
+        shmb_fetch_add(&w->rings[i]->hdr->data.waiters, (uint32_t)-1);
+    return rc;
+}
+
+int shmb_rings_wait(shmb_ring_t *const *rings, const int64_t *offsets, int32_t count,
+                    uint8_t *ready, int32_t timeout_ms, const shmb_idle_t *idle, int flags) {
+    if (!rings || !offsets || !ready || count <= 0) return SHMB_EINVAL;
+    for (int32_t i = 0; i < count; i++)
+        if (!rings[i]) return SHMB_EINVAL;
+    rings_t w = {rings, offsets, count, ready};
+    int n = rings_ready(&w);
+    if (n || timeout_ms == 0) return n ? n : SHMB_EMPTY;
+    int64_t deadline = deadline_ns(timeout_ms);
+    if (idle_until(rings_ready, &w, idle, deadline)) return rings_ready(&w);
+    return park_on_rings(&w, idle, flags, deadline);
 }
 
 void shmb_ring_stat(shmb_ring_t *r, shmb_ring_stat_t *o) {

@@ -8,7 +8,8 @@ calls the typed wrappers below and never touches `ffi` or `lib`.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shmbroker import errors
@@ -39,6 +40,8 @@ EMPTY: int = lib.SHMB_EMPTY
 LAPPED: int = lib.SHMB_LAPPED
 ETOOBIG: int = lib.SHMB_ETOOBIG
 DELETED: int = lib.SHMB_EDELETED
+EINTR: int = lib.SHMB_EINTR  # never leaves this module: the waits below retry it
+ETIMEDOUT: int = lib.SHMB_ETIMEDOUT
 
 
 def strerror(rc: int) -> str:
@@ -272,6 +275,115 @@ class Scan:
         return int(self.struct.bytes_consumed)
 
 
+# ---- waiting ------------------------------------------------------------------------
+
+# The longest one C wait lasts before Python regains control. Python runs signal
+# handlers in the main thread, between bytecodes; a C wait (GIL released) returns
+# SHMB_EINTR when the signal ends its sleep, but not when the signal comes just before
+# the sleep or lands in another thread. Slices bound that case: Ctrl-C raises
+# KeyboardInterrupt from a blocked call within WAIT_SLICE_MS (the C appender without a
+# timeout argument waits the same bound: SHMB_APPEND_VALUE_WAIT_MS).
+WAIT_SLICE_MS: int = lib.SHMB_APPEND_VALUE_WAIT_MS
+
+
+def _first_slice(timeout_ms: int) -> int:
+    """What a wait's first C call may take: all of timeout_ms if it fits a slice.
+    The callers make that first call inline, so a wait that ends at once (the
+    common case: data there, room there) costs no closure and no clock."""
+    return timeout_ms if 0 <= timeout_ms <= WAIT_SLICE_MS else WAIT_SLICE_MS
+
+
+def _rest(
+    rc: int,
+    call: Callable[[int], int],
+    timeout_ms: int,
+    first: int,
+    retry: tuple[int, ...],
+) -> int:
+    """The rest of a wait whose first call (first ms) returned rc < 0: call(ms)
+    until it returns a code not in `retry` (its "not yet") nor EINTR, or timeout_ms
+    (-1: never) passes, each call waiting at most WAIT_SLICE_MS.
+
+    Between calls the interpreter runs pending signal handlers (the loop's backward
+    jump checks for them), so KeyboardInterrupt comes out of here. The later calls
+    park at once: only the first one idles (spins, yields)."""
+    if rc != EINTR and (rc not in retry or first == timeout_ms):
+        return rc
+    deadline = -1
+    if timeout_ms >= 0:  # a "not yet" waited its whole slice; EINTR came early
+        left_ms = timeout_ms - (0 if rc == EINTR else first)
+        deadline = time.monotonic_ns() + max(0, left_ms) * 1_000_000
+    while True:
+        left = WAIT_SLICE_MS
+        if deadline >= 0:
+            left = min(left, max(0, -((time.monotonic_ns() - deadline) // 1_000_000)))
+        rc = call(left)
+        if rc == EINTR or (rc in retry and (deadline < 0 or left > 0)):
+            continue
+        return rc
+
+
+class BackoffIdleStrategy:
+    """How a waiter idles before it sleeps: Aeron's BackoffIdleStrategy (shmb_idle_t).
+
+    It polls max_spins times with a CPU pause between (~20-140 ns each), then
+    max_yields times with sched_yield() between, then parks: asleep on the ring's futex
+    until an append wakes it, on every ring of a consumer at once (futex_waitv); where
+    that syscall is missing, on each ring in turn for min_park_period_ns, doubling up
+    to max_park_period_ns. A wake-up from a park costs the appender a syscall and the
+    reader the kernel's wake-up latency (~20 us on a VM whose idle vCPUs halt), so
+    spins and yields buy latency with CPU. The defaults, and why: csrc/shmb.h."""
+
+    __slots__ = ("struct",)
+
+    def __init__(
+        self,
+        max_spins: int = lib.SHMB_IDLE_MAX_SPINS,
+        max_yields: int = lib.SHMB_IDLE_MAX_YIELDS,
+        min_park_period_ns: int = lib.SHMB_IDLE_MIN_PARK_PERIOD_NS,
+        max_park_period_ns: int = lib.SHMB_IDLE_MAX_PARK_PERIOD_NS,
+    ) -> None:
+        if min(max_spins, max_yields, min_park_period_ns) < 0 or (
+            max_park_period_ns < min_park_period_ns
+        ):
+            raise errors.InvalidArgument(
+                f"idle strategy: spins {max_spins}, yields {max_yields} and park "
+                f"periods {min_park_period_ns}..{max_park_period_ns} ns must be >= 0, "
+                f"the minimum park period no more than the maximum"
+            )
+        s = ffi.new("shmb_idle_t *")
+        s.max_spins, s.max_yields = max_spins, max_yields
+        s.min_park_period_ns, s.max_park_period_ns = (
+            min_park_period_ns,
+            max_park_period_ns,
+        )
+        self.struct = s
+
+    @property
+    def max_spins(self) -> int:
+        return int(self.struct.max_spins)
+
+    @property
+    def max_yields(self) -> int:
+        return int(self.struct.max_yields)
+
+    @property
+    def min_park_period_ns(self) -> int:
+        return int(self.struct.min_park_period_ns)
+
+    @property
+    def max_park_period_ns(self) -> int:
+        return int(self.struct.max_park_period_ns)
+
+    def __repr__(self) -> str:
+        return (
+            f"BackoffIdleStrategy(max_spins={self.max_spins}, "
+            f"max_yields={self.max_yields}, "
+            f"min_park_period_ns={self.min_park_period_ns}, "
+            f"max_park_period_ns={self.max_park_period_ns})"
+        )
+
+
 # ---- rings --------------------------------------------------------------------------
 
 
@@ -320,41 +432,89 @@ class RingMap:
         ffi.release(self._ptr)
 
     # appends return the offset, or a negative shmb_rc instead of raising, so that
-    # the caller can name the ring and its positions in the error
+    # the caller can name the ring and its positions in the error. One that waits for
+    # space (or the lock) waits in slices: see WAIT_SLICE_MS
     def append_record(
         self, key: bytes | None, value: bytes | None, timestamp: int, timeout_ms: int
     ) -> int:
-        return lib.shmb_ring_append_record(  # type: ignore[no-any-return]
+        args = (
             self._ptr,
             ffi.NULL if key is None else key,
             -1 if key is None else len(key),
             ffi.NULL if value is None else value,
             -1 if value is None else len(value),
             timestamp,
+        )
+        first = _first_slice(timeout_ms)
+        rc: int = lib.shmb_ring_append_record(*args, first)
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_record(*args, ms),
             timeout_ms,
+            first,
+            _APPEND_RETRY,
         )
 
     def append_value(self, value: bytes) -> int:
         """append_record(None, value, now, wait forever), with 3 arguments, not 7."""
-        return lib.shmb_ring_append_value(self._ptr, value, len(value))  # type: ignore[no-any-return]
+        rc: int = lib.shmb_ring_append_value(self._ptr, value, len(value))
+        if rc >= 0 or rc not in _APPEND_RETRY_OR_EINTR:
+            return rc
+        return self.append_record(None, value, TIMESTAMP_NOW, -1)
 
     def append_records(self, records: RecordArrays, timeout_ms: int) -> int:
-        return int(lib.shmb_ring_append_records(self._ptr, records.struct, timeout_ms))
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_append_records(self._ptr, records.struct, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_records(self._ptr, records.struct, ms),
+            timeout_ms,
+            first,
+            _APPEND_RETRY,
+        )
 
     def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
-        return int(
-            lib.shmb_ring_append_batch(self._ptr, batch, len(batch), flags, timeout_ms)
+        args = (self._ptr, batch, len(batch), flags)
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_append_batch(*args, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_append_batch(*args, ms),
+            timeout_ms,
+            first,
+            _APPEND_RETRY,
         )
 
     def read(
-        self, cell: Any, position: int, buf: Any, timeout_ms: int, spin_ns: int
+        self,
+        cell: Any,
+        position: int,
+        buf: Any,
+        timeout_ms: int,
+        idle: BackoffIdleStrategy | None,
     ) -> int:
         """Copy whole batches at position into buf; returns bytes or a negative rc.
         The new position is position + bytes. cell: the caller's `new_cell()`, one per
-        reader (allocating one a call would cost a one-record poll 10%)."""
+        reader (allocating one a call would cost a one-record poll 10%). idle: how to
+        wait (None: sleep at once)."""
         cell[0] = position
-        return int(
-            lib.shmb_ring_read(self._ptr, cell, buf, len(buf), timeout_ms, spin_ns)
+        first = _first_slice(timeout_ms)
+        strategy = ffi.NULL if idle is None else idle.struct
+        rc = int(lib.shmb_ring_read(self._ptr, cell, buf, len(buf), first, strategy))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_read(self._ptr, cell, buf, len(buf), ms, ffi.NULL),
+            timeout_ms,
+            first,
+            (EMPTY,),
         )
 
     def batch_bytes(self, position: int) -> int:
@@ -368,7 +528,11 @@ class RingMap:
     # ---- the durable log's side: one spiller per ring
 
     def wait(self, position: int, timeout_ms: int, spin_ns: int) -> int:
-        """The tail once it is past position, or EMPTY after timeout_ms."""
+        """The tail once it is past position; EMPTY after timeout_ms, or earlier when
+        woken (shmb_ring_wake) or interrupted: one sleep, not sliced, so a spill
+        thread asleep for long is woken by `wake` and costs nothing meanwhile (the
+        caller loops; a signal brings it back to the interpreter). spin_ns 0 (the
+        spill) sleeps at once: no CPU while nothing comes."""
         return int(lib.shmb_ring_wait(self._ptr, position, timeout_ms, spin_ns))
 
     def unspilled(self, position: int) -> memoryview:
@@ -397,7 +561,17 @@ class RingMap:
 
     def wait_durable(self, offset: int, timeout_ms: int) -> int:
         """0 once durable, or a negative rc: EMPTY after timeout_ms, DELETED."""
-        return int(lib.shmb_ring_wait_durable(self._ptr, offset, timeout_ms))
+        first = _first_slice(timeout_ms)
+        rc = int(lib.shmb_ring_wait_durable(self._ptr, offset, first))
+        if rc >= 0:
+            return rc
+        return _rest(
+            rc,
+            lambda ms: lib.shmb_ring_wait_durable(self._ptr, offset, ms),
+            timeout_ms,
+            first,
+            (EMPTY,),
+        )
 
     def spill_advance(self, position: int, offset: int = -1) -> None:
         _check(
@@ -423,6 +597,56 @@ class RingMap:
 
 
 STAT_FIELDS = tuple(name for name, _ in ffi.typeof("shmb_ring_stat_t").fields)
+_APPEND_RETRY = (FULL, ETIMEDOUT)  # within the timeout: no room yet, lock still held
+_APPEND_RETRY_OR_EINTR = (*_APPEND_RETRY, EINTR)
+
+
+class RingWaiter:
+    """Waits for the first record on any of several rings (shmb_rings_wait): all at
+    once with futex_waitv, else in turns (turns=True forces that, for tests).
+
+    It holds the rings' raw addresses: use it only while they are all mapped, and make
+    a new one when the set changes. Not thread-safe."""
+
+    __slots__ = ("_keep", "_offsets", "_ready", "_rings", "_view", "count", "flags")
+
+    def __init__(self, rings: Sequence[RingMap], *, turns: bool = False) -> None:
+        if not rings:
+            raise errors.InvalidArgument("wait on no rings")
+        self.count = len(rings)
+        self._rings = ffi.new("shmb_ring_t *[]", [r._ptr for r in rings])
+        self._keep = tuple(rings)
+        self._offsets = ffi.new("int64_t[]", self.count)
+        self._ready = ffi.new("uint8_t[]", self.count)
+        self._view = ffi.buffer(self._ready)
+        self.flags = lib.SHMB_RINGS_TURNS if turns else 0
+
+    def wait(
+        self, offsets: Sequence[int], timeout_ms: int, idle: BackoffIdleStrategy | None
+    ) -> bytes:
+        """One byte per ring: 1 where the ring has a record at or past offsets[i] (the
+        next offset its reader wants) or was deleted. All 0 after timeout_ms (0: look
+        once, -1: forever)."""
+        n = self.count
+        if len(offsets) != n:
+            raise errors.InvalidArgument(f"{len(offsets)} offsets for {n} rings")
+        self._offsets[0:n] = offsets
+        args = (self._rings, self._offsets, n, self._ready)
+        first = _first_slice(timeout_ms)
+        strategy = ffi.NULL if idle is None else idle.struct
+        rc = int(lib.shmb_rings_wait(*args, first, strategy, self.flags))
+        if rc < 0:
+            rc = _rest(
+                rc,
+                lambda ms: lib.shmb_rings_wait(*args, ms, ffi.NULL, self.flags),
+                timeout_ms,
+                first,
+                (EMPTY,),
+            )
+        if rc == EMPTY:
+            return bytes(n)
+        _check(rc, f"wait on {n} rings")
+        return self._view[:]  # type: ignore[no-any-return]
 
 
 def new_cell() -> Any:

@@ -19,8 +19,12 @@ import msgspec
 from shmbroker import _native, errors, shm
 from shmbroker.records import Header, Record, decode_records
 
-DEFAULT_SPIN = 200e-6  # seconds a reader spins before sleeping: longer than the gap
-# between records at 10k records/s, so a steady stream never pays a futex wake-up
+BackoffIdleStrategy = _native.BackoffIdleStrategy
+DEFAULT_IDLE = BackoffIdleStrategy()  # ~0.2 ms of spins and yields: see csrc/shmb.h
+PARK_AT_ONCE = BackoffIdleStrategy(max_spins=0, max_yields=0)  # least CPU
+# The knob readers took before the idle strategy: 0 parks at once (PARK_AT_ONCE), any
+# other value means DEFAULT_IDLE. Kept while log/ passes spin= through; pass idle=.
+DEFAULT_SPIN = 200e-6
 READ_BUFFER_BYTES = 1 << 20
 
 
@@ -295,7 +299,8 @@ class Ring:
     def wait_durable(self, offset: int, timeout: float | None = None) -> bool:
         """Wait until every record below offset is fsynced to a segment (pass the last
         appended offset + 1); False on timeout. A waiting producer makes the spill
-        fsync at once. UnknownTopic if the ring is deleted first."""
+        fsync at once. UnknownTopic if the ring is deleted first. Ctrl-C raises
+        KeyboardInterrupt within _native.WAIT_SLICE_MS."""
         rc = self.native.wait_durable(
             offset, -1 if timeout is None else _timeout_ms(timeout)
         )
@@ -361,7 +366,9 @@ class RingReader:
 
     `read_batches` gives raw whole batches (for the gateway and the spill); `poll`
     decodes them into Records. `position` is the ring position after the bytes this
-    reader has copied out; bytes copied but not yet returned wait in its buffer."""
+    reader has copied out; bytes copied but not yet returned wait in its buffer.
+    A poll that waits idles as `idle` says, then sleeps on the ring's futex; Ctrl-C
+    raises KeyboardInterrupt from it within _native.WAIT_SLICE_MS."""
 
     def __init__(
         self,
@@ -370,6 +377,7 @@ class RingReader:
         *,
         topic: str,
         partition: int = 0,
+        idle: BackoffIdleStrategy | None = None,
         spin: float = DEFAULT_SPIN,
         buffer_bytes: int = READ_BUFFER_BYTES,
         max_records: int = 8192,
@@ -379,7 +387,9 @@ class RingReader:
         self.position = position
         self.topic = topic
         self.partition = partition
-        self._spin_ns = int(spin * 1e9)
+        if idle is None:
+            idle = PARK_AT_ONCE if spin == 0 else DEFAULT_IDLE
+        self.idle = idle
         self._check_crcs = check_crcs  # appends were validated; this re-checks bytes
         self._cell = _native.new_cell()  # this reader's own: threads may share a ring
         self._new_buffer(buffer_bytes)
@@ -400,9 +410,7 @@ class RingReader:
         native = self.ring.native
         timeout_ms = -1 if timeout is None else _timeout_ms(timeout)
         while True:
-            n = native.read(
-                self._cell, self.position, self._buf, timeout_ms, self._spin_ns
-            )
+            n = native.read(self._cell, self.position, self._buf, timeout_ms, self.idle)
             if n > 0:
                 self._have, self._at = n, 0
                 self.position += n

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 
 import pytest
@@ -28,6 +29,7 @@ from shmbroker import (
     _native,
     shm,
 )
+from shmbroker.ring import DEFAULT_IDLE, PARK_AT_ONCE, BackoffIdleStrategy
 from tests.conftest import wait_until
 
 
@@ -484,3 +486,32 @@ def test_readers_in_threads_sharing_one_ring_each_see_every_record(ring_name):
             assert problems == []
         finally:
             shared.unlink()
+
+
+def test_a_reader_waiting_for_nothing_spends_no_cpu(ring):
+    """If nothing comes for 1 s, then a poll spends under 1% of a core: its idle
+    strategy spins and yields only at first, then it sleeps on the futex."""
+    reader = ring.reader()
+    cpu = time.thread_time()
+    assert reader.poll(1.0) == []
+    cpu = time.thread_time() - cpu
+    assert cpu < 0.010, f"{cpu * 1e3:.1f} ms of CPU in a 1 s idle poll"
+
+
+def test_a_reader_takes_an_idle_strategy(ring):
+    """RingReader(idle=...) waits as told; spin=0 (the older knob) parks at once."""
+    assert ring.reader(spin=0).idle is PARK_AT_ONCE
+    assert ring.reader().idle is DEFAULT_IDLE
+    strategy = BackoffIdleStrategy(max_spins=10, max_yields=5)
+    reader = RingReader(ring, ring.stat().tail_position, topic="t", idle=strategy)
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(reader.poll(30)))
+    thread.start()
+    wait_until(lambda: ring.stat().data_waiters == 1, 10, "the reader to sleep")
+    ring.append(b"wake")
+    thread.join(30)
+    assert values(got) == [b"wake"]
+    assert repr(strategy) == (
+        "BackoffIdleStrategy(max_spins=10, max_yields=5, min_park_period_ns=1000, "
+        "max_park_period_ns=1000000)"
+    )

@@ -9,9 +9,13 @@ A new partition starts at the group's committed offset, else where
 policy, as in Kafka. With enable_auto_commit, poll commits the positions every
 auto_commit_interval_ms, and before partitions are revoked, and on close.
 
-Waiting: with one partition, poll sleeps on that ring's futex; with several, it
-checks each and sleeps on them in turn for at most MULTI_WAIT each, so a record on
-any partition is seen within that time.
+Waiting: poll_batch, like Kafka's poll, returns records of every partition with data,
+up to max_records in all, the partitions in turn: each call starts with the one after
+the partition the last call served last, so a busy partition never starves the others.
+With nothing to return it waits on all its partitions' rings at once (a RingWaiter:
+futex_waitv), so the first record of any of them wakes it, idling as IDLE_STRATEGY
+says first; with one partition, in that ring reader's read. Ctrl-C raises
+KeyboardInterrupt from a wait within _native.WAIT_SLICE_MS.
 """
 
 from __future__ import annotations
@@ -20,17 +24,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from shmbroker import errors, protocol
+from shmbroker import _native, errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
 from shmbroker.log.reader import LogReader, PartitionReader
 from shmbroker.records import PartitionKey, Record, TopicPartition
+from shmbroker.ring import DEFAULT_IDLE
 
 log = logging.getLogger(__name__)
 
-MULTI_WAIT = 0.001  # seconds poll sleeps on one ring of several before the next
+IDLE_STRATEGY = DEFAULT_IDLE  # how poll idles before it sleeps on the rings
 GROUP_WAIT = 0.01  # a group member's poll looks for a rebalance at least this often
 OffsetReset = Literal["earliest", "latest", "none"]
 EARLIEST, LATEST = -2, -1  # Kafka's ListOffsets timestamps
@@ -114,6 +119,8 @@ class Consumer:
         self._assigned: dict[TopicPartition, _Assigned] = {}
         self._order: list[_Assigned] = []  # unpaused, in the order poll visits them
         self._next = 0
+        # waits on the rings of _order (which it was made for): see _visit_assigned
+        self._waiter: tuple[list[_Assigned], _native.RingWaiter] | None = None
         self._closed = False
         self.group_id = group_id
         self.enable_auto_commit = enable_auto_commit and group_id is not None
@@ -473,18 +480,34 @@ class Consumer:
     def poll_batch(
         self, max_records: int | None = None, timeout: float | None = 0
     ) -> list[Record]:
-        """Up to max_records records (default max_poll_records), from one
-        partition at a time in turn; [] if none came within timeout."""
+        """Up to max_records records (default max_poll_records) of every partition
+        with data, in offset order per partition, the partitions in turn; [] if
+        none came within timeout (None: wait)."""
         limit = self.max_poll_records if max_records is None else max_records
+        if limit < 1:
+            raise errors.InvalidArgument(f"max_records must be >= 1, not {limit}")
 
-        def take(a: _Assigned, wait: float | None) -> list[Record] | None:
-            if a.at >= len(a.buffer):
-                records = self._read(a, wait, LogReader.poll)
-                if not records:
-                    return None
-                a.buffer, a.at = records, 0
-            out = a.buffer[a.at : a.at + limit]
-            a.at += len(out)
+        def take(ready: bytes, wait: float | None) -> list[Record] | None:
+            out: list[Record] = []
+            order = self._order
+            n = len(order)
+            start = self._next
+            for k in range(n):
+                i = (start + k) % n
+                a = order[i]
+                if a.at >= len(a.buffer):
+                    if not ready[i]:
+                        continue
+                    records = self._read(a, LogReader.poll, wait)
+                    if not records:
+                        continue
+                    a.buffer, a.at = records, 0
+                part = a.buffer[a.at : a.at + limit - len(out)]
+                a.at += len(part)
+                out += part
+                self._next = (i + 1) % n  # the next call starts after this one
+                if len(out) >= limit:
+                    break
             return out
 
         return self._visit(take, timeout) or []
@@ -498,22 +521,33 @@ class Consumer:
         seek); the position moves past the last batch. No Record is built."""
 
         def take(
-            a: _Assigned, wait: float | None
+            ready: bytes, wait: float | None
         ) -> tuple[TopicPartition, bytes] | None:
-            if a.at < len(a.buffer):  # records polled ahead: go on from the first
-                a.seek(a.position)
-            data = self._read(a, wait, LogReader.read_batches)
-            if not data:
-                return None
-            return TopicPartition(a.reader.topic, a.reader.partition), data
+            order = self._order
+            n = len(order)
+            start = self._next
+            for k in range(n):
+                i = (start + k) % n
+                a = order[i]
+                if a.at < len(a.buffer):  # records polled ahead: go on from the first
+                    a.seek(a.position)
+                elif not ready[i]:
+                    continue
+                data = self._read(a, LogReader.read_batches, wait)
+                if data:
+                    self._next = (i + 1) % n
+                    return TopicPartition(a.reader.topic, a.reader.partition), data
+            return None
 
         return self._visit(take, timeout)
 
     def _visit(
-        self, take: Callable[[_Assigned, float | None], T | None], timeout: float | None
+        self, take: Callable[[bytes, float | None], T | None], timeout: float | None
     ) -> T | None:
-        """What take() gets from the first partition that has something, within
-        timeout; a group member rebalances and auto-commits on the way."""
+        """What take(ready, wait) gets from the partitions (ready: a byte each, in
+        self._order, set where the ring has records past the reader's offset; wait:
+        how long the reads of ready partitions may wait) within timeout; a group
+        member rebalances and auto-commits on the way."""
         if self._closed:
             raise errors.ClosedError("the consumer is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -533,39 +567,53 @@ class Consumer:
                 return None
 
     def _visit_assigned(
-        self,
-        take: Callable[[_Assigned, float | None], T | None],
-        deadline: float | None,
+        self, take: Callable[[bytes, float | None], T | None], deadline: float | None
     ) -> T | None:
-        """Try each unpaused partition in turn without waiting; then wait on one
-        (at most MULTI_WAIT when there are several) and go round again."""
+        """take() from the partitions with records past their readers' offsets; if
+        it gets nothing, wait until a record comes to any of them (all rings at once)
+        or deadline passes, and go again."""
         order = self._order
-        n = len(order)
-        while True:
-            for _ in range(n):
-                a = order[self._next % n]
-                self._next += 1
-                got = take(a, 0)
+        if not order:  # nothing assigned (yet: a group decides): wait out the slice
+            if deadline is not None:  # _visit sets one whenever nothing is assigned
+                time.sleep(max(0.0, deadline - time.monotonic()))
+            return None
+        if len(order) == 1:
+            # one ring: its reader's read waits and copies the batch out in one C
+            # call; a RingWaiter would add a C call and the reader's bookkeeping
+            # (~8 us) between the wake-up and the record
+            wait: float | None = 0.0  # a look first: no clock if records are there
+            while True:
+                got = take(b"\1", wait)
                 if got:
                     return got
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
-                return None
-            if not n:  # nothing assigned (yet: a group decides): just wait
-                time.sleep(wait if wait is not None else MULTI_WAIT)
-                continue
-            if n > 1:
-                wait = MULTI_WAIT if wait is None else min(wait, MULTI_WAIT)
-            got = take(order[self._next % n], wait)
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+        waiter = self._waiter
+        if waiter is None or waiter[0] is not order:  # assignment or pauses changed
+            # Any: a closed ring's stand-in, which raises ClosedError here
+            rings: list[Any] = [a.reader.ring.native for a in order]
+            waiter = self._waiter = (order, _native.RingWaiter(rings))
+        timeout_ms = 0
+        while True:
+            # a reader without a position (auto.offset.reset none) raises here
+            offsets = [a.require_reader().offset for a in order]
+            got = take(waiter[1].wait(offsets, timeout_ms, IDLE_STRATEGY), 0)
             if got:
-                self._next += 1
                 return got
+            if deadline is None:
+                timeout_ms = -1
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                timeout_ms = max(1, int(left * 1000))
 
     def _read(
         self,
         a: _Assigned,
-        timeout: float | None,
         read: Callable[[LogReader, float | None], R],
+        timeout: float | None,
     ) -> R | None:
         """read from the partition's reader; an offset deleted by retention under
         it goes by auto_offset_reset, as in Kafka."""

@@ -18,6 +18,7 @@ from shmbroker import (
     InvalidArgument,
     OffsetOutOfRange,
     Producer,
+    Ring,
     TopicPartition,
     UnknownTopic,
 )
@@ -330,3 +331,104 @@ def test_a_closed_consumer_refuses_to_poll(two_partitions):
         consumer.poll(timeout=0)
     with pytest.raises(ClosedError, match=r"closed"):
         consumer.poll_batch()
+
+
+# ---- poll_batch as Kafka's poll, and waiting on every partition at once -------------
+
+
+def test_poll_batch_returns_records_of_every_partition_with_data(two_partitions):
+    """If several partitions hold records, then one poll_batch returns them all (up to
+    max_records), each partition's in offset order: the README's example."""
+    with Consumer(two_partitions.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([T0, T1])
+        got = consumer.poll_batch(1000, timeout=5)
+        assert len(got) == 15
+        assert [r.value for r in got if r.partition == 0] == values(10)
+        assert [r.value for r in got if r.partition == 1] == values(5, 100)
+        assert consumer.poll_batch(1000, timeout=0) == []
+
+
+def test_poll_batch_rotates_so_a_busy_partition_starves_none(broker):
+    """If partition 0 holds 1000 records and partitions 1 and 2 five each, then with
+    max_records 100 the first call takes 100 of partition 0 and the second starts
+    with partition 1: all of 1 and 2 come in the first two calls, full ones; every
+    record comes once, in order per partition."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("busy", 3)
+    with Producer(broker.data_dir) as producer:
+        producer.send_batch("busy", values(1000), partition=0)
+        producer.send_batch("busy", values(5, 100), partition=1)
+        producer.send_batch("busy", values(5, 200), partition=2)
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("busy", p) for p in range(3)])
+        first = consumer.poll_batch(100, timeout=5)
+        second = consumer.poll_batch(100, timeout=5)
+        assert [r.partition for r in first] == [0] * 100
+        assert len(second) == 100
+        assert [r.partition for r in second[:10]] == [1] * 5 + [2] * 5
+        got = first + second + drain(consumer)
+    for p, expected in ((0, values(1000)), (1, values(5, 100)), (2, values(5, 200))):
+        assert [r.value for r in got if r.partition == p] == expected
+        assert [r.offset for r in got if r.partition == p] == list(range(len(expected)))
+
+
+def test_read_batches_rotates_over_the_partitions(broker):
+    """read_batches returns one partition's batches a call, and the next call starts
+    with the next partition: one with many batches does not starve another."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("raw", 2, {"ring.bytes": 1 << 20})
+    with Producer(broker.data_dir) as producer:
+        for i in range(40):  # 40 batches of 50 KB: more than one read's 1 MiB
+            producer.send_batch("raw", [b"%05d" % i * 10_000], partition=0)
+        producer.send_batch("raw", [b"one"], partition=1)
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("raw", 0), ("raw", 1)])
+        partitions = [consumer.read_batches(timeout=5)[0].partition for _ in range(3)]
+    assert partitions == [0, 1, 0]
+
+
+def test_a_consumer_of_several_partitions_sleeps_on_all_rings_at_once(broker):
+    """If a consumer of 4 partitions waits in poll, then it is registered as a waiter
+    on every partition's ring at the same time (beside each spill thread), and a
+    record to any of them wakes it."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("w", 4)
+        rings = [
+            Ring.open(admin.connection.ring_name(admin.connection.topic("w"), p))
+            for p in range(4)
+        ]
+    try:
+        with Consumer(broker.data_dir) as consumer:
+            consumer.assign([("w", p) for p in range(4)])
+            for p in (3, 0):
+                got: list = []
+                poller = threading.Thread(
+                    target=lambda got=got: got.extend(consumer.poll_batch(timeout=30))
+                )
+                poller.start()
+                try:
+                    wait_until(  # each ring's spill thread, asleep, is the other
+                        lambda: all(r.stat().data_waiters == 2 for r in rings),
+                        10,
+                        "the consumer to sleep on every ring",
+                    )
+                    produce(broker, "w", [b"to %d" % p], partition=p)
+                finally:
+                    poller.join(30)
+                assert [(r.partition, r.value) for r in got] == [(p, b"to %d" % p)]
+    finally:
+        for ring in rings:
+            ring.close()
+
+
+def test_an_idle_consumer_of_several_partitions_spends_no_cpu(broker):
+    """If nothing comes to its 8 partitions for 1 s, then a consumer blocked in poll
+    spends under 1% of a core: it sleeps on the rings, it does not visit them."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("quiet", 8)
+    with Consumer(broker.data_dir) as consumer:
+        consumer.assign([("quiet", p) for p in range(8)])
+        cpu = time.thread_time()
+        assert consumer.poll_batch(timeout=1.0) == []
+        cpu = time.thread_time() - cpu
+    assert cpu < 0.010, f"{cpu * 1e3:.1f} ms of CPU in a 1 s idle poll"
