@@ -71,6 +71,7 @@ bench: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_log.py
 	$(BIN)/python benchmarks/bench_broker.py
 	$(BIN)/python benchmarks/bench_groups.py
+	$(BIN)/python benchmarks/bench_check_crcs.py
 	$(BIN)/python benchmarks/bench_consumer_wait.py
 
 bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
@@ -79,6 +80,7 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_log.py --smoke
 	$(BIN)/python benchmarks/bench_broker.py --smoke
 	$(BIN)/python benchmarks/bench_groups.py --smoke
+	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
 
 clean:

@@ -46,15 +46,16 @@ R = TypeVar("R")
 class _Assigned:
     """One assigned partition: where to read next, and what was read ahead."""
 
-    def __init__(self, reader: PartitionReader) -> None:
+    def __init__(self, reader: PartitionReader, check_crcs: bool = True) -> None:
         self.reader = reader
+        self.check_crcs = check_crcs
         self.log_reader: LogReader | None = None
         self.buffer: list[Record] = []  # fetched, not yet returned, in order
         self.at = 0  # index of the next record in buffer to return
         self.paused = False
 
     def seek(self, offset: int) -> None:
-        self.log_reader = self.reader.reader(offset)
+        self.log_reader = self.reader.reader(offset, check_crcs=self.check_crcs)
         self.buffer, self.at = [], 0
 
     @property
@@ -104,6 +105,7 @@ class Consumer:
         group_instance_id: str | None = None,
         max_poll_records: int = 500,
         consumer_timeout_ms: float | None = None,
+        check_crcs: bool = True,
     ) -> None:
         if auto_offset_reset not in ("earliest", "latest", "none"):
             raise errors.ConfigError(
@@ -112,6 +114,7 @@ class Consumer:
             )
         self.auto_offset_reset = auto_offset_reset
         self.max_poll_records = max_poll_records
+        self.check_crcs = check_crcs  # Kafka's check.crcs: each batch, as decoded
         self.consumer_timeout = (
             None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
         )
@@ -190,7 +193,7 @@ class Consumer:
             topic=tp.topic,
             partition=tp.partition,
         )
-        assigned = _Assigned(reader)
+        assigned = _Assigned(reader, self.check_crcs)
         try:
             if committed is not None:
                 try:

@@ -503,9 +503,11 @@ class PartitionLog:
     def spilled_offset(self) -> int:
         return self.log_end_offset
 
-    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
+    def reader(
+        self, offset: int, *, spin: float = DEFAULT_SPIN, check_crcs: bool = True
+    ) -> LogReader:
         self._check_range(offset)
-        return LogReader(self, offset, spin=spin)
+        return LogReader(self, offset, spin=spin, check_crcs=check_crcs)
 
     def offset_for_time(self, timestamp: int) -> int | None:
         """The first offset whose record timestamp is >= timestamp (Kafka's

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from shmbroker import _native, errors
-from shmbroker.log.segment import LOG_SUFFIX, LogSegment
+from shmbroker.log.segment import LOG_SUFFIX, LogSegment, file_name
 from shmbroker.records import Record, decode_records
 from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
 
@@ -33,6 +33,7 @@ class PartitionView(Protocol):
     topic: str
     partition: int
     name: str
+    directory: Path
     ring: Ring
 
     @property
@@ -175,14 +176,16 @@ class PartitionReader:
                     self._active = base
         return [self._segments[b] for b in bases if b in self._segments]
 
-    def reader(self, offset: int, *, spin: float = DEFAULT_SPIN) -> LogReader:
+    def reader(
+        self, offset: int, *, spin: float = DEFAULT_SPIN, check_crcs: bool = True
+    ) -> LogReader:
         start, high = self.log_start_offset, self.high_watermark
         if not start <= offset <= high:
             raise errors.OffsetOutOfRange(
                 f"offset {offset} of partition {self.name} is out of range: valid "
                 f"offsets are [{start}, {high})"
             )
-        return LogReader(self, offset, spin=spin)
+        return LogReader(self, offset, spin=spin, check_crcs=check_crcs)
 
     def offset_for_time(self, timestamp: int) -> int | None:
         return offset_for_time(self, timestamp)
@@ -205,10 +208,13 @@ class LogReader:
         *,
         spin: float = DEFAULT_SPIN,
         max_bytes: int = 1 << 20,
+        check_crcs: bool = True,
     ) -> None:
         self.log = log
         self.offset = offset  # the next offset this reader returns
         self.max_bytes = max_bytes
+        self.check_crcs = check_crcs  # Kafka's check.crcs: poll verifies each batch
+        self._source = ""  # where the last bytes read came from, for errors
         self._spin = spin
         self._ring_reader: RingReader | None = None
         self._next: SegmentPosition | None = None  # after the last segment read
@@ -248,6 +254,11 @@ class LogReader:
             if self._ring_reader is None:
                 data, after = read_segments(log, self.offset, max_bytes, self._next)
                 if data:
+                    assert after is not None
+                    self._source = (
+                        f"{log.directory / file_name(after.base_offset, LOG_SUFFIX)} "
+                        f"at byte {after.position - len(data)}"
+                    )
                     view = self._advance(memoryview(data), "segments")
                     self._next = after and after._replace(offset=self.offset)
                     return view
@@ -263,6 +274,7 @@ class LogReader:
                 self._ring_reader = None
                 self._next = None
                 continue
+            self._source = f"ring {log.ring.name}"
             return self._advance(view, "ring") if view else EMPTY
         raise errors.BrokenError(
             f"partition {log.name}: offset {self.offset} is neither in the segments "
@@ -290,9 +302,36 @@ class LogReader:
             return []
         log, records, at = self.log, [], 0
         while at < len(data):  # all of it: self.offset is already past it
-            got, consumed = decode_records(
-                self._decoded, data, data, at, len(data), log.topic, log.partition
-            )
+            try:
+                got, consumed = decode_records(
+                    self._decoded,
+                    data,
+                    data,
+                    at,
+                    len(data),
+                    log.topic,
+                    log.partition,
+                    self.check_crcs,
+                )
+            except errors.CorruptError as exc:
+                # which batch: the ones before it are good, and are returned first
+                self._scan.scan(data, at, len(data), verify=True)
+                bad = at + self._scan.bytes_consumed
+                base = int.from_bytes(data[bad : bad + 8], "big")
+                if records or bad > at:
+                    self.seek(base)  # the next poll starts at it, and raises
+                    if bad > at:
+                        got, consumed = decode_records(
+                            self._decoded, data, data, at, bad, log.topic,
+                            log.partition, self.check_crcs,
+                        )  # fmt: skip
+                        records += got
+                    break
+                raise errors.CorruptError(
+                    f"partition {log.name}: the batch at offset {base} ({bad} bytes "
+                    f"into what was read from {self._source}) fails its CRC32C or "
+                    f"record checks: {exc}"
+                ) from exc
             if not consumed:  # whole batches by _advance: cannot happen
                 raise errors.CorruptError(
                     f"partition {log.name}: no record batch decodes at byte "

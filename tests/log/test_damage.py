@@ -10,7 +10,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from shmbroker import Admin, CorruptError, Producer, Ring, shm
+from shmbroker import Admin, Consumer, CorruptError, Producer, Ring, shm
 from shmbroker.cli import main
 from shmbroker.config import TopicConfig
 from shmbroker.log.partition import RECOVERY_POINT_FILE, PartitionLog
@@ -205,3 +205,41 @@ def test_verify_names_each_damage_with_its_repair_and_fails(broker):
     assert only.exit_code == 1, only.output
     assert only.stdout.startswith("["), (only.stdout[:300], only.stderr[:300])
     assert len(json.loads(only.stdout)) == 2
+
+
+def test_a_bit_flipped_below_the_recovery_point_is_caught_by_consumers(broker):
+    """If one bit of a record in a segment that recovery trusts (below the recovery
+    point) flips while the broker is stopped, then a consumer raises CorruptError
+    naming the partition, the batch's offset, the file and the byte (Kafka's
+    check.crcs, on by default) instead of returning the changed value; with
+    check_crcs=False it returns what is stored."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("bits", 1, {"segment.bytes": 1 << 14})
+    with Producer(broker.data_dir) as producer:
+        for i in range(100):
+            producer.send_batch(
+                "bits", [b"value-%06d" % (i * 10 + j) for j in range(10)]
+            )
+    broker.stop()
+    first = sorted((broker.data_dir / "bits-0").glob("*.log"))[0]
+    data = first.read_bytes()
+    at = data.index(b"value-000055")
+    flip(first, at + 11)  # the last digit: '5' ^ 0x40
+    broker.start()
+    batch = 50  # batches of 10: offset 55 is in the batch at offset 50
+
+    def read_all(**config):
+        with Consumer(broker.data_dir, auto_offset_reset="earliest", **config) as c:
+            c.assign([("bits", 0)])
+            got = []
+            while len(got) < 1000:
+                got += c.poll_batch(timeout=5)
+            return got
+
+    with pytest.raises(CorruptError, match=(
+        rf"partition bits-0: the batch at offset {batch} \(.* bytes into what was "
+        rf"read from {first} at byte \d+\) fails its CRC32C"
+    )):  # fmt: skip
+        read_all()
+    values = [r.value for r in read_all(check_crcs=False)]
+    assert values[55] == b"value-000055".replace(b"55", b"5u")
