@@ -300,7 +300,8 @@ class LogReader:
         data = self.read_batches(timeout)
         if not data:
             return []
-        log, records, at = self.log, [], 0
+        log, at = self.log, 0
+        records: list[Record] = []
         while at < len(data):  # all of it: self.offset is already past it
             try:
                 got, consumed = decode_records(
