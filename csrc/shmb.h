@@ -288,5 +288,14 @@ int shmb_ring_mark_deleted(shmb_ring_t *ring);
  * spill thread asked to stop). */
 void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
+/* The header invariants appends rely on (spill <= tail <= claim, tail - spill <=
+ * capacity, next_offset just past the last batch): 0, or which fails, with the
+ * value found and the one expected (an append returns SHMB_ECORRUPT then). */
+#define SHMB_CHECK_SPILL_TAIL 1
+#define SHMB_CHECK_TAIL_CLAIM 2
+#define SHMB_CHECK_UNSPILLED 3
+#define SHMB_CHECK_NEXT_OFFSET 4
+#define SHMB_CHECK_CLAIM_AHEAD 5
+int shmb_ring_check(shmb_ring_t *ring, int64_t *found, int64_t *expected);
 
 #endif

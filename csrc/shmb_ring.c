@@ -266,6 +266,7 @@ static int lock_writer(shmb_ring_t *r, int32_t timeout_ms, int64_t *deadline_p) 
         return SHMB_OK;
     }
     if (e == ETIMEDOUT) return SHMB_ETIMEDOUT;
+    if (e == EINVAL) return SHMB_ELAYOUT; /* not a mutex any more: scribbled on */
     errno = e;
     return SHMB_ESYS;
 }
@@ -311,6 +312,39 @@ static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
     return shmb_load_relaxed(&h->offsets.deleted) ? SHMB_EDELETED : SHMB_FULL;
 }
 
+/* The header invariants an append relies on, read holding the writer lock (or
+ * racily, for a report): 0, or which one fails with its two values. A process that
+ * scribbles on the header must not make appends land where readers cannot find
+ * them, or offsets stop being dense. */
+static int check_header(shmb_ring_t *r, int64_t *a, int64_t *b) {
+    shmb_ring_header_t *h = r->hdr;
+    int64_t spill = shmb_load_acquire(&h->spill.spill_position);
+    int64_t tail = shmb_load_relaxed(&h->tail.tail_position);
+    int64_t claimed = shmb_load_relaxed(&h->claim.claim_position);
+    int64_t next = shmb_load_relaxed(&h->offsets.next_offset);
+    int64_t start = h->writer.start_position, end = h->writer.end_position;
+    if (spill > tail) return *a = spill, *b = tail, SHMB_CHECK_SPILL_TAIL;
+    if (tail > claimed) return *a = tail, *b = claimed, SHMB_CHECK_TAIL_CLAIM;
+    /* a claim runs ahead of the tail by one batch at most (a writer died in it) */
+    if (claimed - tail > r->capacity) return *a = claimed - tail, *b = r->capacity,
+                                             SHMB_CHECK_CLAIM_AHEAD;
+    if (tail - spill > r->capacity) return *a = tail - spill, *b = r->capacity,
+                                           SHMB_CHECK_UNSPILLED;
+    if (end == tail && start < tail && tail - start >= SHMB_BATCH_HEADER_BYTES &&
+        start >= claimed - r->capacity) {
+        /* the last batch appended: next_offset follows its last offset */
+        const uint8_t *batch = r->data + (start & r->mask);
+        int64_t last = (int64_t)shmb_be64(batch + SHMB_BATCH_OFF_BASE_OFFSET) +
+                       (int32_t)shmb_be32(batch + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
+        if (next != last + 1) return *a = next, *b = last + 1, SHMB_CHECK_NEXT_OFFSET;
+    }
+    return 0;
+}
+
+int shmb_ring_check(shmb_ring_t *r, int64_t *found, int64_t *expected) {
+    return check_header(r, found, expected);
+}
+
 /* Take the lock with room for len bytes at the tail; returns with the lock held and
  * the claim stored, or an error with the lock released. */
 static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *position) {
@@ -328,6 +362,11 @@ static int claim(shmb_ring_t *r, int64_t len, int32_t timeout_ms, int64_t *posit
         if (shmb_load_relaxed(&h->offsets.deleted)) {
             unlock_writer(r);
             return SHMB_EDELETED;
+        }
+        int64_t found, expected;
+        if (check_header(r, &found, &expected)) {
+            unlock_writer(r);
+            return SHMB_ECORRUPT; /* shmb_ring_check says which field */
         }
         int64_t tail = shmb_load_relaxed(&h->tail.tail_position);
         int64_t end = tail + len;

@@ -35,10 +35,20 @@ _RAISES: dict[int, type[errors.ShmbrokerError]] = {
     lib.SHMB_EDELETED: errors.UnknownTopic,
 }
 
+# what shmb_ring_check finds wrong, as (field, the rule it breaks)
+HEADER_CHECKS = {
+    lib.SHMB_CHECK_SPILL_TAIL: ("spill_position", "above tail_position"),
+    lib.SHMB_CHECK_TAIL_CLAIM: ("tail_position", "above claim_position"),
+    lib.SHMB_CHECK_UNSPILLED: ("tail_position - spill_position", "above capacity"),
+    lib.SHMB_CHECK_NEXT_OFFSET: ("next_offset", "not one past the last batch's offset"),
+    lib.SHMB_CHECK_CLAIM_AHEAD: ("claim_position - tail_position", "above capacity"),
+}
 FULL: int = lib.SHMB_FULL
 EMPTY: int = lib.SHMB_EMPTY
 LAPPED: int = lib.SHMB_LAPPED
 ETOOBIG: int = lib.SHMB_ETOOBIG
+CORRUPT: int = lib.SHMB_ECORRUPT
+LAYOUT: int = lib.SHMB_ELAYOUT
 DELETED: int = lib.SHMB_EDELETED
 EINTR: int = lib.SHMB_EINTR  # never leaves this module: the waits below retry it
 ETIMEDOUT: int = lib.SHMB_ETIMEDOUT
@@ -583,6 +593,12 @@ class RingMap:
         _check(lib.shmb_ring_set_log_start_offset(self._ptr, offset), "set log start")
 
     # ---- the broker's side
+
+    def check(self) -> tuple[int, int, int]:
+        """(which header invariant fails or 0, the value found, the one expected)."""
+        found, expected = ffi.new("int64_t *"), ffi.new("int64_t *")
+        which = lib.shmb_ring_check(self._ptr, found, expected)
+        return int(which), int(found[0]), int(expected[0])
 
     def wake(self) -> None:
         lib.shmb_ring_wake(self._ptr)

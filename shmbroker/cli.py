@@ -2142,13 +2142,19 @@ def dump_log(args: tuple[str, ...]) -> None:
 def ring_stat(name: str, fmt: str) -> None:
     """Cursors, offsets and counters of a ring (like Aeron's AeronStat)."""
     with Ring.open(name) as ring:
-        stat = msgspec.structs.asdict(ring.stat())
+        stat: dict[str, Any] = msgspec.structs.asdict(ring.stat())
+        stat["damage"] = ring.check()
     if fmt == "json":
         click.echo(json.dumps(stat))
         return
     for key, value in stat.items():
-        click.echo(f"{key:24} {value}")
+        if key != "damage":
+            click.echo(f"{key:24} {value}")
     unspilled = stat["tail_position"] - stat["spill_position"]
     click.echo(
         f"{'fill':24} {unspilled}/{stat['capacity_bytes']} bytes not yet spilled"
     )
+    click.echo(f"{'header':24} {stat['damage'] or 'sound'}")
+    if stat["damage"]:
+        click.echo(f"ERROR: the header is damaged: {stat['damage']}", err=True)
+        sys.exit(1)

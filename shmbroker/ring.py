@@ -238,6 +238,14 @@ class Ring:
                 f"{s.capacity_bytes} bytes not yet spilled (tail {s.tail_position}, "
                 f"spill position {s.spill_position}); append {waited}; {why}"
             )
+        if rc in (_native.CORRUPT, _native.LAYOUT):
+            damage = self.check()
+            if damage is not None or rc == _native.LAYOUT:
+                return errors.CorruptError(
+                    f"append to ring {self.name} refused: its header is damaged "
+                    f"({damage or 'the writer lock is not a lock any more'}); "
+                    f"`shmbroker ring-stat` shows it"
+                )
         if rc == _native.ETOOBIG:
             what = f"{size} bytes" if size is not None else "the batch"
             return errors.InvalidArgument(
@@ -320,6 +328,15 @@ class Ring:
         return; those asleep on the ring wake at once. Readers still get the records
         committed before. Waits (up to 1 s) for an append in progress to commit."""
         self.native.mark_deleted()
+
+    def check(self) -> str | None:
+        """What is wrong with the header appends rely on, or None (a process that
+        scribbled on the shared memory); appends refuse a damaged ring."""
+        which, found, expected = self.native.check()
+        if not which:
+            return None
+        field, rule = _native.HEADER_CHECKS[which]
+        return f"{field} {found} is {rule} ({expected})"
 
     def stat(self) -> RingStat:
         return RingStat(**self.native.stat())

@@ -515,3 +515,66 @@ def test_a_reader_takes_an_idle_strategy(ring):
         "BackoffIdleStrategy(max_spins=10, max_yields=5, min_park_period_ns=1000, "
         "max_park_period_ns=1000000)"
     )
+
+
+# the header's hot cursors, one cache line each (csrc/shmb_layout.h)
+TAIL, CLAIM, SPILL, NEXT_OFFSET, LOCK = 64, 128, 192, 320, 384
+
+
+def scribble(ring_name: str, at: int, data: bytes) -> None:
+    """Write into a ring's header as a buggy process of the same user could."""
+    fd = os.open(f"/dev/shm{ring_name}", os.O_RDWR)
+    try:
+        os.pwrite(fd, data, at)
+    finally:
+        os.close(fd)
+
+
+def cursor(ring_name: str, at: int) -> int:
+    fd = os.open(f"/dev/shm{ring_name}", os.O_RDONLY)
+    try:
+        return struct.unpack("<q", os.pread(fd, 8, at))[0]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("at", "value", "damage"),
+    [
+        (TAIL, lambda tail: tail + 4096, r"tail_position \d+ is above claim_position"),
+        (CLAIM, lambda _: 2**60, r"claim_position - tail_position \d+ is above"),
+        (SPILL, lambda tail: tail + 64, r"spill_position \d+ is above tail_position"),
+        (NEXT_OFFSET, lambda _: 2**62, r"next_offset 4611686018427387904 is not one "
+         r"past the last batch's offset \(20\)"),
+    ],
+)  # fmt: skip
+def test_a_scribbled_header_is_refused_naming_the_field(
+    ring, ring_name, at, value, damage
+):
+    """If a process overwrites a cursor of the ring's header, then appends are
+    refused with CorruptError naming the field and both values, instead of landing
+    where readers cannot find them (or with offsets no longer dense), and
+    `ring-stat` reports it and exits 1."""
+    ring.append_batch([b"x"] * 20)
+    tail = cursor(ring_name, TAIL)
+    scribble(ring_name, at, struct.pack("<q", value(tail)))
+    with pytest.raises(CorruptError, match=f"header is damaged \\({damage}"):
+        ring.append(b"y")
+    with pytest.raises(CorruptError, match=damage):
+        ring.append_batch([b"z"] * 3)
+    stat = subprocess.run(
+        [sys.executable, "-m", "shmbroker", "ring-stat", ring_name],
+        capture_output=True,
+        text=True,
+    )
+    assert stat.returncode == 1
+    assert "ERROR: the header is damaged" in stat.stderr
+
+
+def test_a_scribbled_writer_lock_is_refused_not_an_oserror(ring, ring_name):
+    """If the writer lock's bytes are overwritten, then an append raises
+    CorruptError saying the lock is damaged (before: a raw OSError EINVAL)."""
+    ring.append(b"x")
+    scribble(ring_name, LOCK, b"\xff" * 40)
+    with pytest.raises(CorruptError, match="writer lock is not a lock any more"):
+        ring.append(b"y", timeout=1)

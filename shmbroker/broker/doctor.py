@@ -17,11 +17,12 @@ from typing import Literal
 
 import msgspec
 
-from shmbroker import shm
+from shmbroker import errors, shm
 from shmbroker.broker import registry
 from shmbroker.broker.registry import TopicEntry
 from shmbroker.config import BrokerConfig
 from shmbroker.errors import ConfigError, CorruptError
+from shmbroker.ring import Ring
 
 Status = Literal["ok", "warn", "error"]
 
@@ -76,6 +77,8 @@ def check(
         _check_tmpfs(shm_dir, os.fspath(mounts_path), findings)
         _check_shm_space(config, topics, shm_dir, base, free_space, findings)
         _check_shm_objects(shm_dir, base, uid, findings)
+        if os.path.realpath(shm_dir) == os.path.realpath(shm.SHM_DIR):
+            _check_ring_headers(shm_dir, base, findings)
     _check_remove_ipc(
         logind_paths if logind_paths is not None else default_logind_paths(),
         os.path.isdir(systemd_run_dir),
@@ -289,6 +292,31 @@ def _check_shm_objects(
                 "ok",
                 f"no objects of this broker in {shm_dir} (named {base}*): no broker "
                 f"has run on this data directory since boot",
+            )
+        )
+
+
+def _check_ring_headers(shm_dir: str, base: str, findings: list[Finding]) -> None:
+    """Every ring's header invariants (a process that scribbled on them)."""
+    damaged = []
+    names = sorted(n for n in os.listdir(shm_dir) if n.startswith(base[1:]))
+    for name in names:
+        if name.endswith(".broker"):
+            continue
+        try:
+            with Ring.open("/" + name) as ring:
+                damage = ring.check()
+        except (errors.ShmbrokerError, OSError) as exc:
+            damage = str(exc)
+        if damage is not None:
+            damaged.append(f"/{name}: {damage}")
+    if damaged:
+        findings.append(
+            Finding(
+                "ring-headers",
+                "error",
+                f"{len(damaged)} rings have damaged headers, appends to them are "
+                f"refused: {'; '.join(damaged[:5])}",
             )
         )
 

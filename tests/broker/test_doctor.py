@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from shmbroker import shm
+from shmbroker import Admin, Producer, shm
 from shmbroker.broker import doctor, registry
 from shmbroker.broker.doctor import Finding
 from shmbroker.broker.registry import TopicEntry
+from shmbroker.cli import main
 from shmbroker.config import BrokerConfig
 
 MiB = 1 << 20
@@ -377,3 +380,22 @@ def test_remove_ipc_without_systemd_is_ok(config, tmp_path):
     finding = remove_ipc(config, [], tmp_path / "not-booted", uid=1000)
     assert finding.status == "ok"
     assert "not booted with systemd" in finding.message
+
+
+def test_doctor_reports_a_ring_whose_header_was_scribbled_on(broker) -> None:
+    """If a process overwrote a cursor in one of the broker's rings, then doctor
+    reports that ring and what is wrong, and exits 1."""
+    with Admin(broker.data_dir) as admin:
+        meta = admin.create_topic("s", 1)
+    with Producer(broker.data_dir) as producer:
+        producer.send_batch("s", [b"x"] * 5)
+    name = shm.ring_name(broker.shm_base, meta.topic_id, 0)
+    fd = os.open(f"/dev/shm{name}", os.O_RDWR)
+    try:
+        os.pwrite(fd, struct.pack("<q", 2**62), 320)  # next_offset
+    finally:
+        os.close(fd)
+    result = CliRunner().invoke(main, ["doctor", "--data-dir", str(broker.data_dir)])
+    assert result.exit_code == 1
+    assert "ring-headers: 1 rings have damaged headers" in result.output
+    assert f"{name}: next_offset 4611686018427387904 is not one past" in result.output
