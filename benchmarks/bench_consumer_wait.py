@@ -19,11 +19,12 @@ Phases, per row:
 The producer paces itself by sleeping to each record's due time (busy-waiting would
 hold a core that the consumer and the spill need on a 2-core machine); producer and
 consumer are pinned to a core each when there are two, the supervisor is not.
-`--before DIR` also runs every row against the shmbroker package in DIR (an export
-of an older commit, its C core built in place), alternating row by row with this
-tree, and prints both. `--sweep` adds bare-ring rows for several idle strategies
-(spins, yields): the latency bought with CPU. Rows during which other processes used
-> 10% of the cores are marked '*'.
+Each row is the run with the median p50 of `--repeat` runs (round-robin), the
+others' p50 beside it. `--before DIR` also runs every row against the shmbroker
+package in DIR (an export of an older commit, its C core built in place), alternating
+row by row with this tree, and prints both. `--sweep` adds bare-ring rows for several
+idle strategies (spins, yields): the latency bought with CPU. Rows during which other
+processes used > 10% of the cores are marked '*'.
 
 Left out: keys, headers, acks=all, consumer groups (a member's poll also looks for a
 rebalance every 10 ms), more than one producer or consumer, and coordinated omission

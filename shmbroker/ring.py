@@ -384,8 +384,9 @@ class RingReader:
     `read_batches` gives raw whole batches (for the gateway and the spill); `poll`
     decodes them into Records. `position` is the ring position after the bytes this
     reader has copied out; bytes copied but not yet returned wait in its buffer.
-    A poll that waits idles as `idle` says, then sleeps on the ring's futex; Ctrl-C
-    raises KeyboardInterrupt from it within _native.WAIT_SLICE_MS."""
+    A poll that waits idles as `idle` says (None: DEFAULT_IDLE, or PARK_AT_ONCE
+    with the older knob spin=0, see DEFAULT_SPIN), then sleeps on the ring's futex;
+    Ctrl-C raises KeyboardInterrupt from it within _native.WAIT_SLICE_MS."""
 
     def __init__(
         self,
