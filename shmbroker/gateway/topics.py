@@ -1,0 +1,151 @@
+"""The topics the gateway serves: each partition's ring and segment reader, mapped
+once on first use and shared by every connection.
+
+Metadata comes from the supervisor over the control socket (a blocking call: the
+caller runs it in a thread), and the rings are mapped on the event loop's thread,
+so the cache changes in one thread only. A topic deleted under the gateway shows as
+UnknownTopic from its ring; it is then dropped, and a topic of the same name created
+again gets a new id, so it is never confused with the old one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from shmbroker import errors, protocol
+from shmbroker.client.connection import Connection
+from shmbroker.config import TopicConfig
+from shmbroker.gateway.waker import Waker
+from shmbroker.log.reader import PartitionReader
+from shmbroker.ring import Ring
+
+log = logging.getLogger(__name__)
+
+
+class Partition:
+    """One partition as the gateway sees it. Its ring is shared by every thread;
+    its reader (segments) is for the event loop's thread only.
+
+    A thread that calls into the ring (an append that waits for room, a wait for
+    fsync) holds it with `acquire` (on the loop's thread, before handing it over):
+    the ring is unmapped only once the partition is retired and nobody holds it,
+    since C code running on an unmapped ring would crash the process."""
+
+    def __init__(
+        self, topic: Topic, index: int, ring: Ring, reader: PartitionReader
+    ) -> None:
+        self.topic = topic
+        self.index = index
+        self.ring = ring
+        self.reader = reader
+        self.waker = Waker(ring)
+        self.name = f"{topic.name}-{index}"
+        self.users = 0
+        self.retired = False
+
+    def acquire(self) -> None:
+        self.users += 1
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.retired and not self.users:
+            self._close()
+
+    def retire(self) -> None:
+        """Dropped from the cache: unmap once no thread uses the ring."""
+        self.retired = True
+        if not self.users:
+            self._close()
+
+    def _close(self) -> None:
+        self.waker.close()  # its thread is in the ring: stop it first
+        self.reader.close()  # closes the ring too
+
+
+class Topic:
+    def __init__(self, meta: protocol.TopicMetadata) -> None:
+        self.name = meta.name
+        self.topic_id = meta.topic_id
+        self.configs = dict(meta.configs)
+        self.config = TopicConfig.from_kafka(meta.configs)
+        self.log_append_time = self.config.message_timestamp_type == "LogAppendTime"
+        self.partitions: list[Partition] = []
+
+
+class Topics:
+    """The partitions mapped so far, by topic name."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._topics: dict[str, Topic] = {}
+
+    def get(self, name: str) -> Topic | None:
+        return self._topics.get(name)
+
+    def partition(self, name: str, index: int) -> Partition | None:
+        """The mapped partition, or None when it is not mapped (yet)."""
+        topic = self._topics.get(name)
+        if topic is None or not 0 <= index < len(topic.partitions):
+            return None
+        return topic.partitions[index]
+
+    def fetch_metadata(self, names: Iterable[str]) -> list[protocol.TopicMetadata]:
+        """Blocking (run it in a thread): the named topics' metadata from the
+        supervisor; those that do not exist are left out."""
+        out = []
+        for name in names:
+            try:
+                out.append(self.connection.topic(name))
+            except errors.UnknownTopic:
+                continue
+        return out
+
+    def update(self, metas: Iterable[protocol.TopicMetadata], open_new: bool) -> None:
+        """On the loop's thread: bring cached topics up to date with metas (a topic
+        re-created under its name, partitions added); with open_new, map topics not
+        cached yet too."""
+        for meta in metas:
+            topic = self._topics.get(meta.name)
+            if topic is not None and topic.topic_id != meta.topic_id:
+                self.drop(meta.name)
+                topic = None
+            if topic is None:
+                if not open_new:
+                    continue
+                topic = self._topics[meta.name] = Topic(meta)
+            elif topic.configs != meta.configs:
+                topic.configs = dict(meta.configs)
+                topic.config = TopicConfig.from_kafka(meta.configs)
+                topic.log_append_time = (
+                    topic.config.message_timestamp_type == "LogAppendTime"
+                )
+            self._open(topic, meta)
+
+    def _open(self, topic: Topic, meta: protocol.TopicMetadata) -> None:
+        for p in range(len(topic.partitions), meta.partitions):
+            try:
+                reader = PartitionReader.open(
+                    self.connection.partition_dir(topic.name, p),
+                    self.connection.ring_name(meta, p),
+                    topic=topic.name,
+                    partition=p,
+                )
+            except FileNotFoundError:  # deleted since the metadata came
+                log.info("partition %s-%d went before it was mapped", topic.name, p)
+                return
+            topic.partitions.append(Partition(topic, p, reader.ring, reader))
+
+    def drop(self, name: str, topic_id: str | None = None) -> None:
+        """Forget a topic (deleted, or re-created): its rings are unmapped."""
+        topic = self._topics.get(name)
+        if topic is None or (topic_id is not None and topic.topic_id != topic_id):
+            return
+        del self._topics[name]
+        for partition in topic.partitions:
+            partition.retire()
+        log.info("gateway: dropped topic %s (id %s)", name, topic.topic_id)
+
+    def close(self) -> None:
+        for name in list(self._topics):
+            self.drop(name)
