@@ -207,6 +207,8 @@ def serve(
     show_default=True,
     help="where in the data directory to say where it listens",
 )
+@click.option("--num-partitions", type=click.IntRange(min=1),
+              help="of topics created without a count [1]")  # fmt: skip
 @click.option("--max-connections", type=click.IntRange(min=1))
 @click.option("--socket-request-max-bytes", type=click.IntRange(min=1))
 @click.option("--acks-all-fsync/--acks-all-at-append", default=None,
@@ -218,6 +220,7 @@ def gateway(
     advertised_listener: str | None,
     reuse_port: bool,
     state_file: str,
+    num_partitions: int | None,
     max_connections: int | None,
     socket_request_max_bytes: int | None,
     acks_all_fsync: bool | None,
@@ -237,6 +240,7 @@ def gateway(
         data_dir=data_dir,
         listeners=listen,
         advertised_listeners=advertised_listener,
+        num_partitions=num_partitions,
         max_connections=max_connections,
         socket_request_max_bytes=socket_request_max_bytes,
         gateway_acks_all_fsync=acks_all_fsync,

@@ -630,6 +630,7 @@ class GatewayProcesses:
             "--data-dir", str(c.data_dir),
             "--listen", f"{self.listener.host}:{self.port}",
             "--state-file", slot.state.name,
+            "--num-partitions", str(c.num_partitions),
             "--max-connections", str(c.max_connections),
             "--socket-request-max-bytes", str(c.socket_request_max_bytes),
             "--acks-all-fsync" if c.gateway_acks_all_fsync else "--acks-all-at-append",

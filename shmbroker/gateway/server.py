@@ -27,8 +27,10 @@ from typing import Any, TypeVar, cast
 import psutil
 
 from shmbroker import errors, protocol
+from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
 from shmbroker.config import BrokerConfig, Listener
+from shmbroker.gateway.producer_ids import ProducerIds
 from shmbroker.gateway.session import Session
 from shmbroker.gateway.topics import Topics
 from shmbroker.kafka import codec
@@ -47,7 +49,9 @@ class Gateway:
         self.config = config
         self.advertised = advertised
         self.connection = Connection(config.data_dir, client_id="shmbroker-gateway")
+        self.admin = Admin(config.data_dir, client_id="shmbroker-gateway-admin")
         self.topics = Topics(self.connection)
+        self.producer_ids = ProducerIds(config.data_dir)
         self.sessions: set[Session] = set()
         self.executor = ThreadPoolExecutor(
             BLOCKING_THREADS, thread_name_prefix="gateway-blocking"
@@ -80,6 +84,7 @@ class Gateway:
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.topics.close()
         self.connection.close()
+        self.admin.close()
 
 
 class KafkaProtocol(asyncio.Protocol):

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from shmbroker import errors, protocol
+from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
 from shmbroker.config import TopicConfig
+from shmbroker.gateway.sequences import Sequences
 from shmbroker.gateway.waker import Waker
 from shmbroker.log.reader import PartitionReader
 from shmbroker.ring import Ring
@@ -40,6 +43,7 @@ class Partition:
         self.ring = ring
         self.reader = reader
         self.waker = Waker(ring)
+        self.sequences = Sequences()  # idempotent producers' last batches
         self.name = f"{topic.name}-{index}"
         self.users = 0
         self.retired = False
@@ -149,3 +153,70 @@ class Topics:
     def close(self) -> None:
         for name in list(self._topics):
             self.drop(name)
+
+
+# ---- topic configs, as DescribeConfigs tells them ------------------------------------
+
+DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5  # Kafka's sources
+
+
+class ConfigValue(NamedTuple):
+    name: str
+    value: str
+    source: int  # where the value comes from (Kafka's ConfigSource)
+    synonyms: list[tuple[str, int]]  # (value, source), the one in force first
+
+
+def topic_configs(connection: Connection, name: str) -> list[ConfigValue]:
+    """Blocking: every config of the topic with its value and source: a topic
+    override, the broker's default for topics (its config file), or the default."""
+    meta = connection.topic(name)
+    registry = protocol.load_registry(connection.data_dir)
+    entry = registry.topics.get(name)
+    overrides = entry.configs if entry is not None else {}
+    broker = registry.topic_defaults
+    defaults = TopicConfig().to_kafka()
+    out = []
+    for key, value in sorted(meta.configs.items()):
+        synonyms = [
+            (str(layer[key]), source)
+            for layer, source in (
+                (overrides, DYNAMIC_TOPIC_CONFIG),
+                (broker, STATIC_BROKER_CONFIG),
+                (defaults, DEFAULT_CONFIG),
+            )
+            if key in layer
+        ]
+        source = synonyms[0][1] if synonyms else DEFAULT_CONFIG
+        out.append(ConfigValue(key, value, source, synonyms))
+    return out
+
+
+def topic_overrides(connection: Connection, name: str) -> dict[str, str]:
+    """Blocking: the configs the topic sets itself (not the defaults)."""
+    connection.topic(name)  # UnknownTopic if there is none
+    entry = protocol.load_registry(connection.data_dir).topics.get(name)
+    return dict(entry.configs) if entry is not None else {}
+
+
+def alter_topic_configs(
+    admin: Admin,
+    name: str,
+    set_: dict[str, str],
+    delete: list[str],
+    validate_only: bool,
+) -> protocol.TopicMetadata | None:
+    """Blocking: set and delete (back to the default) topic overrides through the
+    supervisor; validate_only checks the values without changing anything."""
+    if validate_only:
+        connection = admin.connection
+        registry = protocol.load_registry(connection.data_dir)
+        overrides = topic_overrides(connection, name)
+        kept = {k: v for k, v in overrides.items() if k not in delete}
+        known = TopicConfig().to_kafka()
+        for key in delete:
+            if key not in known:
+                raise errors.ConfigError(f"unknown topic config {key!r}")
+        TopicConfig.from_kafka({**registry.topic_defaults, **kept, **set_})
+        return None
+    return admin.alter_configs(name, set_, delete)

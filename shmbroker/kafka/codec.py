@@ -201,10 +201,14 @@ def milliseconds(value: timedelta | int) -> int:
     return int(value)
 
 
-def frame_response(correlation_id: int, body: Sequence[Buffer]) -> list[Buffer]:
-    """A response frame (header v0) around body's buffers, which are not copied."""
-    size = 4 + sum(len(b) for b in body)
-    return [_RESPONSE_HEAD.pack(size, correlation_id), *body]
+def frame_response(
+    correlation_id: int, body: Sequence[Buffer], flexible: bool = False
+) -> list[Buffer]:
+    """A response frame around body's buffers, which are not copied: header v0,
+    or v1 (no tagged fields) for a flexible response."""
+    size = 4 + sum(len(b) for b in body) + flexible
+    head = _RESPONSE_HEAD.pack(size, correlation_id)
+    return [head + b"\x00" if flexible else head, *body]
 
 
 def frame_request(
@@ -300,3 +304,38 @@ def encode_fetch_response(
                 parts = []
     out.append(b"".join(parts))
     return out
+
+
+# ---- DescribeConfigs v0 response, by hand (kio has no v0) ---------------------------
+
+
+class DescribedResource(NamedTuple):
+    error_code: int
+    error_message: str | None
+    resource_type: int
+    resource_name: str
+    read_only: bool
+    configs: Sequence[Any]  # each with name, value, source (5: the default)
+
+
+DEFAULT_CONFIG_SOURCE = 5
+
+
+def encode_describe_configs_v0(results: Sequence[DescribedResource]) -> bytes:
+    parts = [b"\x00\x00\x00\x00", struct.pack(">i", len(results))]  # throttle, count
+    for r in results:
+        parts.append(struct.pack(">h", r.error_code))
+        parts.append(_nullable_string(r.error_message))
+        parts.append(struct.pack(">b", r.resource_type))
+        parts.append(_string(r.resource_name))
+        parts.append(struct.pack(">i", len(r.configs)))
+        for c in r.configs:
+            parts.append(_string(c.name))
+            parts.append(_nullable_string(c.value))
+            is_default = c.source == DEFAULT_CONFIG_SOURCE
+            parts.append(struct.pack(">???", r.read_only, is_default, False))
+    return b"".join(parts)
+
+
+def _nullable_string(s: str | None) -> bytes:
+    return b"\xff\xff" if s is None else _string(s)

@@ -4,9 +4,11 @@ advertises exactly what is registered here; registering a key twice fails at imp
 
 A handler takes the session, the parsed request header and the whole request frame,
 and returns the response body as buffers, None for no response (Produce with
-acks=0), or an awaitable of either when it must wait (a long-poll Fetch, an fsync,
-the supervisor). It raises ProtocolError for a body that does not parse, and the
-connection is closed.
+acks=0), an awaitable of either when it must wait before its effect (a long-poll
+Fetch, the supervisor: the connection's next requests wait too), or a `Deferred`
+when its effect is done and only its answer waits (an fsync: the next requests go
+on). It raises ProtocolError for a body that does not parse, and the connection is
+closed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
 
 Body: TypeAlias = "list[Buffer] | None"
-Reply: TypeAlias = "Body | Awaitable[Body]"
+
+
+class Deferred:
+    """An answer that comes later while the connection's next requests go on."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: Awaitable[Body]) -> None:
+        self.answer = answer
+
+
+Reply: TypeAlias = "Body | Awaitable[Body | Deferred] | Deferred"
 Handler: TypeAlias = "Callable[[Session, RequestHeader, Buffer], Reply]"
 
 
@@ -58,9 +71,16 @@ def register(
 
 # every API module registers itself on import
 from shmbroker.gateway.apis import (  # noqa: E402
+    alter_configs,
     api_versions,
+    create_partitions,
+    create_topics,
+    delete_topics,
+    describe_configs,
     fetch,
     find_coordinator,
+    incremental_alter_configs,
+    init_producer_id,
     list_offsets,
     metadata,
     produce,
@@ -70,11 +90,19 @@ __all__ = [
     "APIS",
     "Api",
     "Body",
+    "Deferred",
     "Handler",
     "Reply",
+    "alter_configs",
     "api_versions",
+    "create_partitions",
+    "create_topics",
+    "delete_topics",
+    "describe_configs",
     "fetch",
     "find_coordinator",
+    "incremental_alter_configs",
+    "init_producer_id",
     "list_offsets",
     "metadata",
     "produce",

@@ -12,6 +12,9 @@ up to the request's timeout. acks=0 gets no response (an error closes the
 connection, as Kafka does); acks=1 is answered at append; acks=-1 once the batch is
 fsynced (a waiting request makes the spill fsync at once, and concurrent requests
 share it), or at append with gateway.acks.all.fsync = false.
+An idempotent producer's batches are checked against the last 5 of its
+(gateway/sequences.py): a retry gets the first answer, a gap
+OUT_OF_ORDER_SEQUENCE_NUMBER.
 Differs from Kafka: a LogAppendTime topic's batch gets its maxTimestamp set and its
 CRC recomputed here (the only batch we rewrite); no transactions.
 """
@@ -20,11 +23,11 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import _native, errors
-from shmbroker.gateway.apis import Body, register
+from shmbroker.gateway.apis import Body, Deferred, Reply, register
+from shmbroker.gateway.sequences import ProducerBatch
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, PartitionProduced, RequestHeader
 from shmbroker.kafka.errors import Code, code_for
@@ -78,11 +81,11 @@ class _Produce:
         self.results: list[PartitionProduced] = []
         self.appended: list[tuple[int, Partition, int]] = []  # result #, partition, end
 
-    async def after_loading(self, names: list[str]) -> Body:
+    async def after_loading(self, names: list[str]) -> Body | Deferred:
         await self.gateway.load(names)
         return await _settle(self.run(0))
 
-    def run(self, start: int) -> Body | Awaitable[Body]:
+    def run(self, start: int) -> Reply:
         """Append items from start on; an awaitable if one must wait for room."""
         topics = self.gateway.topics
         for i in range(start, len(self.items)):
@@ -97,17 +100,32 @@ class _Produce:
             if code != Code.NONE:
                 self.results.append(PartitionProduced(index, code))
                 continue
+            producer = ProducerBatch.of(batch)
+            if producer.producer_id >= 0:
+                code, duplicate = partition.sequences.check(
+                    producer,
+                    partition.reader,
+                    search=not self.gateway.producer_ids.is_ours(producer.producer_id),
+                )
+                if code != Code.NONE:
+                    self.results.append(PartitionProduced(index, code))
+                    continue
+                if duplicate >= 0:  # a retry: answered as the first time
+                    self._appended(partition, index, batch, duplicate, None)
+                    continue
             try:
                 base = partition.ring.append_encoded(batch, timeout=0)
             except errors.RingFull:  # the spill is behind: wait for room in a thread
-                return self._append_waiting(i, partition, batch)
+                return self._append_waiting(i, partition, batch, producer)
             except errors.ShmbrokerError as exc:
                 self._failed(partition, index, exc)
                 continue
-            self._appended(partition, index, batch, base)
+            self._appended(partition, index, batch, base, producer)
         return self._answer()
 
-    async def _append_waiting(self, i: int, partition: Partition, batch: bytes) -> Body:
+    async def _append_waiting(
+        self, i: int, partition: Partition, batch: bytes, producer: ProducerBatch
+    ) -> Body | Deferred:
         partition.acquire()
         try:
             base = await self.gateway.blocking(
@@ -116,7 +134,7 @@ class _Produce:
         except errors.ShmbrokerError as exc:
             self._failed(partition, partition.index, exc)
         else:
-            self._appended(partition, partition.index, batch, base)
+            self._appended(partition, partition.index, batch, base, producer)
         finally:
             partition.release()
         return await _settle(self.run(i + 1))
@@ -152,9 +170,18 @@ class _Produce:
         return Code.NONE, records
 
     def _appended(
-        self, partition: Partition, index: int, batch: bytes, base: int
+        self,
+        partition: Partition,
+        index: int,
+        batch: bytes,
+        base: int,
+        producer: ProducerBatch | None,
     ) -> None:
-        partition.waker.notify()
+        """Answer the batch appended at base (producer None: a retry found)."""
+        if producer is not None:
+            partition.waker.notify()
+            if producer.producer_id >= 0:
+                partition.sequences.appended(producer, base)
         append_time = -1
         if partition.topic.log_append_time:
             append_time = struct.unpack_from(">q", batch, MAX_TIMESTAMP_AT)[0]
@@ -177,7 +204,7 @@ class _Produce:
         )
         self.results.append(PartitionProduced(index, code))
 
-    def _answer(self) -> Body | Awaitable[Body]:
+    def _answer(self) -> Body | Deferred:
         if self.acks == 0:
             failed = [r for r in self.results if r.error_code != Code.NONE]
             if failed:  # as Kafka: the client learns of it by the closed connection
@@ -190,7 +217,7 @@ class _Produce:
             and self.appended
             and self.gateway.config.gateway_acks_all_fsync
         ):
-            return self._answer_durable()
+            return Deferred(self._answer_durable())
         return self._body()
 
     async def _answer_durable(self) -> Body:
@@ -214,8 +241,9 @@ class _Produce:
         return [codec.encode_produce_response(self.version, list(topics.items()))]
 
 
-async def _settle(reply: Body | Awaitable[Body]) -> Body:
-    if isinstance(reply, list) or reply is None:
+async def _settle(reply: Reply) -> Body | Deferred:
+    """The reply of a produce that waited before its appends, or its Deferred."""
+    if isinstance(reply, list | Deferred) or reply is None:
         return reply
     return await reply
 
