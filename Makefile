@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system test-sanitize lint typecheck check bench bench-smoke clean kcat
+.PHONY: dev build run test test-system test-sanitize lint typecheck check bench bench-smoke clean kcat fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ kcat:
 
 test: $(STAMP) kcat
 	$(BIN)/pytest -q tests
+
+# the gateway's bad-input fuzz at length (make test runs 150 examples a test)
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/gateway/test_fuzz.py
 
 test-system: $(STAMP) kcat
 	$(BIN)/pytest -q -m system tests

@@ -32,7 +32,7 @@ from shmbroker.client.connection import Connection
 from shmbroker.config import BrokerConfig, Listener
 from shmbroker.gateway.producer_ids import ProducerIds
 from shmbroker.gateway.session import Session
-from shmbroker.gateway.topics import Topics
+from shmbroker.gateway.topics import Partition, Topics
 from shmbroker.kafka import codec
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,24 @@ class Gateway:
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, fn, *args
         )
+
+    async def blocking_on(
+        self, partitions: list[Partition], fn: Callable[..., T], *args: Any
+    ) -> T:
+        """fn(*args) in a thread that calls into the partitions' rings: they are
+        held until the thread is done, even if the request is cancelled before
+        (a closed connection), so that no ring is unmapped under C code."""
+        loop = asyncio.get_running_loop()
+        for partition in partitions:
+            partition.acquire()
+
+        def release(_: object) -> None:
+            for partition in partitions:
+                partition.release()
+
+        done = self.executor.submit(fn, *args)
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(release, f))
+        return await asyncio.shield(asyncio.wrap_future(done))
 
     def missing(self, wanted: dict[str, int]) -> list[str]:
         """Topics of wanted (name -> highest partition asked for) not mapped."""

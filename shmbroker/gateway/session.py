@@ -24,7 +24,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PENDING_BYTES = 64 << 20  # stop reading from a client with this much queued
 PENDING_FRAMES = 4096
 MAX_SLOTS = 1024  # answers waiting to be sent: beyond this, stop taking requests
+MAX_READERS = 64  # partition readers a connection keeps
 API_VERSIONS = 18  # answered in its v0 format at any version (KIP-511)
 
 
@@ -77,7 +78,10 @@ class Session:
         self._paused = False  # the transport has unsent bytes
         self._reading_paused = False
         self.closed = False
-        self._readers: dict[str, tuple[Partition, LogReader]] = {}
+        # this connection's readers, least recently used first: each may hold a
+        # ring copy-out buffer (1 MiB), so a client touring partitions is bounded
+        self._readers: OrderedDict[str, tuple[Partition, LogReader]] = OrderedDict()
+        self._tasks: set[asyncio.Future[Any]] = set()  # cancelled on close
 
     # ---- requests in, responses out -------------------------------------------------
 
@@ -125,12 +129,14 @@ class Session:
         """Fill slot with reply, or with what its awaitable gives later."""
         if isinstance(reply, Deferred):
             task = asyncio.ensure_future(reply.answer)
+            self._tasks.add(task)
             task.add_done_callback(
                 functools.partial(self._completed, slot=slot, blocking=False)
             )
         elif inspect.isawaitable(reply):
             self._blocked = True
             task = asyncio.ensure_future(reply)
+            self._tasks.add(task)
             task.add_done_callback(
                 functools.partial(self._completed, slot=slot, blocking=True)
             )
@@ -146,6 +152,7 @@ class Session:
     def _completed(
         self, task: asyncio.Future[Any], slot: _Slot, blocking: bool
     ) -> None:
+        self._tasks.discard(task)
         if blocking:
             self._blocked = False
         if self.closed:
@@ -235,12 +242,14 @@ class Session:
         its last fetch ended, without a seek)."""
         held = self._readers.get(partition.name)
         if held is None or held[0] is not partition:
-            if len(self._readers) > 4096:  # a client touring many topics
-                self._readers.clear()
+            if len(self._readers) >= MAX_READERS:
+                self._readers.popitem(last=False)
             held = self._readers[partition.name] = (
                 partition,
                 LogReader(partition.reader, offset),
             )
+        else:
+            self._readers.move_to_end(partition.name)
         return held[1]
 
     def forget_reader(self, partition: Partition) -> None:
@@ -254,5 +263,7 @@ class Session:
             log.info("gateway: closing connection from %s: %s", self.peer, why)
         self._pending.clear()
         self._readers.clear()
+        for task in list(self._tasks):  # a parked fetch would wait out max_wait_ms
+            task.cancel()
         self.transport.close()
         self.gateway.sessions.discard(self)

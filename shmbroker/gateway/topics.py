@@ -17,13 +17,14 @@ from typing import NamedTuple
 from shmbroker import errors, protocol
 from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
-from shmbroker.config import TopicConfig
+from shmbroker.config import TopicConfig, validate_topic_name
 from shmbroker.gateway.sequences import Sequences
 from shmbroker.gateway.waker import Waker
 from shmbroker.log.reader import PartitionReader
 from shmbroker.ring import Ring
 
 log = logging.getLogger(__name__)
+FEW_TOPICS = 8  # more unknown names than this in a request: ask for every topic
 
 
 class Partition:
@@ -96,12 +97,27 @@ class Topics:
 
     def fetch_metadata(self, names: Iterable[str]) -> list[protocol.TopicMetadata]:
         """Blocking (run it in a thread): the named topics' metadata from the
-        supervisor; those that do not exist are left out."""
-        out = []
+        supervisor; those that do not exist (or cannot) are left out."""
+        wanted = []
         for name in names:
             try:
+                wanted.append(validate_topic_name(name))
+            except errors.InvalidArgument:
+                continue
+        if len(wanted) > FEW_TOPICS:  # one request for all, not one per name
+            try:
+                reply = self.connection.request(
+                    protocol.Metadata(None), protocol.MetadataReply
+                )
+            except errors.BrokerUnavailable:
+                return []
+            asked = set(wanted)
+            return [t for t in reply.topics if t.name in asked]
+        out = []
+        for name in wanted:
+            try:
                 out.append(self.connection.topic(name))
-            except errors.UnknownTopic:
+            except errors.ShmbrokerError:
                 continue
         return out
 

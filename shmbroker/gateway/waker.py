@@ -9,20 +9,28 @@ parked the thread waits on a condition instead, so appends to the ring make no
 wake-up syscall for us; it ends after IDLE seconds of that.
 
 The gateway's own appends wake the futures directly (`notify`), without the hop
-through the thread.
+through the thread. At most MAX_THREADS rings have a thread at once: past that, a
+parked Fetch is woken by this process's appends or its max_wait_ms (a thread per
+ring goes once the C core can wait on several rings at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 from shmbroker.ring import Ring
+
+log = logging.getLogger(__name__)
 
 IDLE = 10.0  # seconds a waker thread with nothing parked lives on: a consumer's
 # next fetch usually comes within fetch.wait.max.ms, and a thread start costs ~100 us
 WAIT_SLICE = 0.2  # seconds the thread sleeps on the ring at a time: how soon it
 # notices that everything parked went (timed out), or that the ring is closing
+MAX_THREADS = 256  # a client parking fetches on 10k partitions gets no 10k threads
+_threads = 0  # waker threads running in this process
+_threads_lock = threading.Lock()
 
 
 class Waker:
@@ -44,7 +52,7 @@ class Waker:
                 return
             if self._position is None or position < self._position:
                 self._position = position
-            if self._thread is None:
+            if self._thread is None and _take_thread(self.ring.name):
                 self._loop = asyncio.get_running_loop()
                 self._thread = threading.Thread(
                     target=self._run, name=f"waker-{self.ring.name}", daemon=True
@@ -73,6 +81,12 @@ class Waker:
                 self._position = None
 
     def _run(self) -> None:
+        try:
+            self._wait_loop()
+        finally:
+            _give_thread()
+
+    def _wait_loop(self) -> None:
         while True:
             with self._cond:
                 if self._position is None and not self._closed:
@@ -103,3 +117,24 @@ class Waker:
         if thread is not None:
             thread.join()
         self._fire()
+
+
+def _take_thread(ring: str) -> bool:
+    global _threads
+    with _threads_lock:
+        if _threads >= MAX_THREADS:
+            log.warning(
+                "gateway: %d rings have waker threads: fetches parked on %s wait "
+                "for this process's appends or their max_wait_ms",
+                _threads,
+                ring,
+            )
+            return False
+        _threads += 1
+        return True
+
+
+def _give_thread() -> None:
+    global _threads
+    with _threads_lock:
+        _threads -= 1

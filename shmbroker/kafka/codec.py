@@ -96,6 +96,8 @@ def _uvarint(buf: Buffer, at: int) -> tuple[int, int]:
 
 def skip_tagged_fields(buf: Buffer, at: int) -> int:
     count, at = _uvarint(buf, at)
+    if count > len(buf) - at:  # each takes 2 bytes at least
+        raise errors.ProtocolError(f"{count} tagged fields in {len(buf) - at} bytes")
     for _ in range(count):
         _, at = _uvarint(buf, at)
         size, at = _uvarint(buf, at)
@@ -140,7 +142,10 @@ def is_flexible(api_key: int, version: int) -> bool:
 def decode_request(api_key: int, version: int, frame: Buffer, offset: int) -> Any:
     """The request body as kio's dataclass; trailing bytes are ignored (librdkafka
     sends some). ProtocolError for a body that does not parse."""
-    return _decode(request_type(api_key, version), frame, offset)
+    cls = request_type(api_key, version)
+    if cls.__flexible__:  # kio allocates a compact array's length before reading
+        check_compact(cls, memoryview(frame), offset)
+    return _decode(cls, frame, offset)
 
 
 def decode_response(api_key: int, version: int, body: Buffer, offset: int = 0) -> Any:
@@ -155,6 +160,70 @@ def _decode(cls: Any, buf: Buffer, offset: int) -> Any:
             f"malformed {cls.__name__} v{cls.__version__}: {type(exc).__name__}: {exc}"
         ) from exc
     return value
+
+
+# ---- the compact lengths of flexible messages, checked before kio sees them --------
+# kio 0.6.5 reserves memory for a compact array's declared length before reading its
+# elements: a 5-byte varint claiming 2^32 elements aborts the process (Rust's OOM).
+# So the lengths of a flexible message are walked first, by its kio schema: no array,
+# string or tagged field may claim more bytes than the frame has left.
+
+_FIXED = {
+    "int8": 1, "uint8": 1, "bool": 1, "int16": 2, "uint16": 2, "error_code": 2,
+    "int32": 4, "uint32": 4, "timedelta_i32": 4, "int64": 8, "uint64": 8,
+    "float64": 8, "timedelta_i64": 8, "datetime_i64": 8, "uuid": 16,
+}  # fmt: skip
+_SIZED = ("string", "bytes", "records")
+
+
+def check_compact(cls: Any, buf: memoryview, at: int) -> int:
+    """Walk a flexible entity from at; the offset after it. ProtocolError if a
+    length claims more than the bytes left."""
+    for f in dataclasses.fields(cls):
+        if "tag" in f.metadata:
+            continue  # in the tagged fields, after the others
+        at = _check_value(f.type, f.metadata.get("kafka_type"), buf, at)
+    return _check_tagged(buf, at)
+
+
+def _check_value(kind: Any, kafka_type: str | None, buf: memoryview, at: int) -> int:
+    args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+    if getattr(kind, "__origin__", None) is tuple:  # a compact array
+        count, at = _compact_length(buf, at)
+        if args and dataclasses.is_dataclass(args[0]):
+            for _ in range(count):
+                at = check_compact(args[0], buf, at)
+            return at
+        for _ in range(count):
+            at = _check_value(None, kafka_type, buf, at)
+        return at
+    if kafka_type in _FIXED:
+        at += _FIXED[kafka_type]
+    elif kafka_type in _SIZED:
+        size, at = _compact_length(buf, at)
+        at += size
+    elif args and dataclasses.is_dataclass(args[0]):  # a nullable nested entity
+        return check_compact(args[0], buf, at)
+    elif dataclasses.is_dataclass(kind):
+        return check_compact(kind, buf, at)
+    if at > len(buf):
+        raise errors.ProtocolError(f"request ends inside a {kafka_type or kind} field")
+    return at
+
+
+def _compact_length(buf: memoryview, at: int) -> tuple[int, int]:
+    """A compact length (varint n + 1; 0 is null), no more than the bytes left."""
+    n, at = _uvarint(buf, at)
+    if n - 1 > len(buf) - at:
+        raise errors.ProtocolError(
+            f"a length of {n - 1} at byte {at} is more than the {len(buf) - at} "
+            f"bytes left"
+        )
+    return max(n - 1, 0), at
+
+
+def _check_tagged(buf: memoryview, at: int) -> int:
+    return skip_tagged_fields(buf, at)
 
 
 def encode(message: Any) -> bytes:

@@ -527,3 +527,30 @@ def test_connections_beyond_max_connections_are_closed(broker: EmbeddedBroker) -
         assert third.transport.closed
 
     run(broker, test, max_connections=2)
+
+
+def test_closing_a_connection_ends_its_parked_fetch(
+    broker: EmbeddedBroker, topic: str
+) -> None:
+    """A Fetch parked for a minute is cancelled with its connection: nothing stays
+    parked on the partition (a client could otherwise pile them up)."""
+    create(broker, topic)
+
+    async def test(wire: Wire) -> None:
+        wire.send(
+            FETCH, 4, fetch_request(4, topic, [(0, 0, 1 << 20)], max_wait_ms=60_000)
+        )
+        session = wire.protocol.session
+        partition = wire.gateway.topics.partition(topic, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while partition is None or not partition.waker._futures:
+            assert loop.time() < deadline, "the fetch did not park"
+            await asyncio.sleep(0.005)
+            partition = wire.gateway.topics.partition(topic, 0)
+        session.close()
+        while session._tasks or partition.waker._futures:
+            assert loop.time() < deadline, "the parked fetch outlived its connection"
+            await asyncio.sleep(0.005)
+
+    run(broker, test)

@@ -107,3 +107,25 @@ def test_build_fills_what_a_version_has() -> None:
     )
     assert not hasattr(v0, "throttle_time")
     assert codec.milliseconds(v1.throttle_time) == 7
+
+
+def test_a_compact_array_claiming_more_than_the_frame_is_refused_before_kio() -> None:
+    """kio reserves memory for a compact array's claimed length before reading it:
+    2^32 elements aborted the process. The claim is checked against the bytes left
+    first (the sweep in tests/gateway/test_fuzz.py covers every position)."""
+    body = b"\xff\xff\xff\xff\x0f"  # IncrementalAlterConfigs v1: 2^32 - 2 resources
+    cls = codec.request_type(44, 1)
+    with pytest.raises(errors.ProtocolError, match=r"length of 4294967294"):
+        codec.check_compact(cls, memoryview(body), 0)
+    with pytest.raises(errors.ProtocolError, match=r"length of"):
+        codec.decode_request(44, 1, body, 0)
+    # a well-formed flexible body passes the check and decodes
+    config = codec.nested(cls, "AlterableConfig")
+    resource = codec.nested(cls, "AlterConfigsResource")
+    good = codec.encode(
+        codec.build(cls, validate_only=True, resources=(resource(
+            resource_type=2, resource_name="t",
+            configs=(config(name="a", config_operation=0, value=None),)),))
+    )  # fmt: skip
+    assert codec.check_compact(cls, memoryview(good), 0) == len(good)
+    assert codec.decode_request(44, 1, good, 0).resources[0].resource_name == "t"

@@ -10,7 +10,8 @@ max; later ones stop at the limits. With fewer than min_bytes, the request parks
 on the partitions' wakers (a ring's futex, through a thread) until data comes or
 max_wait_ms passes, never in a sleep loop. READ_COMMITTED reads as
 READ_UNCOMMITTED: without transactions, the last stable offset is the high
-watermark. Differs from Kafka: no fetch sessions, no preferred read replica (-1).
+watermark. A response holds at most 55 MiB (Kafka's broker fetch.max.bytes).
+Differs from Kafka: no fetch sessions, no preferred read replica (-1).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from shmbroker.gateway.topics import Partition
 
 API_KEY = 1
+FETCH_MAX_BYTES = 55 << 20  # a response's bytes at most, whatever the client asks
+# (Kafka's broker fetch.max.bytes default): records are read into memory to send
 
 
 @register(API_KEY, "Fetch", 4, 11, holds_views=True)
@@ -76,7 +79,10 @@ class _Fetch:
         self.version = version
         self.wait = codec.milliseconds(request.max_wait) / 1000
         self.min_bytes = request.min_bytes
-        self.max_bytes = request.max_bytes if request.max_bytes > 0 else 0x7FFFFFFF
+        self.max_bytes = min(
+            request.max_bytes if request.max_bytes > 0 else FETCH_MAX_BYTES,
+            FETCH_MAX_BYTES,
+        )
         self.wanted = [
             _Wanted(t.topic, p.partition, p.fetch_offset, p.partition_max_bytes)
             for t in request.topics

@@ -70,7 +70,7 @@ class _Produce:
         self.gateway = session.gateway
         self.version = version
         self.acks = request.acks
-        self.timeout = codec.milliseconds(request.timeout) / 1000
+        self.timeout = max(0, codec.milliseconds(request.timeout)) / 1000
         self.transactional = request.transactional_id is not None
         # (topic, index, records) in request order, and their answers
         self.items = [
@@ -126,17 +126,15 @@ class _Produce:
     async def _append_waiting(
         self, i: int, partition: Partition, batch: bytes, producer: ProducerBatch
     ) -> Body | Deferred:
-        partition.acquire()
         try:
-            base = await self.gateway.blocking(
-                lambda: partition.ring.append_encoded(batch, timeout=self.timeout)
+            base = await self.gateway.blocking_on(
+                [partition],
+                lambda: partition.ring.append_encoded(batch, timeout=self.timeout),
             )
         except errors.ShmbrokerError as exc:
             self._failed(partition, partition.index, exc)
         else:
             self._appended(partition, partition.index, batch, base, producer)
-        finally:
-            partition.release()
         return await _settle(self.run(i + 1))
 
     def _check(self, partition: Partition, records: bytes | None) -> tuple[Code, bytes]:
@@ -222,13 +220,9 @@ class _Produce:
 
     async def _answer_durable(self) -> Body:
         waits = [(partition, end) for _, partition, end in self.appended]
-        for partition, _ in waits:
-            partition.acquire()
-        try:
-            codes = await self.gateway.blocking(_wait_durable, waits, self.timeout)
-        finally:
-            for partition, _ in waits:
-                partition.release()
+        codes = await self.gateway.blocking_on(
+            [p for p, _ in waits], _wait_durable, waits, self.timeout
+        )
         for (i, _, _), code in zip(self.appended, codes, strict=True):
             if code != Code.NONE:
                 self.results[i] = self.results[i]._replace(error_code=code)
