@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean
+.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean kcat fuzz
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,17 +26,32 @@ $(BENCH_STAMP): $(STAMP)
 	touch $@
 
 run: $(STAMP)
-	@echo "shmbroker: serving ./shmbroker-data until Ctrl-C. In another terminal:"
+	@echo "shmbroker: serving ./shmbroker-data until Ctrl-C, and Kafka clients on 127.0.0.1:9092."
+	@echo "In another terminal:"
 	@echo "  seq 1 5 | $(BIN)/shmbroker produce --topic demo"
+	@echo "  kcat -b 127.0.0.1:9092 -C -t demo -o beginning -e      # any Kafka client"
+	@echo "  seq 6 9 | kcat -b 127.0.0.1:9092 -P -t demo -z zstd"
 	@echo "  $(BIN)/shmbroker consume --topic demo --from-beginning --max-messages 5"
 	@echo "  $(BIN)/shmbroker topics describe --topic demo"
 	@echo "  $(BIN)/python -c 'from shmbroker import Producer; Producer().send(\"demo\", b\"hi\").get()'"
 	$(BIN)/shmbroker serve
 
-test: $(STAMP)
+# the gateway's tests run kcat (librdkafka's command-line client)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+kcat:
+	@command -v kcat >/dev/null 2>&1 || { echo "installing kcat with apt"; \
+		$(SUDO) apt-get install -y -q kcat >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q kcat; }; }
+
+test: $(STAMP) kcat
 	$(BIN)/pytest -q tests
 
-test-system: $(STAMP)
+# the gateway's bad-input fuzz at length (make test runs 150 examples a test)
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(STAMP)
+	GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/gateway/test_fuzz.py
+
+test-system: $(STAMP) kcat
 	$(BIN)/pytest -q -m system tests
 
 # The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s).

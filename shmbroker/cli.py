@@ -138,13 +138,22 @@ def _echo_json(document: object) -> None:
 @click.option("--data-dir", help="[default: ./shmbroker-data or $SHMBROKER_DATA_DIR]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML file: data.dir, num.partitions, auto.create.topics.enable, "
-              "shm.prefix, [topic] defaults")  # fmt: skip
+              "shm.prefix, listeners, advertised.listeners, gateway.processes, "
+              "[topic] defaults")  # fmt: skip
 @click.option("--shm-prefix", help="start of every shared-memory name [shmb.]")
 @click.option("--num-partitions", type=int, help="of auto-created topics [1]")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=None,
               help="create a topic on its first produce [on]")  # fmt: skip
 @click.option("--topic-config", multiple=True, metavar="KEY=VALUE",
               help="default topic config, e.g. ring.bytes=4194304")  # fmt: skip
+@click.option("--gateway-listen", metavar="HOST:PORT",
+              help="where the Kafka protocol gateway listens (port 0: any free "
+              "one) [127.0.0.1:9092]")  # fmt: skip
+@click.option("--no-gateway", is_flag=True, help="run no Kafka protocol gateway")
+@click.option("--advertised-listener", metavar="HOST:PORT",
+              help="the address Metadata gives clients [the bound one]")  # fmt: skip
+@click.option("--gateway-processes", type=click.IntRange(min=1),
+              help="gateway processes sharing the port (SO_REUSEPORT) [1]")  # fmt: skip
 def serve(
     data_dir: str | None,
     config_file: str | None,
@@ -152,10 +161,17 @@ def serve(
     num_partitions: int | None,
     auto_create_topics: bool | None,
     topic_config: tuple[str, ...],
+    gateway_listen: str | None,
+    no_gateway: bool,
+    advertised_listener: str | None,
+    gateway_processes: int | None,
 ) -> None:
-    """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C."""
+    """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
+    with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
     from shmbroker.broker.supervisor import serve as run
 
+    if no_gateway and gateway_listen:
+        raise click.BadParameter("--no-gateway and --gateway-listen contradict")
     config = BrokerConfig.load(
         config_file,
         data_dir=data_dir,
@@ -163,8 +179,83 @@ def serve(
         num_partitions=num_partitions,
         auto_create_topics_enable=auto_create_topics,
         topic_defaults=_key_values(topic_config, "--topic-config") or None,
+        listeners="" if no_gateway else gateway_listen,
+        advertised_listeners=advertised_listener,
+        gateway_processes=gateway_processes,
     )
     run(config)
+
+
+@main.command()
+@click.option("--data-dir", help="[default: ./shmbroker-data or $SHMBROKER_DATA_DIR]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file, as for serve")  # fmt: skip
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="where to listen (port 0: any free one) [the config's listeners]",
+)
+@click.option("--advertised-listener", metavar="HOST:PORT",
+              help="the address Metadata gives clients [the bound one]")  # fmt: skip
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="share the port with other gateway processes (SO_REUSEPORT)",
+)
+@click.option(
+    "--state-file",
+    default="gateway.json",
+    show_default=True,
+    help="where in the data directory to say where it listens",
+)
+@click.option("--num-partitions", type=click.IntRange(min=1),
+              help="of topics created without a count [1]")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(min=1))
+@click.option("--socket-request-max-bytes", type=click.IntRange(min=1))
+@click.option("--acks-all-fsync/--acks-all-at-append", default=None,
+              help="acks=all answers once fsynced, or at append [fsynced]")  # fmt: skip
+def gateway(
+    data_dir: str | None,
+    config_file: str | None,
+    listen: str | None,
+    advertised_listener: str | None,
+    reuse_port: bool,
+    state_file: str,
+    num_partitions: int | None,
+    max_connections: int | None,
+    socket_request_max_bytes: int | None,
+    acks_all_fsync: bool | None,
+) -> None:
+    """Run one Kafka protocol gateway process for the broker on a data directory
+    (`serve` starts and watches one itself) until SIGTERM or Ctrl-C."""
+    import logging
+
+    from shmbroker.gateway.server import serve as run_gateway
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = BrokerConfig.load(
+        config_file,
+        data_dir=data_dir,
+        listeners=listen,
+        advertised_listeners=advertised_listener,
+        num_partitions=num_partitions,
+        max_connections=max_connections,
+        socket_request_max_bytes=socket_request_max_bytes,
+        gateway_acks_all_fsync=acks_all_fsync,
+    )
+    listener = config.listener
+    if listener is None:
+        raise click.BadParameter("no address to listen on", param_hint="--listen")
+    run_gateway(
+        config,
+        listener,
+        config.advertised_listener,
+        reuse_port=reuse_port,
+        state_file=state_file,
+    )
 
 
 # ---- topics (kafka-topics, kafka-configs) -------------------------------------------

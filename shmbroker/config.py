@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from shmbroker.errors import ConfigError, InvalidArgument
 
@@ -151,22 +151,71 @@ def default_data_dir() -> str:
     return os.environ.get("SHMBROKER_DATA_DIR") or DEFAULT_DATA_DIR
 
 
+class Listener(NamedTuple):
+    host: str
+    port: int
+
+
+def parse_listener(text: str, key: str = "listeners") -> Listener:
+    """Kafka's `PLAINTEXT://HOST:PORT` (or plain `HOST:PORT`) as (host, port); one
+    listener, PLAINTEXT only (TLS and SASL are not served yet)."""
+    value = text.strip()
+    scheme, sep, rest = value.partition("://")
+    if sep:
+        if scheme.upper() != "PLAINTEXT":
+            raise ConfigError(
+                f"{key}: {text!r}: only PLAINTEXT listeners are served, not {scheme}"
+            )
+        value = rest
+    if "," in value:
+        raise ConfigError(f"{key}: {text!r}: one listener only")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: {text!r} is not HOST:PORT (port 0 to 65535)")
+    return Listener(host or "0.0.0.0", int(port))
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     data_dir: str = DEFAULT_DATA_DIR  # one broker per data directory
     shm_prefix: str = "shmb."  # every shm name starts "/<prefix>"; tests make it unique
     auto_create_topics_enable: bool = True  # a produce to an unknown topic creates it
     num_partitions: int = 1  # partitions of an auto-created topic (Kafka)
-    max_connections: int = 1000  # control-socket clients at once; more are refused
+    control_max_connections: int = 1000  # control-socket clients at once; more refused
     # topic configs (Kafka's names) for topics that do not set them: lets a host with
     # a small /dev/shm default to small rings
     topic_defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # ---- the Kafka protocol gateway (Kafka's key names where Kafka has one) ----
+    # where the gateway listens: PLAINTEXT://HOST:PORT (port 0: any free one);
+    # "" runs no gateway
+    listeners: str = "PLAINTEXT://127.0.0.1:9092"
+    advertised_listeners: str = ""  # what Metadata tells clients; "": the bound one
+    gateway_processes: int = 1  # > 1: that many processes share the port (SO_REUSEPORT)
+    socket_request_max_bytes: int = 100 << 20  # larger requests close the connection
+    max_connections: int = 10_000  # connections beyond this are closed at once
+    # acks=all answers once the batch is fsynced (a waiting produce makes the spill
+    # fsync at once, shared by concurrent ones); false: at append, as Kafka with one
+    # replica does
+    gateway_acks_all_fsync: bool = True
 
     def __post_init__(self) -> None:
+        if self.listeners:
+            parse_listener(self.listeners)
+        if self.advertised_listeners:
+            parse_listener(self.advertised_listeners, "advertised.listeners")
+        for key in ("gateway_processes", "socket_request_max_bytes", "max_connections"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"{kafka_name(key)}: {value!r} must be an integer >= 1"
+                )
         if self.num_partitions < 1:
             raise ConfigError(f"num.partitions: {self.num_partitions} must be >= 1")
-        if self.max_connections < 1:
-            raise ConfigError(f"max.connections: {self.max_connections} must be >= 1")
+        if self.control_max_connections < 1:
+            raise ConfigError(
+                f"control.max.connections: {self.control_max_connections} must be >= 1"
+            )
         if not self.shm_prefix.startswith("shmb.") or "/" in self.shm_prefix:
             raise ConfigError(f"shm.prefix: {self.shm_prefix!r} must start 'shmb.'")
         TopicConfig.from_kafka(self.topic_defaults)  # names the bad key, if any
@@ -174,6 +223,17 @@ class BrokerConfig:
     @property
     def control_socket(self) -> Path:
         return Path(self.data_dir) / CONTROL_SOCKET
+
+    @property
+    def listener(self) -> Listener | None:
+        """Where the gateway listens; None: no gateway."""
+        return parse_listener(self.listeners) if self.listeners else None
+
+    @property
+    def advertised_listener(self) -> Listener | None:
+        if not self.advertised_listeners:
+            return None
+        return parse_listener(self.advertised_listeners, "advertised.listeners")
 
     def topic_config(self, overrides: Mapping[str, str | int]) -> TopicConfig:
         return TopicConfig.from_kafka({**self.topic_defaults, **overrides})

@@ -4,10 +4,14 @@ and on exit stops it gracefully and removes its directory and shared memory.
 
     with EmbeddedBroker() as broker, Producer(broker.data_dir) as producer:
         producer.send("events", b"hello")
+
+With gateway=True it runs the Kafka protocol gateway too, on a free port of
+127.0.0.1: `broker.bootstrap_servers` ("127.0.0.1:PORT") waits until it listens.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import psutil
 
 from shmbroker import errors, protocol, shm
 from shmbroker.client.connection import Connection
@@ -35,9 +41,13 @@ class EmbeddedBroker:
         topic_defaults: Mapping[str, str | int] | None = None,
         startup_timeout: float = 30.0,
         remove: bool | None = None,
+        gateway: bool = False,
+        gateway_options: Mapping[str, str] | None = None,
     ) -> None:
         """remove: delete the data directory and the rings on stop (default: only
-        when the directory is a temporary one made here)."""
+        when the directory is a temporary one made here). gateway: run the Kafka
+        protocol gateway on a free port; gateway_options: more `serve` flags for it
+        (e.g. {"--gateway-processes": "2"})."""
         self._temporary = data_dir is None
         self.data_dir = Path(
             tempfile.mkdtemp(prefix="shmbroker-") if data_dir is None else data_dir
@@ -54,6 +64,13 @@ class EmbeddedBroker:
         ]  # fmt: skip
         for key, value in (topic_defaults or {}).items():
             self.args += ["--topic-config", f"{key}={value}"]
+        self.gateway = gateway
+        if gateway:
+            self.args += ["--gateway-listen", "127.0.0.1:0"]
+            for flag, value in (gateway_options or {}).items():
+                self.args += [flag, value]
+        else:
+            self.args.append("--no-gateway")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,6 +114,48 @@ class EmbeddedBroker:
                     )
                 time.sleep(0.01)
 
+    def gateway_address(self, timeout: float | None = None) -> tuple[str, int]:
+        """(host, port) of the live gateway process, once it listens (a restarted
+        one listens on the same port)."""
+        from shmbroker.gateway.server import read_state, state_path
+
+        if not self.gateway:
+            raise errors.InvalidArgument("this EmbeddedBroker runs no gateway")
+        deadline = time.monotonic() + (
+            self.startup_timeout if timeout is None else timeout
+        )
+        while True:
+            state = read_state(state_path(self.data_dir))
+            if state is not None:
+                return state["host"], state["port"]
+            if self.process is not None and self.process.poll() is not None:
+                raise errors.BrokenError(
+                    f"the supervisor exited with {self.process.returncode}: "
+                    f"{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise errors.BrokenError(
+                    f"no gateway listened within {self.startup_timeout}s: "
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.01)
+
+    @property
+    def gateway_port(self) -> int:
+        return self.gateway_address()[1]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """For Kafka clients: "HOST:PORT" of the gateway."""
+        host, port = self.gateway_address()
+        return f"{host}:{port}"
+
+    def gateway_pid(self) -> int | None:
+        from shmbroker.gateway.server import read_state, state_path
+
+        state = read_state(state_path(self.data_dir))
+        return None if state is None else int(state["pid"])
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text().splitlines()[-lines:])
@@ -125,7 +184,15 @@ class EmbeddedBroker:
         return self.start()
 
     def cleanup(self) -> None:
-        """Remove the broker's shared memory and, if temporary, its directory."""
+        """Remove the broker's shared memory and, if temporary, its directory. A
+        gateway a killed supervisor left serving is stopped first."""
+        if self.gateway:
+            pid = self.gateway_pid()
+            if pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    gateway = psutil.Process(pid)
+                    gateway.terminate()
+                    gateway.wait(10)
         for name in shm.list_names(self.shm_base.removeprefix("/")):
             shm.unlink(name)
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -120,7 +120,7 @@ class ControlServer:
         """Say why in the Hello's place, without waiting on the peer, and hang up."""
         message = (
             f"the broker serves {self.max_connections} control connections already "
-            f"(max.connections): close some clients, or raise it"
+            f"(control.max.connections): close some clients, or raise it"
         )
         log.warning("control socket: refused a connection: %s", message)
         sock.setblocking(False)

@@ -13,21 +13,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import psutil
 
 from shmbroker import errors, protocol, shm
 from shmbroker.broker import gc, registry
 from shmbroker.broker.control import ControlConnection, ControlServer
 from shmbroker.broker.coordinator import GroupCoordinator
 from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
-from shmbroker.config import BrokerConfig, TopicConfig, validate_topic_name
+from shmbroker.config import BrokerConfig, Listener, TopicConfig, validate_topic_name
 from shmbroker.log.partition import PartitionLog
 from shmbroker.records import TopicPartition
 
@@ -40,10 +46,14 @@ MAX_PARTITIONS = 10_000
 
 class Supervisor:
     """`start()` then `serve_forever()` (until SIGTERM/SIGINT or `request_stop()`),
-    or use it as a context manager in tests."""
+    or use it as a context manager in tests. run_gateway: start the Kafka protocol
+    gateway too (`shmbroker serve` does), if config.listeners names an address."""
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, *, run_gateway: bool = False) -> None:
         self.config = config
+        self.gateways: GatewayProcesses | None = None
+        if run_gateway and config.listener is not None:
+            self.gateways = GatewayProcesses(config)
         self.data_dir = Path(config.data_dir)
         self.broker_id = ""
         self.shm_base = ""
@@ -91,8 +101,10 @@ class Supervisor:
                 self.config.control_socket,
                 self.handle,
                 self._connection_closed,
-                max_connections=self.config.max_connections,
+                max_connections=self.config.control_max_connections,
             )
+            if self.gateways is not None:  # it asks the control socket first
+                self.gateways.start()
         except BaseException:
             self.stop()
             raise
@@ -151,6 +163,8 @@ class Supervisor:
     def stop(self) -> None:
         """Stop serving, spill and fsync every partition, release the data directory.
         The rings stay: attached clients keep working, and the next start finds them."""
+        if self.gateways is not None:  # first: its requests in flight still get answers
+            self.gateways.stop()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -545,10 +559,198 @@ def _offsets(
 
 
 def serve(config: BrokerConfig) -> None:
-    """`shmbroker serve`: log to stderr, start, serve until a signal, stop."""
+    """`shmbroker serve`: log to stderr, start (with the gateway), serve until a
+    signal, stop."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    supervisor = Supervisor(config)
+    supervisor = Supervisor(config, run_gateway=True)
     supervisor.serve_forever(start=True)
+
+
+# ---- the gateway processes --------------------------------------------------------
+
+GATEWAY_STATE = "gateway.json"  # written by the gateway (gateway/server.py) once it
+# listens: {"pid", "create_time", "host", "port", ...}; process i > 0 writes
+# gateway-<i>.json
+WATCH_INTERVAL = 0.2  # seconds between looks at the gateway processes
+GATEWAY_START_TIMEOUT = 30.0
+GATEWAY_STOP_TIMEOUT = 10.0
+
+
+def gateway_state(path: Path) -> dict[str, Any] | None:
+    """A gateway state file whose process is alive (not a reused pid), or None."""
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+        process = psutil.Process(document["pid"])
+        if abs(process.create_time() - document["create_time"]) > 0.01:
+            return None
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return document
+
+
+class _Slot:
+    """One gateway process: ours (a child), or one a previous supervisor left
+    serving (adopted: a supervisor crash does not cut Kafka clients off)."""
+
+    def __init__(self, index: int, state: Path) -> None:
+        self.index = index
+        self.state = state
+        self.child: subprocess.Popen[bytes] | None = None
+        self.process: psutil.Process | None = None
+        self.started = 0.0
+        self.failures = 0  # quick deaths in a row: back off before the next start
+        self.next_start = 0.0
+
+    def alive(self) -> bool:
+        if self.child is not None:
+            return self.child.poll() is None
+        if self.process is not None:
+            try:
+                return bool(self.process.status() != psutil.STATUS_ZOMBIE)
+            except psutil.Error:
+                return False
+        return False
+
+
+class GatewayProcesses:
+    """Starts `gateway.processes` gateway processes on the configured listener,
+    restarts one that dies (on the port the first one bound, so clients reconnect
+    to the same address), and stops them with the supervisor."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        listener = config.listener
+        assert listener is not None
+        self.config = config
+        self.listener = listener
+        self.port = listener.port  # 0 until the first process bound one
+        data_dir = Path(config.data_dir)
+        self.slots = [
+            _Slot(i, data_dir / (GATEWAY_STATE if i == 0 else f"gateway-{i}.json"))
+            for i in range(config.gateway_processes)
+        ]
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for slot in self.slots:
+            self._adopt(slot)
+        self._thread = threading.Thread(
+            target=self._watch, name="gateway-watch", daemon=True
+        )
+        self._thread.start()
+
+    def _adopt(self, slot: _Slot) -> None:
+        """Keep a gateway a previous supervisor of this directory left running, if
+        it serves what we would start."""
+        state = gateway_state(slot.state)
+        if state is None:
+            return
+        wanted = Listener(self.listener.host, self.port or state["port"])
+        if (state["host"], state["port"]) != wanted:
+            log.info("stopping gateway %d on %s:%s: the config says %s:%d",
+                     state["pid"], state["host"], state["port"], *wanted)  # fmt: skip
+            self._terminate(psutil.Process(state["pid"]))
+            return
+        slot.process = psutil.Process(state["pid"])
+        self.port = state["port"]
+        log.info("gateway %d still serves %s:%d: kept", state["pid"], *wanted)
+
+    def _command(self, slot: _Slot) -> list[str]:
+        c = self.config
+        command = [
+            sys.executable, "-m", "shmbroker", "gateway",
+            "--data-dir", str(c.data_dir),
+            "--listen", f"{self.listener.host}:{self.port}",
+            "--state-file", slot.state.name,
+            "--num-partitions", str(c.num_partitions),
+            "--max-connections", str(c.max_connections),
+            "--socket-request-max-bytes", str(c.socket_request_max_bytes),
+            "--acks-all-fsync" if c.gateway_acks_all_fsync else "--acks-all-at-append",
+        ]  # fmt: skip
+        if c.advertised_listeners:
+            advertised = c.advertised_listener
+            assert advertised is not None
+            command += ["--advertised-listener", f"{advertised.host}:{advertised.port}"]
+        if len(self.slots) > 1:
+            command.append("--reuse-port")
+        return command
+
+    def _spawn(self, slot: _Slot) -> bool:
+        """Start the slot's process and wait until it listens; False if it died."""
+        slot.state.unlink(missing_ok=True)
+        slot.child = subprocess.Popen(self._command(slot), stdin=subprocess.DEVNULL)
+        slot.process = None
+        slot.started = time.monotonic()
+        deadline = slot.started + GATEWAY_START_TIMEOUT
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:  # its port even if it died since: the restart must reuse it
+                state = json.loads(slot.state.read_text())
+            except (OSError, ValueError):
+                state = None
+            if isinstance(state, dict) and state.get("pid") == slot.child.pid:
+                self.port = int(state["port"])
+                return slot.child.poll() is None
+            if slot.child.poll() is not None:
+                return False
+            self._stop.wait(0.01)
+        return False
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for slot in self.slots:
+                if self._stop.is_set() or slot.alive():
+                    continue
+                now = time.monotonic()
+                if slot.child is not None or slot.process is not None:
+                    code = slot.child.returncode if slot.child is not None else "?"
+                    quick = now - slot.started < 5.0
+                    slot.failures = slot.failures + 1 if quick else 0
+                    slot.next_start = now + min(10.0, 0.5 * slot.failures)
+                    log.warning(
+                        "gateway process %d exited (%s); restarting%s",
+                        (slot.child or slot.process).pid, code,  # type: ignore[union-attr]
+                        f" in {slot.next_start - now:.1f}s" if slot.failures else "",
+                    )  # fmt: skip
+                    slot.child = slot.process = None
+                if now < slot.next_start:
+                    continue
+                if not self._spawn(slot) and not self._stop.is_set():
+                    slot.failures += 1
+                    slot.next_start = time.monotonic() + min(10.0, 0.5 * slot.failures)
+                    log.error("gateway process did not start on %s:%d",
+                              self.listener.host, self.port)  # fmt: skip
+            self._stop.wait(WATCH_INTERVAL)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for slot in self.slots:
+            if slot.child is not None:
+                if slot.child.poll() is None:
+                    slot.child.terminate()
+                try:
+                    slot.child.wait(GATEWAY_STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    log.error("gateway %d did not stop: killing it", slot.child.pid)
+                    slot.child.kill()
+                    slot.child.wait()
+            elif slot.process is not None:
+                self._terminate(slot.process)
+            slot.state.unlink(missing_ok=True)
+
+    @staticmethod
+    def _terminate(process: psutil.Process) -> None:
+        try:
+            process.terminate()
+            process.wait(GATEWAY_STOP_TIMEOUT)
+        except psutil.TimeoutExpired:
+            log.error("gateway %d did not stop: killing it", process.pid)
+            process.kill()
+        except psutil.Error:
+            pass

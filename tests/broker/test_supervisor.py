@@ -45,7 +45,8 @@ def drain(consumer, idle=0.1):
 def serve(data_dir, shm_prefix, **kwargs) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "shmbroker", "serve", "--data-dir", str(data_dir),
-         "--shm-prefix", shm_prefix, "--topic-config", f"ring.bytes={SMALL_RING}"],
+         "--shm-prefix", shm_prefix, "--topic-config", f"ring.bytes={SMALL_RING}",
+         "--no-gateway"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs,
     )  # fmt: skip
 

@@ -39,7 +39,7 @@ def serve(tmp_path, shm_prefix):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "shmbroker", "serve", "--data-dir",
                  str(data_dir), "--shm-prefix", shm_prefix,
-                 "--topic-config", f"ring.bytes={SMALL_RING}"],
+                 "--topic-config", f"ring.bytes={SMALL_RING}", "--no-gateway"],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
                 env={**os.environ, **(env or {})}, preexec_fn=preexec_fn,
             )  # fmt: skip
@@ -128,7 +128,7 @@ def test_a_descriptor_flood_past_its_limit_leaves_the_supervisor_answering(serve
 def test_clients_beyond_max_connections_are_refused_clearly(serve):
     """If max.connections clients are connected, then the next one is refused
     with BrokerBusy naming the limit, and is served once one of them leaves."""
-    data_dir, _ = serve(env={"SHMBROKER_MAX_CONNECTIONS": "4"})
+    data_dir, _ = serve(env={"SHMBROKER_CONTROL_MAX_CONNECTIONS": "4"})
     admins = [Admin(data_dir) for _ in range(5)]
     try:
         for admin in admins[:4]:
@@ -226,7 +226,7 @@ def test_a_create_of_2000_partitions_blocks_no_one_and_no_stop(serve, tmp_path):
     SIGTERM during such a create stops the broker promptly (before: every control
     request waited ~80 s, clients said 'the broker went away', and so did
     SIGTERM)."""
-    data_dir, proc = serve(env={"SHMBROKER_MAX_CONNECTIONS": "100"})
+    data_dir, proc = serve(env={"SHMBROKER_CONTROL_MAX_CONNECTIONS": "100"})
 
     def create(name, errors):
         try:

@@ -1,0 +1,71 @@
+"""A real supervisor with its gateway process for every test module (tests name
+their topics uniquely), and helpers to run the Kafka clients against it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shmbroker import EmbeddedBroker, shm
+
+RING = 4 << 20  # librdkafka sends batches up to 1 MB: room for a few
+KCAT = shutil.which("kcat")
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """A supervisor and its gateway on a free port of 127.0.0.1, for the module."""
+    prefix = f"{shm.NAME_PREFIX}t{os.getpid()}.{uuid.uuid4().hex[:10]}."
+    embedded = EmbeddedBroker(
+        tmp_path_factory.mktemp("gw") / "data",
+        shm_prefix=prefix,
+        topic_defaults={"ring.bytes": RING},
+        remove=True,
+        gateway=True,
+    )
+    embedded.start()
+    try:
+        embedded.gateway_address()
+        yield embedded
+    finally:
+        code = embedded.stop() if embedded.process is not None else 0
+        embedded.cleanup()
+        leaked = list(shm.list_names(prefix))
+        for name in leaked:
+            shm.unlink(name)
+        assert code == 0, f"supervisor exited {code}: {embedded.log_tail()}"
+        assert not leaked, f"left shared memory behind: {leaked}"
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    """A topic name of this test's own."""
+    name = request.node.name[:60].replace("[", ".").replace("]", "")
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+def kcat(broker: EmbeddedBroker, *args: str, stdin: bytes | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    """Run kcat against the broker's gateway; fails the test on a non-zero exit."""
+    if KCAT is None:
+        pytest.fail("kcat is not installed: `make test` installs it with apt")
+    result = subprocess.run(
+        [KCAT, "-b", broker.bootstrap_servers, *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"kcat {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}"
+    )
+    return result
+
+
+def data_path() -> Path:
+    return Path(__file__).parent
