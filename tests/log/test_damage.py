@@ -13,29 +13,10 @@ from click.testing import CliRunner
 from shmbroker import Admin, Consumer, CorruptError, Producer, Ring, shm
 from shmbroker.cli import main
 from shmbroker.config import TopicConfig
-from shmbroker.log.partition import RECOVERY_POINT_FILE, PartitionLog
+from shmbroker.log.partition import RECOVERY_POINT_FILE
 from shmbroker.log.reader import PartitionReader
 
 CONFIG = TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 14)
-
-
-@pytest.fixture
-def open_log(tmp_path, ring_name):
-    opened = []
-
-    def opener(config=CONFIG):
-        log = PartitionLog.open(
-            tmp_path / "t-0", ring_name, config, topic="t", partition=0
-        )
-        opened.append(log)
-        return log
-
-    try:
-        yield opener
-    finally:
-        for log in opened:
-            log.close()
-        shm.unlink(ring_name)
 
 
 def fill(log, batches, start=0):
@@ -67,13 +48,13 @@ def test_active_segment_damaged_after_a_clean_stop_is_spilled_again_from_the_rin
     its ring still holds every batch, then the restart cuts the segment at the
     damage and spills the cut batches again from the ring: every record readable
     and correct, and the partition takes appends after them."""
-    log = open_log()
+    log = open_log(CONFIG)
     fill(log, 30)
     active = log.active.path
     log.close()
     flip(active, os.path.getsize(active) // 2)
     with caplog.at_level(logging.WARNING):
-        log = open_log()
+        log = open_log(CONFIG)
     assert "spilling offsets" in caplog.text
     assert log.log_end_offset == log.high_watermark == 300
     fill(log, 1, start=30)
@@ -113,7 +94,7 @@ def test_a_hole_in_the_middle_of_the_log_is_named_never_skipped(
     """If a middle segment is truncated or deleted while the broker is stopped,
     then the restart logs an ERROR naming the missing offsets and the file, and a
     reader that reaches them gets CorruptError naming them: no silent jump."""
-    log = open_log()
+    log = open_log(CONFIG)
     fill(log, 300)
     segments = log.segments()
     assert len(segments) >= 4
@@ -128,7 +109,7 @@ def test_a_hole_in_the_middle_of_the_log_is_named_never_skipped(
             os.unlink(middle.path.with_suffix(suffix))
         first_missing = middle.base_offset
     with caplog.at_level(logging.ERROR):
-        log = open_log()
+        log = open_log(CONFIG)
     next_base = log.segments()[3 if damage == "truncated" else 2].base_offset
     missing = f"offsets {first_missing}..{next_base - 1} are missing"
     assert missing in caplog.text
@@ -148,14 +129,14 @@ def test_a_hole_in_the_middle_of_the_log_is_named_never_skipped(
 def test_a_garbage_recovery_point_is_ignored_with_a_warning(open_log, tmp_path, caplog):
     """If the recovery-point checkpoint holds garbage, then a WARNING says so and
     the log is validated from its start (a damaged early segment is found)."""
-    log = open_log()
+    log = open_log(CONFIG)
     fill(log, 300)
     first = log.segments()[0].path
     log.close()
     (tmp_path / "t-0" / RECOVERY_POINT_FILE).write_bytes(b"\x00garbage")
     flip(first, os.path.getsize(first) - 5)
     with caplog.at_level(logging.WARNING):
-        log = open_log()
+        log = open_log(CONFIG)
     assert f"{RECOVERY_POINT_FILE} holds no offset" in caplog.text
     assert "deleting segment" in caplog.text  # the first was cut: nothing may follow
     assert values(log) == [b"%06d" % i for i in range(log.log_end_offset)]

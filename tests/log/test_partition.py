@@ -13,35 +13,9 @@ import pytest
 
 from shmbroker import OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
-from shmbroker.log.partition import PartitionLog
 from shmbroker.log.reader import PartitionReader
 from shmbroker.log.segment import LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
-
-SMALL = TopicConfig(
-    ring_bytes=1 << 16, segment_bytes=1 << 17, index_interval_bytes=1024
-)
-
-
-@pytest.fixture
-def open_log(tmp_path, ring_name):
-    opened = []
-
-    def opener(config=SMALL, directory=None):
-        log = PartitionLog.open(
-            directory or tmp_path / "t-0", ring_name, config, topic="t", partition=0
-        )
-        opened.append(log)
-        return log
-
-    try:
-        yield opener
-    finally:
-        try:
-            for log in opened:
-                log.close()
-        finally:
-            shm.unlink(ring_name)
 
 
 def read_all(log, start=0, until=None):

@@ -12,7 +12,6 @@ import pytest
 
 from shmbroker import CorruptError, Ring, shm
 from shmbroker.config import TopicConfig
-from shmbroker.log.partition import PartitionLog
 from shmbroker.log.reader import LogReader, PartitionReader, read_segments
 from shmbroker.log.segment import LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
@@ -108,25 +107,6 @@ def test_bytes_that_are_no_batch_raise_naming_the_partition_and_position(
             LogSegment(partition_dir, 0, readonly=True).read(0, 1 << 20, 2**62)
     finally:
         reader.close()
-
-
-@pytest.fixture
-def open_log(tmp_path, ring_name):
-    opened = []
-
-    def opener(config):
-        log = PartitionLog.open(
-            tmp_path / "t-0", ring_name, config, topic="t", partition=0
-        )
-        opened.append(log)
-        return log
-
-    try:
-        yield opener
-    finally:
-        for log in opened:
-            log.close()
-        shm.unlink(ring_name)
 
 
 def spill_all(log):
