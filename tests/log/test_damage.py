@@ -209,12 +209,14 @@ def test_a_bit_flipped_below_the_recovery_point_is_caught_by_consumers(broker):
     broker.start()
     batch = 50  # batches of 10: offset 55 is in the batch at offset 50
 
+    got = []
+
     def read_all(**config):
         with Consumer(broker.data_dir, auto_offset_reset="earliest", **config) as c:
             c.assign([("bits", 0)])
-            got = []
+            got.clear()
             while len(got) < 1000:
-                got += c.poll_batch(timeout=5)
+                got.extend(c.poll_batch(timeout=5))
             return got
 
     with pytest.raises(CorruptError, match=(
@@ -222,5 +224,6 @@ def test_a_bit_flipped_below_the_recovery_point_is_caught_by_consumers(broker):
         rf"read from {first} at byte \d+\) fails its CRC32C"
     )):  # fmt: skip
         read_all()
+    assert [r.offset for r in got] == list(range(batch))  # those before it first
     values = [r.value for r in read_all(check_crcs=False)]
     assert values[55] == b"value-000055".replace(b"55", b"5u")
