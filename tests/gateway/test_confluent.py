@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka import Producer as KafkaProducer
 
 from shmbroker import Admin, Consumer, EmbeddedBroker, Producer, Ring, _native
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.system
 N = 5000
@@ -160,6 +161,12 @@ def test_every_codec_round_trips(
 def test_acks_0_and_1(broker: EmbeddedBroker, topic: str, acks: int) -> None:
     messages = [{"value": b"r%d" % i} for i in range(1000)]
     produce(kafka_producer(broker, acks=acks), topic, messages)
+    # acks=0: flush() returns once the requests are sent, not appended
+    with Admin(str(broker.data_dir)) as admin:
+        wait_until(
+            lambda: admin.list_offsets({(topic, 0): "latest"})[(topic, 0)] >= 1000,
+            30, "the acks=0 records appended",
+        )  # fmt: skip
     records = consume_all(broker, topic, 1)
     assert [m.value() for m in records] == [m["value"] for m in messages]
 
