@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean kcat fuzz
+.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean kcat fuzz redis
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ kcat:
 	@command -v kcat >/dev/null 2>&1 || { echo "installing kcat with apt"; \
 		$(SUDO) apt-get install -y -q kcat >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q kcat; }; }
+
+# bench_gateway's baseline: Redis Streams (the server from apt, redis-py from PyPI)
+redis: $(STAMP)
+	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server with apt"; \
+		$(SUDO) apt-get install -y -q redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }; }
+	@$(BIN)/python -c "import redis" 2>/dev/null || $(BIN)/pip install -q "redis>=5"
 
 test: $(STAMP) kcat
 	$(BIN)/pytest -q tests
@@ -80,7 +87,7 @@ check: lint test
 benchmarks/bench_ring_c: benchmarks/bench_ring_c.c $(CSRC) $(wildcard csrc/*.h)
 	$(CC) $(CFLAGS_BENCH) -o $@ $< $(CSRC) -lpthread
 
-bench: $(BENCH_STAMP) benchmarks/bench_ring_c
+bench: $(BENCH_STAMP) benchmarks/bench_ring_c redis
 	$(BIN)/python benchmarks/bench_ring.py
 	benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_log.py
@@ -88,6 +95,7 @@ bench: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_groups.py
 	$(BIN)/python benchmarks/bench_check_crcs.py
 	$(BIN)/python benchmarks/bench_consumer_wait.py
+	$(BIN)/python benchmarks/bench_gateway.py --tuned
 
 bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_ring.py --smoke
@@ -97,6 +105,7 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_groups.py --smoke
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
+	$(BIN)/python benchmarks/bench_gateway.py --smoke
 
 clean:
 	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

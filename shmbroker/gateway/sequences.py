@@ -76,31 +76,26 @@ class Sequences:
     ) -> tuple[Code, int]:
         """(NONE, -1): append it; (NONE, offset): a retry of the batch appended
         at offset; else the error. search: look in the log for a producer we have
-        no state for."""
+        no state for. A state that refuses the batch is checked against the log
+        once more first: with several gateway processes, the producer may have
+        gone on through another one since."""
         state = self._producers.get(batch.producer_id)
         if state is None and search:
-            state = find_in_log(view, batch.producer_id)
-            if state is not None:
-                self._producers[batch.producer_id] = state
+            state = self._reload(batch.producer_id, view)
         if state is None:
             return Code.NONE, -1  # a new producer: any sequence starts it
-        if batch.epoch < state.epoch:
-            return Code.INVALID_PRODUCER_EPOCH, -1
-        if batch.epoch > state.epoch:  # a new epoch starts over at 0
-            return (
-                (Code.NONE, -1)
-                if batch.first == 0
-                else (Code.OUT_OF_ORDER_SEQUENCE_NUMBER, -1)
-            )
-        for seen in state.batches:
-            if seen.first == batch.first and seen.last == batch.last_sequence:
-                return Code.NONE, seen.base_offset
-        if (
-            not state.batches
-            or batch.first == (state.batches[-1].last + 1) % SEQUENCE_MOD
-        ):
-            return Code.NONE, -1
-        return Code.OUT_OF_ORDER_SEQUENCE_NUMBER, -1
+        code, offset = _verdict(state, batch)
+        if code != Code.NONE:
+            fresh = self._reload(batch.producer_id, view)
+            if fresh is not None:
+                code, offset = _verdict(fresh, batch)
+        return code, offset
+
+    def _reload(self, producer_id: int, view: PartitionView) -> ProducerState | None:
+        state = find_in_log(view, producer_id)
+        if state is not None:
+            self._producers[producer_id] = state
+        return state
 
     def appended(self, batch: ProducerBatch, base_offset: int) -> None:
         state = self._producers.get(batch.producer_id)
@@ -112,6 +107,22 @@ class Sequences:
 
     def forget(self, producer_id: int) -> None:
         self._producers.pop(producer_id, None)
+
+
+def _verdict(state: ProducerState, batch: ProducerBatch) -> tuple[Code, int]:
+    if batch.epoch < state.epoch:
+        return Code.INVALID_PRODUCER_EPOCH, -1
+    if batch.epoch > state.epoch:  # a new epoch starts over at 0
+        if batch.first == 0:
+            return Code.NONE, -1
+        return Code.OUT_OF_ORDER_SEQUENCE_NUMBER, -1
+    for seen in state.batches:
+        if seen.first == batch.first and seen.last == batch.last_sequence:
+            return Code.NONE, seen.base_offset
+    last = state.batches[-1].last if state.batches else None
+    if last is None or batch.first == (last + 1) % SEQUENCE_MOD:
+        return Code.NONE, -1
+    return Code.OUT_OF_ORDER_SEQUENCE_NUMBER, -1
 
 
 def find_in_log(view: PartitionView, producer_id: int) -> ProducerState | None:

@@ -185,7 +185,7 @@ class KafkaProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
-            self.session.close()
+            self.session.lost()
 
     def pause_writing(self) -> None:
         if self.session is not None:

@@ -78,10 +78,11 @@ class Session:
         self._paused = False  # the transport has unsent bytes
         self._reading_paused = False
         self.closed = False
+        self._lost = False  # the client went: finish its requests, send nothing
         # this connection's readers, least recently used first: each may hold a
         # ring copy-out buffer (1 MiB), so a client touring partitions is bounded
         self._readers: OrderedDict[str, tuple[Partition, LogReader]] = OrderedDict()
-        self._tasks: set[asyncio.Future[Any]] = set()  # cancelled on close
+        self._tasks: dict[asyncio.Future[Any], _Slot] = {}  # cancelled on close
 
     # ---- requests in, responses out -------------------------------------------------
 
@@ -121,6 +122,7 @@ class Session:
             and not self._pending
             and not self.closed
             and not self._paused
+            and not self._lost
         ):
             self._reading_paused = False
             self.transport.resume_reading()
@@ -129,14 +131,14 @@ class Session:
         """Fill slot with reply, or with what its awaitable gives later."""
         if isinstance(reply, Deferred):
             task = asyncio.ensure_future(reply.answer)
-            self._tasks.add(task)
+            self._tasks[task] = slot
             task.add_done_callback(
                 functools.partial(self._completed, slot=slot, blocking=False)
             )
         elif inspect.isawaitable(reply):
             self._blocked = True
             task = asyncio.ensure_future(reply)
-            self._tasks.add(task)
+            self._tasks[task] = slot
             task.add_done_callback(
                 functools.partial(self._completed, slot=slot, blocking=True)
             )
@@ -152,12 +154,17 @@ class Session:
     def _completed(
         self, task: asyncio.Future[Any], slot: _Slot, blocking: bool
     ) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if blocking:
             self._blocked = False
         if self.closed:
             if not task.cancelled():
                 task.exception()  # retrieved: the connection is gone anyway
+            return
+        if task.cancelled():  # a fetch of a client that went: no answer
+            self._answered(slot, None)
+            self._flush()
+            self._work()
             return
         try:
             result = task.result()
@@ -187,8 +194,10 @@ class Session:
                 out += codec.frame_response(
                     slot.correlation_id, slot.body, slot.flexible
                 )
-        if out and not self.closed:
+        if out and not self.closed and not self._lost:
             self.transport.writelines(out)
+        if self._lost and not self._pending and not self._slots:
+            self.close()
 
     def _dispatch(self, frame: Buffer) -> tuple[_Slot, Any]:
         try:
@@ -254,6 +263,19 @@ class Session:
 
     def forget_reader(self, partition: Partition) -> None:
         self._readers.pop(partition.name, None)
+
+    def lost(self) -> None:
+        """The client closed the connection: the requests it sent are still
+        carried out (a client may send acks=0 batches and close at once, as Kafka
+        carries them out too), but fetches are dropped and nothing is sent."""
+        if self.closed or self._lost:
+            return
+        self._lost = True
+        for task, slot in list(self._tasks.items()):
+            if slot.api.holds_views:  # a parked fetch: nobody to answer
+                task.cancel()
+        self._paused = False
+        self._work()
 
     def close(self, why: str | None = None) -> None:
         if self.closed:

@@ -554,3 +554,29 @@ def test_closing_a_connection_ends_its_parked_fetch(
             await asyncio.sleep(0.005)
 
     run(broker, test)
+
+
+def test_requests_sent_before_the_client_closed_are_carried_out(
+    broker: EmbeddedBroker, topic: str
+) -> None:
+    """If a client pipelines acks=0 batches and closes at once (librdkafka's
+    flush() returns when they are sent), then every batch is still appended, even
+    those queued behind a request that waited (the topic's first metadata)."""
+    create(broker, topic)
+
+    async def test(wire: Wire) -> None:
+        for i in range(3):
+            wire.send(
+                PRODUCE, 7, produce_request(7, topic, {0: batch([b"%d" % i])}, acks=0)
+            )
+        wire.protocol.connection_lost(None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not wire.protocol.session.closed:
+            assert loop.time() < deadline, "the session never finished"
+            await asyncio.sleep(0.005)
+        assert wire.pending() == 0  # nothing written to a gone client
+
+    run(broker, test)
+    with Admin(str(broker.data_dir)) as admin:
+        assert admin.list_offsets({(topic, 0): "latest"})[(topic, 0)] == 3

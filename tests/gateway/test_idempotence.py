@@ -19,7 +19,7 @@ from shmbroker.kafka import codec
 from shmbroker.kafka.errors import Code
 from tests.conftest import wait_until
 from tests.gateway.test_handlers import create, produce_request, run
-from tests.gateway.wire import Wire, request
+from tests.gateway.wire import Wire, make_gateway, request
 
 PRODUCE, INIT_PRODUCER_ID = 0, 22
 
@@ -237,3 +237,35 @@ def test_idempotent_producer_with_the_gateway_killed_5_times(
                 seen[r.partition].append(int(r.value))
     assert seen[0] == list(range(0, total, 2))
     assert seen[1] == list(range(1, total, 2))
+
+
+def test_a_producer_moving_between_gateway_processes_keeps_its_sequence(
+    broker: EmbeddedBroker, topic: str
+) -> None:
+    """With gateway.processes > 1 a reconnecting producer may land on another
+    process: the one it comes back to has stale state, so a batch its state calls
+    a gap is checked against the log before it is refused."""
+    create(broker, topic)
+    pid = 8_000_000
+
+    async def test(first: Wire) -> None:
+        second = Wire(make_gateway(str(broker.data_dir)))
+        try:
+            for seq in (0, 1, 2):
+                batch = idempotent([b"a"], pid, 0, seq)
+                assert await produced(first, topic, batch) == (Code.NONE, seq)
+            for seq in (3, 4):  # the producer reconnected to the other process
+                batch = idempotent([b"b"], pid, 0, seq)
+                assert await produced(second, topic, batch) == (Code.NONE, seq)
+            back = idempotent([b"c"], pid, 0, 5)  # and back to the first
+            assert await produced(first, topic, back) == (Code.NONE, 5)
+            retry = idempotent([b"b"], pid, 0, 4)
+            assert await produced(first, topic, retry) == (Code.NONE, 4)
+            gap = idempotent([b"d"], pid, 0, 9)
+            assert (await produced(first, topic, gap))[0] == (
+                Code.OUT_OF_ORDER_SEQUENCE_NUMBER
+            )
+        finally:
+            second.gateway.close()
+
+    run(broker, test)

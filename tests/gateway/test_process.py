@@ -41,6 +41,14 @@ def own_broker(tmp_path: Path, shm_prefix: str) -> Iterator[EmbeddedBroker]:
         embedded.cleanup()
 
 
+def read_state(path: Path) -> int | None:
+    """The pid in a gateway state file (None while it is being replaced)."""
+    try:
+        return int(json.loads(path.read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def listed_topics(broker: EmbeddedBroker) -> set[str]:
     return {t["topic"] for t in json.loads(kcat(broker, "-L", "-J").stdout)["topics"]}
 
@@ -146,3 +154,29 @@ def test_no_shared_memory_of_a_gateway_broker_is_left(tmp_path: Path) -> None:
             == b"1\n2\n"
         )
     assert list(shm.list_names(prefix)) == []
+
+
+def test_two_gateway_processes_share_the_port(tmp_path: Path, shm_prefix: str) -> None:
+    """gateway.processes = 2: two processes listen on one port (SO_REUSEPORT); a
+    killed one is restarted on it while the other keeps serving."""
+    with EmbeddedBroker(
+        tmp_path / "d", shm_prefix=shm_prefix, remove=True, gateway=True,
+        topic_defaults={"ring.bytes": RING},
+        gateway_options={"--gateway-processes": "2"},
+    ) as broker:  # fmt: skip
+        port = broker.gateway_port
+        second = broker.data_dir / "gateway-1.json"
+        wait_until(second.exists, 60, "the second gateway process")
+        state = json.loads(second.read_text())
+        assert state["port"] == port
+        assert state["pid"] != broker.gateway_pid()
+        os.kill(state["pid"], signal.SIGKILL)
+        for i in range(20):  # connections land on either process
+            kcat(broker, "-P", "-t", "shared", "-p", "0", stdin=b"%d\n" % i)
+        wait_until(
+            lambda: read_state(second) not in (None, state["pid"]), 60,
+            "the killed gateway process restarted",
+        )  # fmt: skip
+        assert json.loads(second.read_text())["port"] == port
+        out = kcat(broker, "-C", "-t", "shared", "-o", "beginning", "-e", "-q").stdout
+        assert out.split() == [b"%d" % i for i in range(20)]
