@@ -15,6 +15,11 @@ import pytest
 
 from shmbroker import EmbeddedBroker, Ring, shm
 
+# `shmbroker serve` runs the Kafka gateway on 127.0.0.1:9092 by default: tests that
+# start it by hand get none (a shared port), those that want one ask for a free port
+# (EmbeddedBroker(gateway=True) passes --gateway-listen, which beats this)
+os.environ["SHMBROKER_LISTENERS"] = ""
+
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
     """Poll condition until it is true; fail naming what we waited for."""

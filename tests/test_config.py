@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shmbroker.config import BrokerConfig, validate_topic_name
+from shmbroker.config import BrokerConfig, Listener, parse_listener, validate_topic_name
 from shmbroker.errors import ConfigError, InvalidArgument
 
 
@@ -111,3 +111,40 @@ def test_topic_configs_outside_kafkas_ranges_are_refused_naming_the_range(
     what is allowed (before: max.message.bytes -1, 0 and 1e20 were accepted)."""
     with pytest.raises(ConfigError, match=rf"{key}: .*{allowed}"):
         BrokerConfig().topic_config({key: value})
+
+
+def test_gateway_keys_use_kafkas_names(tmp_path: Path) -> None:
+    file = tmp_path / "broker.toml"
+    file.write_text(
+        'listeners = "PLAINTEXT://0.0.0.0:9093"\n'
+        'advertised.listeners = "PLAINTEXT://kafka.example:9093"\n'
+        "gateway.processes = 2\nsocket.request.max.bytes = 1048576\n"
+        "gateway.acks.all.fsync = false\n"
+    )
+    config = BrokerConfig.load(file, env={})
+    assert config.listener == Listener("0.0.0.0", 9093)
+    assert config.advertised_listener == Listener("kafka.example", 9093)
+    assert (config.gateway_processes, config.socket_request_max_bytes) == (2, 1 << 20)
+    assert config.gateway_acks_all_fsync is False
+    assert BrokerConfig().listener == Listener("127.0.0.1", 9092)  # the default
+    assert BrokerConfig(listeners="").listener is None  # no gateway
+    assert parse_listener("[::1]:0") == Listener("::1", 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("SSL://host:9093", "only PLAINTEXT"),
+        ("host", "HOST:PORT"),
+        ("host:70000", "HOST:PORT"),
+        ("PLAINTEXT://a:1,PLAINTEXT://b:2", "one listener"),
+    ],
+)
+def test_bad_listeners_are_refused_by_name(value: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=rf"listeners: .*{match}"):
+        BrokerConfig(listeners=value)
+
+
+def test_gateway_limits_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"max\.connections: 0"):
+        BrokerConfig(max_connections=0)

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -265,7 +266,23 @@ async def serve_async(
     )
     advertised = gateway.advertised
     try:
-        gateway.cluster_id = await gateway.blocking(_hello, gateway.connection)
+        # the supervisor first, but a stop while waiting for it stops at once
+        cancelled = threading.Event()
+        hello = asyncio.ensure_future(
+            gateway.blocking(_hello, gateway.connection, cancelled)
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({hello, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if stop.is_set():
+            cancelled.set()
+            await asyncio.wait({hello})
+            if hello.exception() is not None:  # retrieved: we stop anyway
+                log.info(
+                    "gateway %d stopped before the supervisor answered", os.getpid()
+                )
+            return
+        gateway.cluster_id = hello.result()
         await server.start_serving()
         write_state(state_path(config.data_dir, state_file), bound, advertised)
         log.info(
@@ -285,10 +302,11 @@ async def serve_async(
         log.info("gateway %d stopped", os.getpid())
 
 
-def _hello(connection: Connection) -> str:
-    """The broker's id (Kafka's cluster id), once the supervisor answers."""
+def _hello(connection: Connection, cancelled: threading.Event) -> str:
+    """The broker's id (Kafka's cluster id), once the supervisor answers; "" if
+    cancelled first. Blocking: a thread's."""
     deadline = time.monotonic() + 30
-    while True:
+    while not cancelled.is_set():
         try:
             connection.request(protocol.Metadata([]), protocol.MetadataReply)
             assert connection.hello is not None
@@ -296,7 +314,8 @@ def _hello(connection: Connection) -> str:
         except errors.BrokerUnavailable:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(0.05)
+            cancelled.wait(0.05)
+    return ""
 
 
 def serve(

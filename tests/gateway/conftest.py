@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -65,7 +64,3 @@ def kcat(broker: EmbeddedBroker, *args: str, stdin: bytes | None = None,
         f"kcat {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}"
     )
     return result
-
-
-def data_path() -> Path:
-    return Path(__file__).parent

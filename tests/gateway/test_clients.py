@@ -24,7 +24,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from shmbroker import Admin, Consumer, EmbeddedBroker, Producer
+from shmbroker import Admin, Consumer, EmbeddedBroker, Producer, _native
 
 with warnings.catch_warnings():  # as tests/native/kafka_python.py: its import warns
     warnings.filterwarnings(
@@ -189,6 +189,10 @@ def test_kafka_python_producer_consumer_and_admin(
         sent = [producer.send(topic, b"v%d" % i, key=b"k%d" % i) for i in range(300)]
         placed = [f.get(30) for f in sent]
         producer.close()
+        # kafka-python partitions keys with murmur2, as Java and we do
+        assert [m.partition for m in placed] == [
+            _native.partition_for_key(b"k%d" % i, 3) for i in range(300)
+        ]
         with Consumer(str(broker.data_dir), auto_offset_reset="earliest") as local:
             local.assign([(topic, p) for p in range(3)])
             records = []

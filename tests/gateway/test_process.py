@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,29 @@ def test_two_gateway_processes_share_the_port(tmp_path: Path, shm_prefix: str) -
         assert json.loads(second.read_text())["port"] == port
         out = kcat(broker, "-C", "-t", "shared", "-o", "beginning", "-e", "-q").stdout
         assert out.split() == [b"%d" % i for i in range(20)]
+
+
+def test_a_gateway_waiting_for_its_supervisor_stops_at_once(tmp_path: Path) -> None:
+    """If a starting gateway gets SIGTERM while no supervisor answers yet (it waits
+    up to 30 s for one), then it exits 0 at once: a supervisor stopped right after
+    it started one waits for it (and kills it after 10 s)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shmbroker", "gateway", "--data-dir", str(data_dir),
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with proc.stderr:
+            # its loop is up (signal handlers set) once it asked for the supervisor
+            wait_until(lambda: psutil.Process(proc.pid).num_threads() > 2, 60,
+                       "the gateway to ask for its supervisor")  # fmt: skip
+            started = time.monotonic()
+            proc.terminate()
+            assert proc.wait(20) == 0
+            assert time.monotonic() - started < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
