@@ -154,6 +154,10 @@ def _echo_json(document: object) -> None:
               help="the address Metadata gives clients [the bound one]")  # fmt: skip
 @click.option("--gateway-processes", type=click.IntRange(min=1),
               help="gateway processes sharing the port (SO_REUSEPORT) [1]")  # fmt: skip
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="where /metrics is served (port 0: any free one) "
+              "[127.0.0.1:9644]")  # fmt: skip
+@click.option("--no-metrics", is_flag=True, help="serve no Prometheus metrics")
 def serve(
     data_dir: str | None,
     config_file: str | None,
@@ -165,6 +169,8 @@ def serve(
     no_gateway: bool,
     advertised_listener: str | None,
     gateway_processes: int | None,
+    metrics_listen: str | None,
+    no_metrics: bool,
 ) -> None:
     """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
     with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
@@ -172,6 +178,8 @@ def serve(
 
     if no_gateway and gateway_listen:
         raise click.BadParameter("--no-gateway and --gateway-listen contradict")
+    if no_metrics and metrics_listen:
+        raise click.BadParameter("--no-metrics and --metrics-listen contradict")
     config = BrokerConfig.load(
         config_file,
         data_dir=data_dir,
@@ -182,6 +190,7 @@ def serve(
         listeners="" if no_gateway else gateway_listen,
         advertised_listeners=advertised_listener,
         gateway_processes=gateway_processes,
+        metrics_listener="" if no_metrics else metrics_listen,
     )
     run(config)
 

@@ -198,10 +198,15 @@ class BrokerConfig:
     # fsync at once, shared by concurrent ones); false: at append, as Kafka with one
     # replica does
     gateway_acks_all_fsync: bool = True
+    # where the supervisor serves Prometheus text at /metrics (Redpanda's admin
+    # port): HOST:PORT (port 0: any free one); "" serves none
+    metrics_listener: str = "127.0.0.1:9644"
 
     def __post_init__(self) -> None:
         if self.listeners:
             parse_listener(self.listeners)
+        if self.metrics_listener:
+            parse_listener(self.metrics_listener, "metrics.listener")
         if self.advertised_listeners:
             parse_listener(self.advertised_listeners, "advertised.listeners")
         for key in ("gateway_processes", "socket_request_max_bytes", "max_connections"):
@@ -228,6 +233,13 @@ class BrokerConfig:
     def listener(self) -> Listener | None:
         """Where the gateway listens; None: no gateway."""
         return parse_listener(self.listeners) if self.listeners else None
+
+    @property
+    def metrics_address(self) -> Listener | None:
+        """Where the supervisor serves /metrics; None: nowhere."""
+        if not self.metrics_listener:
+            return None
+        return parse_listener(self.metrics_listener, "metrics.listener")
 
     @property
     def advertised_listener(self) -> Listener | None:

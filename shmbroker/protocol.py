@@ -415,3 +415,29 @@ def load_registry(data_dir: str | os.PathLike[str]) -> RegistryFile:
             f"reads version {REGISTRY_VERSION}"
         )
     return registry
+
+
+# ---- where the supervisor serves /metrics (broker/metrics.py writes it) ------------
+
+METRICS_FILE = "metrics.json"
+
+
+class MetricsState(msgspec.Struct, frozen=True):
+    pid: int
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+
+def load_metrics_state(data_dir: str | os.PathLike[str]) -> MetricsState | None:
+    """Where the supervisor of data_dir serves metrics; None if it serves none (or
+    is not running: the file goes when it stops)."""
+    try:
+        return msgspec.json.decode(
+            (Path(data_dir) / METRICS_FILE).read_bytes(), type=MetricsState
+        )
+    except (OSError, msgspec.DecodeError):
+        return None

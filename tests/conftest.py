@@ -19,6 +19,9 @@ from shmbroker import EmbeddedBroker, Ring, shm
 # start it by hand get none (a shared port), those that want one ask for a free port
 # (EmbeddedBroker(gateway=True) passes --gateway-listen, which beats this)
 os.environ["SHMBROKER_LISTENERS"] = ""
+# ... and /metrics on 127.0.0.1:9644: tests' brokers serve theirs on a free port
+# (the supervisor writes it to <data-dir>/metrics.json)
+os.environ["SHMBROKER_METRICS_LISTENER"] = "127.0.0.1:0"
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,10 +30,12 @@ from typing import Any
 import psutil
 
 from shmbroker import errors, protocol, shm
-from shmbroker.broker import gc, registry
+from shmbroker.broker import gc, registry, systemd
 from shmbroker.broker.control import ControlConnection, ControlServer
 from shmbroker.broker.coordinator import GroupCoordinator
+from shmbroker.broker.metrics import MetricsServer
 from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
+from shmbroker.broker.progress import StartProgress
 from shmbroker.config import BrokerConfig, Listener, TopicConfig, validate_topic_name
 from shmbroker.log.partition import PartitionLog
 from shmbroker.records import TopicPartition
@@ -68,6 +71,7 @@ class Supervisor:
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
         self.coordinator: GroupCoordinator | None = None
+        self.metrics: MetricsServer | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -91,9 +95,14 @@ class Supervisor:
             for removal in gc.orphans(self.shm_base, self.topics):
                 log.warning("removing ring %s: %s", removal.name, removal.reason)
                 shm.unlink(removal.name)
+            progress = StartProgress(
+                "recovery", sum(e.partitions for e in self.topics.values())
+            )
             for name, entry in self.topics.items():
                 for p in range(entry.partitions):
                     self._open_partition(name, entry, p)
+                    progress.step(f"{name}-{p}")
+            progress.finish()
             self.coordinator = GroupCoordinator(
                 OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
             )
@@ -105,6 +114,9 @@ class Supervisor:
             )
             if self.gateways is not None:  # it asks the control socket first
                 self.gateways.start()
+            if self.config.metrics_address is not None:
+                self.metrics = MetricsServer(self, self.config.metrics_address)
+                self.metrics.start()
         except BaseException:
             self.stop()
             raise
@@ -135,10 +147,13 @@ class Supervisor:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def serve_forever(self, start: bool = False) -> None:
+    def serve_forever(
+        self, start: bool = False, ready: Callable[[], object] | None = None
+    ) -> None:
         """Serve until SIGTERM/SIGINT (or request_stop), then stop gracefully.
         start: start() first, with the signals already taken: the control socket
-        answers before start() returns, and a stop sent then must be graceful too."""
+        answers before start() returns, and a stop sent then must be graceful too.
+        ready: called once serving (systemd's READY=1)."""
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT)
@@ -146,6 +161,8 @@ class Supervisor:
         try:
             if start:
                 self.start()
+            if ready is not None:
+                ready()
             while not self._stop.wait(1.0):
                 pass
         finally:
@@ -163,6 +180,9 @@ class Supervisor:
     def stop(self) -> None:
         """Stop serving, spill and fsync every partition, release the data directory.
         The rings stay: attached clients keep working, and the next start finds them."""
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         if self.gateways is not None:  # first: its requests in flight still get answers
             self.gateways.stop()
         if self._server is not None:
@@ -559,14 +579,17 @@ def _offsets(
 
 
 def serve(config: BrokerConfig) -> None:
-    """`shmbroker serve`: log to stderr, start (with the gateway), serve until a
-    signal, stop."""
+    """`shmbroker serve`: log to stderr, start (with the gateway), tell systemd if
+    it started us, serve until a signal, stop."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     supervisor = Supervisor(config, run_gateway=True)
-    supervisor.serve_forever(start=True)
+    supervisor.serve_forever(
+        start=True,
+        ready=lambda: systemd.notify(f"READY=1\nSTATUS=serving {config.data_dir}"),
+    )
 
 
 # ---- the gateway processes --------------------------------------------------------

@@ -31,6 +31,8 @@ from shmbroker import errors, protocol
 from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
 from shmbroker.config import BrokerConfig, Listener
+from shmbroker.counters import CounterPage
+from shmbroker.gateway.metrics import GatewayMetrics
 from shmbroker.gateway.producer_ids import ProducerIds
 from shmbroker.gateway.session import Session
 from shmbroker.gateway.topics import Partition, Topics
@@ -58,6 +60,7 @@ class Gateway:
             BLOCKING_THREADS, thread_name_prefix="gateway-blocking"
         )
         self.cluster_id = ""
+        self.metrics = GatewayMetrics(CounterPage.detached())  # the real one: at hello
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) in a thread: for calls that may block (the control socket,
@@ -104,6 +107,7 @@ class Gateway:
         self.topics.close()
         self.connection.close()
         self.admin.close()
+        self.metrics.close()
 
 
 class KafkaProtocol(asyncio.Protocol):
@@ -134,11 +138,13 @@ class KafkaProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=0)  # see session.py: flow control
         self.session = Session(self.gateway, transport, where)
         self.gateway.sessions.add(self.session)
+        self.gateway.metrics.connected()
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None or session.closed:
             return
+        self.gateway.metrics.bytes_in.add(len(data))
         try:
             self._frames(session, data)
         except Exception:  # a bug of ours: this connection goes, the gateway stays
@@ -186,6 +192,7 @@ class KafkaProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
+            self.gateway.metrics.disconnected()
             self.session.lost()
 
     def pause_writing(self) -> None:
@@ -283,6 +290,9 @@ async def serve_async(
                 )
             return
         gateway.cluster_id = hello.result()
+        gateway.metrics = GatewayMetrics(
+            CounterPage.acquire(gateway.connection.shm_base())
+        )
         await server.start_serving()
         write_state(state_path(config.data_dir, state_file), bound, advertised)
         log.info(

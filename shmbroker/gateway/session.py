@@ -24,6 +24,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ class Close(Exception):
 class _Slot:
     """A request's place in the order of answers."""
 
-    __slots__ = ("api", "body", "correlation_id", "done", "flexible")
+    __slots__ = ("api", "body", "correlation_id", "done", "flexible", "started")
 
     def __init__(self, correlation_id: int, api: Api, flexible: bool) -> None:
         self.correlation_id = correlation_id
@@ -61,6 +62,7 @@ class _Slot:
         self.flexible = flexible  # response header v1
         self.body: Body = None
         self.done = False
+        self.started = time.perf_counter()  # for the request time metric
 
 
 class Session:
@@ -190,12 +192,14 @@ class Session:
         slots = self._slots
         while slots and slots[0].done:
             slot = slots.popleft()
+            self.gateway.metrics.answered(slot.api.name, slot.started)
             if slot.body is not None:
                 out += codec.frame_response(
                     slot.correlation_id, slot.body, slot.flexible
                 )
         if out and not self.closed and not self._lost:
             self.transport.writelines(out)
+            self.gateway.metrics.bytes_out.add(sum(map(len, out)))
         if self._lost and not self._pending and not self._slots:
             self.close()
 
