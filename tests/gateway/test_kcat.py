@@ -123,7 +123,9 @@ def test_consume_to_the_end_of_an_empty_partition_exits(
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
-def test_offsets_for_times(broker: EmbeddedBroker, topic: str, compression: str) -> None:
+def test_offsets_for_times(
+    broker: EmbeddedBroker, topic: str, compression: str
+) -> None:
     """-Q: the first offset at or after a timestamp, also inside one compressed
     batch; the end for a later one."""
     with Producer(str(broker.data_dir), compression_type=compression) as producer:
