@@ -12,7 +12,17 @@ from typing import Any
 import click
 
 from shmbroker import ShmbrokerError
-from shmbroker.cli import consume, groups, host, inspect, offsets, perf, produce, topics
+from shmbroker.cli import (
+    consume,
+    groups,
+    host,
+    inspect,
+    offsets,
+    perf,
+    produce,
+    top,
+    topics,
+)
 
 
 class _Commands(click.Group):
@@ -46,5 +56,6 @@ for command in (
     inspect.consume_demo,
     inspect.dump_log,
     inspect.ring_stat,
+    top.top,
 ):
     main.add_command(command)

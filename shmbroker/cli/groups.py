@@ -15,11 +15,13 @@ import click
 
 from shmbroker import Admin, InvalidArgument, TopicPartition, UnknownTopic
 from shmbroker.cli.options import echo_json, format_option
+from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
 from shmbroker.client.admin import GroupInfo, MemberInfo
 from shmbroker.errors import GroupError, GroupIdNotFound, GroupNotEmpty
 
 MISSING = "-"  # Kafka's MISSING_COLUMN_VALUE
+RESET_SLICE = 256  # partitions looked up per request while a reset shows progress
 # Kafka's ConsumerGroupState names, in its order (for the --list --state error)
 GROUP_STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
@@ -509,9 +511,15 @@ def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
         if state not in ("Empty", "Dead"):
             refused.append(_not_inactive(group, state))
             continue
-        offsets = _new_offsets(
-            admin, group, _partitions_to_reset(admin, group, cmd), cmd
-        )
+        partitions = _partitions_to_reset(admin, group, cmd)
+        offsets: dict[TopicPartition, int] = {}
+        # the lookups in slices, for the bar; the commit below is one, as Kafka's
+        with progress_bar(f"offsets of {group}", len(partitions), "partitions",
+                          cmd.execute) as looked_up:  # fmt: skip
+            for at in range(0, len(partitions), RESET_SLICE):
+                piece = partitions[at : at + RESET_SLICE]
+                offsets.update(_new_offsets(admin, group, piece, cmd))
+                looked_up(len(piece))
         if cmd.execute:
             try:
                 # a new dict: Mapping's key type is invariant, so mypy rejects

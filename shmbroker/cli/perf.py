@@ -9,6 +9,7 @@ import click
 
 from shmbroker import perf as measure
 from shmbroker.cli.options import echo_json, format_option
+from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
 
 
@@ -55,17 +56,19 @@ def perf_produce(
                 f"{w.max_latency_ms:.1f} ms max latency."
             )
 
-    r = measure.produce(
-        target.data_dir,
-        topic,
-        num_records,
-        record_size,
-        throughput=throughput,
-        batch=batch,
-        acks=acks,
-        partition=partition,
-        on_window=window,
-    )
+    with progress_bar(f"producing to {topic}", num_records, "records") as sent:
+        r = measure.produce(
+            target.data_dir,
+            topic,
+            num_records,
+            record_size,
+            throughput=throughput,
+            batch=batch,
+            acks=acks,
+            partition=partition,
+            on_window=window,
+            on_progress=sent,
+        )
     ms, us = r.percentiles_ms, r.percentiles_us
     if fmt == "json":
         echo_json(
@@ -120,13 +123,15 @@ def perf_consume(
     columns."""
     if fmt == "text" and not hide_header:
         click.echo(PERF_HEADER)  # first, as Kafka: the run may take a while
-    r = measure.consume(
-        target.data_dir,
-        topic,
-        messages,
-        timeout_ms=timeout,
-        from_latest=from_latest,
-    )
+    with progress_bar(f"consuming {topic}", messages, "records") as read:
+        r = measure.consume(
+            target.data_dir,
+            topic,
+            messages,
+            timeout_ms=timeout,
+            from_latest=from_latest,
+            on_progress=read,
+        )
     if fmt == "json":
         echo_json(
             {
