@@ -17,7 +17,7 @@ import pytest
 
 from shmbroker import EmbeddedBroker, protocol
 from shmbroker.broker import progress
-from shmbroker.config import BrokerConfig, TopicConfig, kafka_name
+from shmbroker.config import BrokerConfig, TopicConfig, _flatten, kafka_name
 from tests.conftest import wait_until
 
 if sys.version_info >= (3, 11):
@@ -36,23 +36,14 @@ def test_example_config_names_every_key_with_its_default() -> None:
     document = tomllib.loads(EXAMPLE.read_text())
     topic = document.pop("topic")
 
-    def flat(table: dict[str, object], prefix: str = "") -> dict[str, object]:
-        out: dict[str, object] = {}
-        for key, value in table.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[prefix + key] = value
-        return out
-
-    broker = flat(document)
+    broker = _flatten(document)
     expected = {
         kafka_name(f.name): f.default
         for f in dataclasses.fields(BrokerConfig)
         if f.name != "topic_defaults"
     }
     assert broker == expected
-    assert flat(topic) == {
+    assert _flatten(topic) == {
         kafka_name(f.name): f.default for f in dataclasses.fields(TopicConfig)
     }
 
