@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from shmbroker import Admin, Consumer, EmbeddedBroker, Producer, TopicPartition
-from tests.conftest import wait_until
 from tests.cli.test_cli import cli, fails, ok, shmbroker
+from tests.conftest import wait_until
 
 NO_MEMBERS = "\nConsumer group '{}' has no active members.\n"
 
