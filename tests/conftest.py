@@ -69,7 +69,9 @@ def no_shm_left_by_this_session() -> Iterator[None]:
     mine = [
         n
         for n in shm.list_names()
-        if f".{os.getpid()}." in n or n.startswith(f"/{shm.NAME_PREFIX}t{os.getpid()}.")
+        if f".{os.getpid()}." in n
+        or n.startswith(f"/{shm.NAME_PREFIX}t{os.getpid()}.")
+        or n.endswith(f".c{os.getpid()}")  # a counter page of ours (counters.py)
     ]
     for name in mine:
         shm.unlink(name)

@@ -257,3 +257,19 @@ def test_endpoint_is_gone_after_stop(broker: EmbeddedBroker) -> None:
     assert not (broker.data_dir / "metrics.json").exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=5)
+
+
+def test_a_process_that_exits_without_closing_leaves_no_page(shm_prefix: str) -> None:
+    """If a process ends without releasing its page (no close, just the end of the
+    script), then its exit removes it: no supervisor or gc needed."""
+    base = f"/{shm_prefix}b{'3' * 12}."
+    script = (
+        "import sys\n"
+        "from shmbroker.counters import CounterPage, page_names\n"
+        "CounterPage.acquire(sys.argv[1]).counter('x_total').add(1)\n"
+        "print(len(list(page_names(sys.argv[1]))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, base], capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip() == "1"  # it had its page
+    assert not list(counters.page_names(base))
