@@ -665,7 +665,7 @@ class GatewayProcesses:
         command = [
             sys.executable, "-m", "shmbroker", "gateway",
             "--data-dir", str(c.data_dir),
-            "--listen", f"{self.listener.host}:{self.port}",
+            "--listen", f"{c.listener_name}://{self.listener.host}:{self.port}",
             "--state-file", slot.state.name,
             "--num-partitions", str(c.num_partitions),
             "--max-connections", str(c.max_connections),
@@ -683,7 +683,11 @@ class GatewayProcesses:
     def _spawn(self, slot: _Slot) -> bool:
         """Start the slot's process and wait until it listens; False if it died."""
         slot.state.unlink(missing_ok=True)
-        slot.child = subprocess.Popen(self._command(slot), stdin=subprocess.DEVNULL)
+        slot.child = subprocess.Popen(
+            self._command(slot),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.config.security_environment()},
+        )
         slot.process = None
         slot.started = time.monotonic()
         deadline = slot.started + GATEWAY_START_TIMEOUT
