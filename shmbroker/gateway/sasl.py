@@ -17,6 +17,7 @@ The principal: the SASL user; on an SSL listener the client certificate's subjec
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 
 import scramp
@@ -197,7 +198,11 @@ class _Scram(_Exchange):
         self.mechanism = mechanism
         self.users = users
         self.name: str | None = None
-        self.server = scramp.ScramMechanism(mechanism).make_server(self._credential)
+        # an alphanumeric nonce, as Kafka's: librdkafka 2.0 misreads scramp's
+        # base64 one ("Server nonce doesn't match")
+        self.server = scramp.ScramMechanism(mechanism).make_server(
+            self._credential, s_nonce=secrets.token_hex(24)
+        )
 
     def _credential(self, name: str) -> tuple[bytes, bytes, bytes, int]:
         self.name = name

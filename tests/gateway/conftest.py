@@ -3,11 +3,14 @@ their topics uniquely), and helpers to run the Kafka clients against it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,39 @@ def kcat(broker: EmbeddedBroker, *args: str, stdin: bytes | None = None,
         f"kcat {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}"
     )
     return result
+
+
+@contextlib.contextmanager
+def secured_broker(
+    directory: Path, listener: str, **keys: str | int
+) -> Iterator[EmbeddedBroker]:
+    """A supervisor and its gateway on a free port of 127.0.0.1 with listener's
+    security protocol (e.g. "SASL_SSL"), the other keys (Kafka's names) in its
+    config file; users go in with shmbroker.users before or after the start."""
+    config = directory / "broker.toml"
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
+    prefix = f"{shm.NAME_PREFIX}t{os.getpid()}.{uuid.uuid4().hex[:10]}."
+    embedded = EmbeddedBroker(
+        directory / "data",
+        shm_prefix=prefix,
+        topic_defaults={"ring.bytes": RING},
+        remove=True,
+        gateway=True,
+        gateway_options={
+            "--config": str(config),
+            "--gateway-listen": f"{listener}://127.0.0.1:0",
+        },
+    )
+    embedded.start()
+    try:
+        embedded.gateway_address()
+        yield embedded
+    finally:
+        code = embedded.stop() if embedded.process is not None else 0
+        log = embedded.log_tail(200)
+        embedded.cleanup()
+        leaked = list(shm.list_names(prefix))
+        for name in leaked:
+            shm.unlink(name)
+        assert code == 0, f"supervisor exited {code}: {log}"
+        assert not leaked, f"left shared memory behind: {leaked}"
