@@ -1,0 +1,155 @@
+"""SSL listeners: TLS with the gateway's certificate and client certificates
+(ssl.client.auth=required), certificates made here with trustme; confluent-kafka,
+kafka-python and kcat produce and consume; a client without a certificate is
+refused; the certificate's CN is the principal the allow lists apply to."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import confluent_kafka
+import pytest
+import trustme
+
+from shmbroker import EmbeddedBroker, users
+from tests.gateway.conftest import KCAT, kcat, secured_broker
+
+with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import warns
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import kafka
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PEM files: the CA, the gateway's certificate and key, and two clients'
+    (CN writer: no allow list; CN reader: may only read)."""
+    directory = tmp_path_factory.mktemp("pems")
+    ca = trustme.CA()
+    issued = {
+        "server": ca.issue_cert("127.0.0.1", "localhost"),
+        "writer": ca.issue_cert("writer@example.org", common_name="writer"),
+        "reader": ca.issue_cert("reader@example.org", common_name="reader"),
+    }
+    paths = {"ca": str(directory / "ca.pem")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    for name, cert in issued.items():
+        paths[f"{name}.cert"] = str(directory / f"{name}.cert.pem")
+        paths[f"{name}.key"] = str(directory / f"{name}.key.pem")
+        cert.cert_chain_pems[0].write_to_path(paths[f"{name}.cert"])
+        cert.private_key_pem.write_to_path(paths[f"{name}.key"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def ssl_broker(
+    tmp_path_factory: pytest.TempPathFactory, pems: dict[str, str]
+) -> Iterator[EmbeddedBroker]:
+    directory = tmp_path_factory.mktemp("ssl")
+    users.add(
+        directory / "data", "reader", "unused-password",
+        allow=users.allow_list({"*": ["read"]}, []),
+    )  # fmt: skip
+    with secured_broker(
+        directory, "SSL", **{
+            "ssl.certificate.location": pems["server.cert"],
+            "ssl.key.location": pems["server.key"],
+            "ssl.client.auth": "required",
+            "ssl.ca.location": pems["ca"],
+        },
+    ) as broker:  # fmt: skip
+        yield broker
+
+
+def _conf(broker: EmbeddedBroker, pems: dict[str, str], client: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": broker.bootstrap_servers,
+        "security.protocol": "SSL",
+        "ssl.ca.location": pems["ca"],
+        "ssl.certificate.location": pems[f"{client}.cert"],
+        "ssl.key.location": pems[f"{client}.key"],
+    }
+
+
+def test_confluent_kafka_over_tls_with_a_client_certificate(
+    ssl_broker: EmbeddedBroker, pems: dict[str, str], topic: str
+) -> None:
+    conf = _conf(ssl_broker, pems, "writer")
+    producer = confluent_kafka.Producer(conf)
+    producer.produce(topic, b"over tls")
+    assert producer.flush(30) == 0
+    consumer = confluent_kafka.Consumer(
+        {**conf, "group.id": "unused", "enable.auto.commit": False}
+    )
+    consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+    deadline = time.monotonic() + 30
+    message = None
+    while message is None and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+    consumer.close()
+    assert message is not None, "nothing consumed within 30s"
+    assert message.error() is None
+    assert message.value() == b"over tls"
+
+
+def test_kafka_python_over_tls_with_a_client_certificate(
+    ssl_broker: EmbeddedBroker, pems: dict[str, str], topic: str
+) -> None:
+    options = {
+        "bootstrap_servers": ssl_broker.bootstrap_servers,
+        "security_protocol": "SSL", "ssl_cafile": pems["ca"],
+        "ssl_certfile": pems["writer.cert"], "ssl_keyfile": pems["writer.key"],
+    }  # fmt: skip
+    producer = kafka.KafkaProducer(**options)
+    producer.send(topic, b"python over tls").get(timeout=30)
+    producer.close()
+    consumer = kafka.KafkaConsumer(
+        **options, auto_offset_reset="earliest", consumer_timeout_ms=10_000
+    )
+    consumer.assign([kafka.TopicPartition(topic, 0)])
+    got = [m.value for _, m in zip(range(1), consumer, strict=False)]
+    consumer.close()
+    assert got == [b"python over tls"]
+
+
+def test_kcat_over_tls_with_a_client_certificate(
+    ssl_broker: EmbeddedBroker, pems: dict[str, str], topic: str
+) -> None:
+    conf = _conf(ssl_broker, pems, "writer")
+    del conf["bootstrap.servers"]
+    options = [a for k, v in conf.items() for a in ("-X", f"{k}={v}")]
+    kcat(ssl_broker, *options, "-P", "-t", topic, stdin=b"a\nb\n")
+    out = kcat(ssl_broker, *options, "-C", "-t", topic, "-o", "beginning", "-e", "-q")
+    assert out.stdout.split() == [b"a", b"b"]
+
+
+def test_a_client_without_a_certificate_is_refused(
+    ssl_broker: EmbeddedBroker, pems: dict[str, str]
+) -> None:
+    assert KCAT is not None
+    result = subprocess.run(
+        [KCAT, "-b", ssl_broker.bootstrap_servers, "-X", "security.protocol=SSL",
+         "-X", f"ssl.ca.location={pems['ca']}", "-L", "-m", "2"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert b"SSL" in result.stderr  # the handshake failed: no certificate
+
+
+def test_the_certificate_cn_is_the_principal_of_the_allow_lists(
+    ssl_broker: EmbeddedBroker, pems: dict[str, str], topic: str
+) -> None:
+    """If CN=reader may only read, then its produce gets TOPIC_AUTHORIZATION_FAILED
+    while CN=writer (no allow list) writes."""
+    reports: list[Any] = []
+    for client in ("writer", "reader"):
+        producer = confluent_kafka.Producer(_conf(ssl_broker, pems, client))
+        producer.produce(
+            topic, client.encode(), on_delivery=lambda e, m: reports.append(e)
+        )
+        assert producer.flush(30) == 0
+    assert reports[0] is None
+    assert reports[1].code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED
