@@ -17,7 +17,7 @@ import pytest
 
 from shmbroker import Admin, Consumer, EmbeddedBroker, Producer, TopicPartition
 from tests.conftest import wait_until
-from tests.test_cli import cli, fails, ok, shmbroker
+from tests.cli.test_cli import cli, fails, ok, shmbroker
 
 NO_MEMBERS = "\nConsumer group '{}' has no active members.\n"
 

@@ -1,0 +1,50 @@
+"""The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
+flag names and output layouts (`topics`, `produce`, `consume`, `consumer-groups`,
+`get-offsets`, `perf`) and host checks (`gc`, `doctor`), one module per command
+group. Commands parse, call the clients, and print; a user's mistake is one line on
+stderr (exit 1, or 2 for a bad flag), never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from shmbroker import ShmbrokerError
+from shmbroker.cli import consume, groups, host, inspect, offsets, perf, produce, topics
+
+
+class _Commands(click.Group):
+    """Turns every ShmbrokerError into a one-line error with exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ShmbrokerError as exc:
+            raise click.ClickException(str(exc) or type(exc).__name__) from exc
+
+
+@click.group(cls=_Commands)
+def main() -> None:
+    """shmbroker: Kafka's model on one host, at shared-memory speed."""
+
+
+for command in (
+    host.serve,
+    host.gateway,
+    host.gc,
+    host.doctor,
+    topics.topics,
+    produce.produce,
+    consume.consume,
+    groups.consumer_groups,
+    offsets.get_offsets,
+    perf.perf,
+    inspect.verify,
+    inspect.demo,
+    inspect.consume_demo,
+    inspect.dump_log,
+    inspect.ring_stat,
+):
+    main.add_command(command)

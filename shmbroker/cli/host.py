@@ -1,0 +1,213 @@
+"""Commands that run or check the broker on this host: `serve` (the
+supervisor), `gateway`, `gc`, `doctor`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import msgspec
+
+from shmbroker import ShmbrokerError, protocol, shm
+from shmbroker.cli.options import (
+    data_dir_option,
+    echo_json,
+    format_option,
+    key_values,
+    resolve_data_dir,
+)
+from shmbroker.config import BrokerConfig
+
+
+@click.command()
+@click.option("--data-dir", help="[default: ./shmbroker-data or $SHMBROKER_DATA_DIR]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file: data.dir, num.partitions, auto.create.topics.enable, "
+              "shm.prefix, listeners, advertised.listeners, gateway.processes, "
+              "[topic] defaults")  # fmt: skip
+@click.option("--shm-prefix", help="start of every shared-memory name [shmb.]")
+@click.option("--num-partitions", type=int, help="of auto-created topics [1]")
+@click.option("--auto-create-topics/--no-auto-create-topics", default=None,
+              help="create a topic on its first produce [on]")  # fmt: skip
+@click.option("--topic-config", multiple=True, metavar="KEY=VALUE",
+              help="default topic config, e.g. ring.bytes=4194304")  # fmt: skip
+@click.option("--gateway-listen", metavar="HOST:PORT",
+              help="where the Kafka protocol gateway listens (port 0: any free "
+              "one) [127.0.0.1:9092]")  # fmt: skip
+@click.option("--no-gateway", is_flag=True, help="run no Kafka protocol gateway")
+@click.option("--advertised-listener", metavar="HOST:PORT",
+              help="the address Metadata gives clients [the bound one]")  # fmt: skip
+@click.option("--gateway-processes", type=click.IntRange(min=1),
+              help="gateway processes sharing the port (SO_REUSEPORT) [1]")  # fmt: skip
+def serve(
+    data_dir: str | None,
+    config_file: str | None,
+    shm_prefix: str | None,
+    num_partitions: int | None,
+    auto_create_topics: bool | None,
+    topic_config: tuple[str, ...],
+    gateway_listen: str | None,
+    no_gateway: bool,
+    advertised_listener: str | None,
+    gateway_processes: int | None,
+) -> None:
+    """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
+    with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
+    from shmbroker.broker.supervisor import serve as run
+
+    if no_gateway and gateway_listen:
+        raise click.BadParameter("--no-gateway and --gateway-listen contradict")
+    config = BrokerConfig.load(
+        config_file,
+        data_dir=data_dir,
+        shm_prefix=shm_prefix,
+        num_partitions=num_partitions,
+        auto_create_topics_enable=auto_create_topics,
+        topic_defaults=key_values(topic_config, "--topic-config") or None,
+        listeners="" if no_gateway else gateway_listen,
+        advertised_listeners=advertised_listener,
+        gateway_processes=gateway_processes,
+    )
+    run(config)
+
+
+@click.command()
+@click.option("--data-dir", help="[default: ./shmbroker-data or $SHMBROKER_DATA_DIR]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file, as for serve")  # fmt: skip
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="where to listen (port 0: any free one) [the config's listeners]",
+)
+@click.option("--advertised-listener", metavar="HOST:PORT",
+              help="the address Metadata gives clients [the bound one]")  # fmt: skip
+@click.option(
+    "--reuse-port",
+    is_flag=True,
+    help="share the port with other gateway processes (SO_REUSEPORT)",
+)
+@click.option(
+    "--state-file",
+    default="gateway.json",
+    show_default=True,
+    help="where in the data directory to say where it listens",
+)
+@click.option("--num-partitions", type=click.IntRange(min=1),
+              help="of topics created without a count [1]")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(min=1))
+@click.option("--socket-request-max-bytes", type=click.IntRange(min=1))
+@click.option("--acks-all-fsync/--acks-all-at-append", default=None,
+              help="acks=all answers once fsynced, or at append [fsynced]")  # fmt: skip
+def gateway(
+    data_dir: str | None,
+    config_file: str | None,
+    listen: str | None,
+    advertised_listener: str | None,
+    reuse_port: bool,
+    state_file: str,
+    num_partitions: int | None,
+    max_connections: int | None,
+    socket_request_max_bytes: int | None,
+    acks_all_fsync: bool | None,
+) -> None:
+    """Run one Kafka protocol gateway process for the broker on a data directory
+    (`serve` starts and watches one itself) until SIGTERM or Ctrl-C."""
+    import logging
+
+    from shmbroker.gateway.server import serve as run_gateway
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = BrokerConfig.load(
+        config_file,
+        data_dir=data_dir,
+        listeners=listen,
+        advertised_listeners=advertised_listener,
+        num_partitions=num_partitions,
+        max_connections=max_connections,
+        socket_request_max_bytes=socket_request_max_bytes,
+        gateway_acks_all_fsync=acks_all_fsync,
+    )
+    listener = config.listener
+    if listener is None:
+        raise click.BadParameter("no address to listen on", param_hint="--listen")
+    run_gateway(
+        config,
+        listener,
+        config.advertised_listener,
+        reuse_port=reuse_port,
+        state_file=state_file,
+    )
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="only list what would be removed")
+@click.option("--shm-prefix", default=shm.NAME_PREFIX, show_default=True,
+              help="look only at shared-memory names starting /<prefix>")  # fmt: skip
+@format_option
+def gc(dry_run: bool, shm_prefix: str, fmt: str) -> None:
+    """Remove leaked shared memory: rings and broker objects of this host whose
+    broker, data directory or topic is gone. Looks at every broker, not one data
+    directory; never touches another user's objects or names shmbroker did not
+    make."""
+    from shmbroker.broker import gc as garbage
+
+    removals = garbage.collect(dry_run=dry_run, prefix=shm_prefix)
+    if fmt == "json":
+        echo_json(
+            {
+                "dry_run": dry_run,
+                "removed": [msgspec.structs.asdict(r) for r in removals],
+                "bytes": sum(r.bytes for r in removals),
+            }
+        )
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in removals:
+        click.echo(f"{verb} {r.name} ({r.bytes} bytes): {r.reason}")
+    total = sum(r.bytes for r in removals)
+    click.echo(
+        f"{len(removals)} objects, {total} bytes {'to free' if dry_run else 'freed'}"
+    )
+
+
+@click.command()
+@data_dir_option
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="the broker's TOML file, if it has one")  # fmt: skip
+@click.option("--shm-prefix",
+              help="the broker's shm prefix [from its registry, or shmb.]")  # fmt: skip
+@format_option
+def doctor(
+    data_dir: str | None, config_file: str | None, shm_prefix: str | None, fmt: str
+) -> None:
+    """Check this host for what would stop the broker of a data directory or lose its
+    data: /dev/shm (tmpfs, size, free space), logind's RemoveIPC, the data directory
+    and its disk, the registry, the control socket. Exit status 1 if any check
+    finds an error."""
+    from shmbroker.broker import doctor as checks
+
+    directory = resolve_data_dir(data_dir)
+    defaults: dict[str, Any] = {}
+    try:  # the broker's own prefix and topic defaults, if its registry says
+        written = protocol.load_registry(directory)
+        defaults = {"shm_prefix": written.shm_prefix}
+        if written.topic_defaults:
+            defaults["topic_defaults"] = written.topic_defaults
+    except (ShmbrokerError, OSError):  # the registry check reports it
+        pass
+    if shm_prefix is not None:
+        defaults["shm_prefix"] = shm_prefix
+    config = BrokerConfig.load(config_file, data_dir=directory, **defaults)
+    findings = checks.check(config)
+    if fmt == "json":
+        echo_json([msgspec.structs.asdict(f) for f in findings])
+    else:
+        for f in findings:
+            click.echo(f"{f.status.upper():5}  {f.check}: {f.message}")
+    if any(f.status == "error" for f in findings):
+        sys.exit(1)

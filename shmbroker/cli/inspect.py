@@ -1,0 +1,157 @@
+"""Commands that look inside the data: `verify` (whole logs), `dump-log`
+(segment files), `ring-stat` (one ring), and the ring `demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+
+from shmbroker import Ring, ShmbrokerError, protocol, shm
+from shmbroker.cli.options import (
+    data_dir_option,
+    echo_json,
+    format_option,
+    resolve_data_dir,
+)
+
+
+@click.command()
+@data_dir_option
+@click.option("--topic", "topics", multiple=True, help="only this topic (repeatable)")
+@format_option
+def verify(data_dir: str | None, topics: tuple[str, ...], fmt: str) -> None:
+    """Read every batch of every segment of the data directory's topics and check
+    it (length, CRC32C, records), dense offsets within and across segments, and
+    every index entry (Kafka's kafka-dump-log --deep-iteration over whole logs).
+    Prints each problem with the repair it suggests; exit status 1 if any."""
+    from shmbroker.log.verify import verify_partition
+
+    directory = Path(resolve_data_dir(data_dir))
+    registry = protocol.load_registry(directory)
+    for name in topics:
+        if name not in registry.topics:
+            raise ShmbrokerError(f"topic {name!r} does not exist in {directory}")
+    reports = [
+        verify_partition(directory / f"{name}-{p}")
+        for name, entry in sorted(registry.topics.items())
+        if not topics or name in topics
+        for p in range(entry.partitions)
+        if (directory / f"{name}-{p}").is_dir()
+    ]
+    problems = [p for r in reports for p in r.problems]
+    if fmt == "json":
+        echo_json(msgspec.to_builtins(reports))
+    else:
+        for p in problems:
+            where = f" at byte {p.position}" if p.position >= 0 else ""
+            click.echo(f"ERROR {p.file}{where}: {p.message}\n  repair: {p.repair}")
+        click.echo(
+            f"{len(reports)} partitions, {sum(r.segments for r in reports)} "
+            f"segments, {sum(r.batches for r in reports)} batches, "
+            f"{sum(r.records for r in reports)} records checked: "
+            f"{len(problems) or 'no'} problems"
+        )
+    if problems:
+        sys.exit(1)
+
+
+# ---- demo, inspectors ---------------------------------------------------------------
+
+
+@click.command()
+@click.option("--records", default=1_000_000, show_default=True)
+@click.option("--size", default=100, show_default=True, help="value bytes")
+@click.option("--batch", default=1000, show_default=True, help="records per append")
+def demo(records: int, size: int, batch: int) -> None:
+    """Produce records into a fresh ring while another process consumes them."""
+    name = f"/{shm.NAME_PREFIX}demo.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    ring = Ring.create(name, 16 << 20)
+    try:
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "shmbroker", "_consume", name, str(records)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        click.echo(
+            f"ring {name}: producing {records} records of {size} B; "
+            f"consumer pid {consumer.pid}"
+        )
+        value = b"x" * size
+        start = time.perf_counter()
+        for first in range(0, records, batch):
+            n = min(batch, records - first)
+            ring.append_batch([value] * n, timeout=30)
+        produced = time.perf_counter() - start
+        out, _ = consumer.communicate(timeout=120)
+        click.echo(f"producer: {records / produced:,.0f} records/s")
+        click.echo(f"consumer: {out.strip()}")
+        click.echo("A broker: `shmbroker serve`, then `shmbroker produce/consume`.")
+    finally:
+        ring.unlink()
+        ring.close()
+
+
+@click.command("_consume", hidden=True)
+@click.argument("name")
+@click.argument("records", type=int)
+def consume_demo(name: str, records: int) -> None:
+    with Ring.open(name) as ring:
+        reader = ring.reader(0)
+        count, start = 0, time.perf_counter()
+        while count < records:
+            got = reader.poll(timeout=10)
+            if not got:
+                raise click.ClickException(f"no record for 10 s after {count}")
+            count += len(got)
+            # no durable log here: the one consumer frees the space it has read
+            ring.spill_advance(reader.position)
+        elapsed = time.perf_counter() - start
+        click.echo(
+            f"{count} records, {count / elapsed:,.0f} records/s, offsets "
+            f"{got[-1].offset - count + 1}..{got[-1].offset}"
+        )
+
+
+@click.command(
+    "dump-log",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def dump_log(args: tuple[str, ...]) -> None:
+    """Print and check segment files like Kafka's kafka-dump-log (--help for more)."""
+    from shmbroker.log.dump import main as dump_main
+
+    sys.exit(dump_main(list(args)))
+
+
+@click.command("ring-stat")
+@click.argument("name")
+@format_option
+def ring_stat(name: str, fmt: str) -> None:
+    """Cursors, offsets and counters of a ring (like Aeron's AeronStat)."""
+    with Ring.open(name) as ring:
+        stat: dict[str, Any] = msgspec.structs.asdict(ring.stat())
+        stat["damage"] = ring.check()
+    if fmt == "json":
+        click.echo(json.dumps(stat))
+        return
+    for key, value in stat.items():
+        if key != "damage":
+            click.echo(f"{key:24} {value}")
+    unspilled = stat["tail_position"] - stat["spill_position"]
+    click.echo(
+        f"{'fill':24} {unspilled}/{stat['capacity_bytes']} bytes not yet spilled"
+    )
+    click.echo(f"{'header':24} {stat['damage'] or 'sound'}")
+    if stat["damage"]:
+        click.echo(f"ERROR: the header is damaged: {stat['damage']}", err=True)
+        sys.exit(1)

@@ -1,0 +1,369 @@
+"""`produce`: stdin to a topic, one record per line (kafka-console-producer)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import random
+import select
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any
+
+import click
+
+from shmbroker import Producer, ShmbrokerError, _native
+from shmbroker.cli.options import is_true, kafka_properties
+from shmbroker.cli.target import Target, target_options
+from shmbroker.config import TopicConfig
+
+READ_BYTES = 128 << 10  # stdin is read up to this at a time: more is slower (the
+# lines of a read no longer fit the CPU's cache), 64-128 KiB is the fastest here
+DURABLE_READ_BYTES = 1 << 20  # ... with acks=all: fewer, larger batches, fewer fsyncs
+RECORD_OVERHEAD = 16  # bytes a record adds to its key and value in a batch: varint
+# length (3), attributes (1), timestamp delta (1: one timestamp a batch), offset delta
+# (3), key and value lengths (3 + 3), header count (1), for records under 1 MiB
+BATCH_OVERHEAD = 61  # the RecordBatch v2 header
+PRODUCE_PROPERTIES = (
+    "parse.key",
+    "key.separator",
+    "parse.headers",
+    "headers.delimiter",
+    "headers.separator",
+    "headers.key.separator",
+    "ignore.error",
+    "null.marker",
+)
+
+Header = tuple[str, "bytes | None"]
+
+
+class _Parsed:
+    """Parsed lines: values, keys and headers; error if a line stopped the parse."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes | None] = []
+        self.keys: list[bytes | None] = []
+        self.headers: list[list[Header]] = []
+        self.error: ShmbrokerError | None = None
+
+
+class _LineParser:
+    """Kafka's LineMessageReader, on bytes: a line is a record's value; with
+    parse.key its key comes first, up to key.separator; with parse.headers, headers
+    (k:v,k:v) come before that, up to headers.delimiter."""
+
+    def __init__(self, props: Mapping[str, str]) -> None:
+        self.parse_key = is_true(props, "parse.key")
+        self.key_separator = props.get("key.separator", "\t").encode()
+        self.parse_headers = is_true(props, "parse.headers")
+        self.headers_delimiter = props.get("headers.delimiter", "\t").encode()
+        self.headers_separator = props.get("headers.separator", ",").encode()
+        self.headers_key_separator = props.get("headers.key.separator", ":").encode()
+        self.ignore_error = is_true(props, "ignore.error")
+        marker = props.get("null.marker")
+        self.null_marker = None if marker is None else marker.encode()
+        for name, value in (
+            ("key.separator", self.key_separator),
+            ("headers.delimiter", self.headers_delimiter),
+            ("headers.separator", self.headers_separator),
+            ("headers.key.separator", self.headers_key_separator),
+        ):
+            if not value:
+                raise click.BadParameter(f"{name} is empty", param_hint="--property")
+            if value == self.null_marker:
+                raise click.BadParameter(
+                    f"null.marker and {name} may not be equal", param_hint="--property"
+                )
+        seps = [self.headers_delimiter, self.headers_separator]
+        seps.append(self.headers_key_separator)
+        if self.parse_headers and len(set(seps)) < 3:
+            raise click.BadParameter(
+                "headers.delimiter, headers.separator and headers.key.separator must "
+                "differ",
+                param_hint="--property",
+            )
+        self.is_plain = not (self.parse_key or self.parse_headers or marker is not None)
+
+    def parse(self, lines: list[bytes], first_line: int) -> _Parsed:
+        """Records of the lines (first_line numbers them in errors); stops at the
+        first line that cannot be parsed, with the error, as Kafka's reader does."""
+        out = _Parsed()
+        null = self.null_marker
+        try:
+            for number, line in enumerate(lines, first_line):
+                rest = line
+                headers: list[Header] = []
+                if self.parse_headers:
+                    text, found, after = rest.partition(self.headers_delimiter)
+                    if found:
+                        rest = after
+                        if text != null:
+                            headers = self._headers(text, number, line)
+                    else:
+                        self._missing("headers delimiter", number, line)
+                key: bytes | None = None
+                if self.parse_key:
+                    k, found, after = rest.partition(self.key_separator)
+                    if found:
+                        key, rest = (None if k == null else k), after
+                    else:
+                        self._missing("key separator", number, line)
+                out.keys.append(key)
+                out.values.append(None if rest == null else rest)
+                out.headers.append(headers)
+        except ShmbrokerError as exc:
+            out.error = exc
+        return out
+
+    def _headers(self, text: bytes, number: int, line: bytes) -> list[Header]:
+        out: list[Header] = []
+        for pair in text.split(self.headers_separator):
+            k, found, v = pair.partition(self.headers_key_separator)
+            if not found:
+                self._missing(
+                    f"header key separator in pair {pair.decode(errors='replace')!r}",
+                    number,
+                    line,
+                )
+                out.append((pair.decode(errors="replace"), None))
+                continue
+            if k == self.null_marker:
+                raise ShmbrokerError(
+                    f"line {number}: a header key may not be the null marker "
+                    f"{k.decode(errors='replace')!r}"
+                )
+            out.append(
+                (k.decode(errors="replace"), None if v == self.null_marker else v)
+            )
+        return out
+
+    def _missing(self, what: str, number: int, line: bytes) -> None:
+        if not self.ignore_error:
+            text = line.decode(errors="replace")
+            raise ShmbrokerError(
+                f"No {what} found on line number {number}: {text!r} (or pass "
+                f"--property ignore.error=true)"
+            )
+
+
+def _split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """Complete lines (without their newline, and "\\r\\n" as one) and the rest."""
+    cut = buffer.rfind(b"\n")
+    if cut < 0:
+        return [], buffer
+    lines = buffer[:cut].split(b"\n")
+    if b"\r" in buffer:
+        lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines, buffer[cut + 1 :]
+
+
+class _LineSender:
+    """Sends parsed lines in batches that fit the topic's max.message.bytes and a
+    quarter of its ring (so the spill can free the rest meanwhile)."""
+
+    def __init__(self, producer: Producer, topic: str, partition: int | None) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partitions = len(producer.partitions_for(topic))  # auto-creates it
+        if partition is not None and not 0 <= partition < self.partitions:
+            raise click.BadParameter(
+                f"topic {topic!r} has partitions 0..{self.partitions - 1}, not "
+                f"{partition}",
+                param_hint="--partition",
+            )
+        self.partition = partition
+        config = TopicConfig.from_kafka(producer.connection.topic(topic).configs)
+        self.max_message_bytes = config.max_message_bytes
+        self.budget = min(config.max_message_bytes, config.ring_bytes // 4)
+        self.sticky = random.randrange(self.partitions)
+        self.sent = 0
+
+    def next_sticky(self) -> int:
+        """Keyless records: one partition per batch, then another (Kafka's sticky
+        partitioner)."""
+        p = self.sticky
+        if self.partitions > 1:
+            self.sticky = (p + random.randrange(1, self.partitions)) % self.partitions
+        return p
+
+    def send_plain(self, lines: list[bytes], size: int) -> None:
+        """Lines as values (size: their bytes, newlines included), no keys."""
+        p = self.next_sticky() if self.partition is None else self.partition
+        if size + RECORD_OVERHEAD * len(lines) + BATCH_OVERHEAD <= self.budget:
+            self.producer.send_batch(self.topic, lines, partition=p)  # the fast path
+            self.sent += len(lines)
+        else:
+            self.send(p, lines, None, None)
+
+    def send_parsed(self, parsed: _Parsed, with_headers: bool) -> None:
+        values, keys = parsed.values, parsed.keys
+        headers = parsed.headers if with_headers else None
+        if self.partition is not None:
+            self.send(self.partition, values, keys, headers)
+            return
+        groups: dict[int, list[int]] = {}
+        sticky = self.next_sticky()
+        n, cache = self.partitions, dict[bytes, int]()
+        for i, key in enumerate(keys):
+            if key is None:
+                p = sticky
+            else:
+                p = cache.get(key, -1)
+                if p < 0:
+                    p = cache[key] = _native.partition_for_key(key, n)
+            groups.setdefault(p, []).append(i)
+        for p, rows in groups.items():
+            self.send(
+                p,
+                [values[i] for i in rows],
+                [keys[i] for i in rows],
+                None if headers is None else [headers[i] for i in rows],
+            )
+
+    def send(
+        self,
+        partition: int,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        headers: Sequence[list[Header]] | None,
+    ) -> None:
+        def size(lo: int, hi: int) -> int:
+            total = sum([len(v) for v in values[lo:hi] if v is not None])
+            if keys is not None:
+                total += sum([len(k) for k in keys[lo:hi] if k is not None])
+            if headers is not None:
+                total += sum(
+                    len(k) + len(v or b"") + 10 for h in headers[lo:hi] for k, v in h
+                )
+            return total + RECORD_OVERHEAD * (hi - lo) + BATCH_OVERHEAD
+
+        for lo, hi in self._slices(0, len(values), size):
+            if hi - lo == 1 and size(lo, hi) > self.max_message_bytes:
+                raise ShmbrokerError(
+                    f"record {self.sent + 1}: {size(lo, hi)} bytes, larger than topic "
+                    f"{self.topic!r}'s max.message.bytes ({self.max_message_bytes})"
+                )
+            self.producer.send_batch(
+                self.topic,
+                values[lo:hi],
+                None if keys is None else keys[lo:hi],
+                partition=partition,
+                headers=None if headers is None else headers[lo:hi],
+            )
+            self.sent += hi - lo
+
+    def _slices(self, lo: int, hi: int, size: Any) -> Iterator[tuple[int, int]]:
+        """Halve [lo, hi) until each part fits the budget (or is one record)."""
+        if hi - lo <= 1 or size(lo, hi) <= self.budget:
+            if hi > lo:
+                yield lo, hi
+            return
+        mid = (lo + hi) // 2
+        yield from self._slices(lo, mid, size)
+        yield from self._slices(mid, hi, size)
+
+
+def produce_lines(
+    producer: Producer,
+    topic: str,
+    stream: IO[bytes],
+    parser: _LineParser,
+    partition: int | None = None,
+    read_bytes: int = READ_BYTES,
+) -> int:
+    """Send every line of stream as a record; returns how many were sent. What is
+    read (up to read_bytes) is appended at once, as one batch per partition."""
+    sender = _LineSender(producer, topic, partition)
+    rest = b""
+    line_number = 1
+    for chunk in _chunks(stream, read_bytes):
+        buffer = rest + chunk if rest else chunk
+        lines, rest = _split_lines(buffer)
+        if not lines:
+            continue
+        if parser.is_plain:
+            sender.send_plain(lines, len(buffer) - len(rest))
+        else:
+            _send_parsed(sender, parser, lines, line_number)
+        line_number += len(lines)
+    if rest:  # a last line without its newline is a record too
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        if parser.is_plain:
+            sender.send_plain([rest], len(rest))
+        else:
+            _send_parsed(sender, parser, [rest], line_number)
+    return sender.sent
+
+
+def _chunks(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+    """What the stream has now, up to limit bytes: from a terminal each line as it is
+    typed, from a pipe or a file as much as is there."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (tests): no select
+        read = getattr(stream, "read1", stream.read)
+        while chunk := read(limit):
+            yield chunk
+        return
+    with contextlib.suppress(OSError):
+        # a pipe of limit bytes (Linux; 64 KiB by default): the writer keeps writing
+        # while we wait on an append (acks=all: on an fsync)
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), limit)
+    # os.read, not the stream's buffer: select must see all that is not yet read
+    while chunk := os.read(fd, limit):
+        parts, size = [chunk], len(chunk)
+        while size < limit and select.select([fd], [], [], 0)[0]:
+            more = os.read(fd, limit - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        yield chunk if len(parts) == 1 else b"".join(parts)
+
+
+def _send_parsed(
+    sender: _LineSender, parser: _LineParser, lines: list[bytes], first_line: int
+) -> None:
+    """Send the lines before a bad one, then raise its error (as Kafka)."""
+    parsed = parser.parse(lines, first_line)
+    if parsed.values:
+        sender.send_parsed(parsed, parser.parse_headers)
+    if parsed.error is not None:
+        raise parsed.error
+
+
+@click.command()
+@target_options
+@click.option("--topic", required=True)
+@click.option("--partition", type=click.IntRange(min=0),
+              help="send every record here [keys choose; keyless: sticky]")  # fmt: skip
+@click.option("--property", "--reader-property", "properties", multiple=True,
+              metavar="KEY=VALUE",
+              help="line reader: parse.key, key.separator (tab), parse.headers, "
+              "headers.delimiter (tab), headers.separator (,), headers.key.separator "
+              "(:), ignore.error, null.marker")  # fmt: skip
+@click.option("--acks", type=click.Choice(["0", "1", "-1", "all"]), default="1",
+              show_default=True,
+              help="all: a batch counts as sent once it is fsynced")  # fmt: skip
+def produce(
+    target: Target,
+    topic: str,
+    partition: int | None,
+    properties: tuple[str, ...],
+    acks: str,
+) -> None:
+    """Send stdin to a topic, one record per line (kafka-console-producer).
+
+    The value is the line's bytes without its newline. A topic that does not exist
+    is created if the broker allows it."""
+    parser = _LineParser(kafka_properties(properties, PRODUCE_PROPERTIES, "--property"))
+    stdin = sys.stdin.buffer
+    try:
+        with target.producer(acks=acks, client_id="console-producer") as p:
+            read_bytes = DURABLE_READ_BYTES if p.durable else READ_BYTES
+            produce_lines(p, topic, stdin, parser, partition, read_bytes)
+    except KeyboardInterrupt:
+        sys.exit(130)  # what was read before Ctrl-C is sent

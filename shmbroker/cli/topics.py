@@ -1,0 +1,185 @@
+"""`topics`: create, list, describe, alter and delete topics (kafka-topics,
+and kafka-configs for a topic's configs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import msgspec
+
+from shmbroker import TopicExists, UnknownTopic, protocol
+from shmbroker.cli.options import echo_json, format_option, key_values
+from shmbroker.cli.target import Target, target_options
+
+
+@click.group()
+def topics() -> None:
+    """Create, list, describe, alter and delete topics (kafka-topics)."""
+
+
+@topics.command("create")
+@target_options
+@click.option("--topic", required=True, help="the topic's name: [a-zA-Z0-9._-]{1,249}")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--replication-factor", type=int, default=1,
+              help="always 1: one broker holds every partition")  # fmt: skip
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE",
+              help="a topic config, e.g. retention.ms=3600000; repeatable")  # fmt: skip
+@click.option("--if-not-exists", is_flag=True, help="no error if the topic exists")
+def topics_create(
+    target: Target,
+    topic: str,
+    partitions: int,
+    replication_factor: int,
+    configs: tuple[str, ...],
+    if_not_exists: bool,
+) -> None:
+    """Create a topic; prints `Created topic T.` as kafka-topics --create."""
+    if replication_factor != 1:
+        raise click.BadParameter(
+            f"{replication_factor}: one broker holds every partition, so the "
+            f"replication factor is 1",
+            param_hint="--replication-factor",
+        )
+    overrides = key_values(configs, "--config")
+    with target.admin() as admin:
+        try:
+            admin.create_topic(topic, partitions, overrides)
+        except TopicExists:
+            if if_not_exists:
+                return
+            raise
+    click.echo(f"Created topic {topic}.")
+
+
+@topics.command("list")
+@target_options
+@format_option
+def topics_list(target: Target, fmt: str) -> None:
+    """Topic names, one a line, sorted (kafka-topics --list)."""
+    with target.admin() as admin:
+        found = admin.list_topics()
+    names = sorted(found)
+    if fmt == "json":
+        echo_json(
+            [
+                {
+                    "topic": name,
+                    "topic_id": found[name].topic_id,
+                    "partition_count": found[name].partitions,
+                }
+                for name in names
+            ]
+        )
+        return
+    for name in names:
+        click.echo(name)
+
+
+@topics.command("describe")
+@target_options
+@click.option("--topic", help="only this topic [every topic]")
+@format_option
+def topics_describe(target: Target, topic: str | None, fmt: str) -> None:
+    """Topics and their partitions in kafka-topics --describe's layout; after Kafka's
+    columns, each partition's LogStartOffset, HighWatermark, RingFill (bytes not yet
+    spilled / ring capacity) and DiskBytes. Configs lists the overrides only."""
+    with target.admin() as admin:
+        described = admin.describe_topics(None if topic is None else [topic])
+    described.sort(key=lambda d: d.name)
+    if fmt == "json":
+        echo_json([_description_json(d) for d in described])
+        return
+    for d in described:
+        configs = ",".join(f"{k}={v}" for k, v in sorted(d.configs.items()))
+        click.echo(
+            f"Topic: {d.name}\tTopicId: {d.topic_id}\tPartitionCount: "
+            f"{len(d.partitions)}\tReplicationFactor: 1\tConfigs: {configs}"
+        )
+        for p in sorted(d.partitions, key=lambda p: p.partition):
+            line = (
+                f"\tTopic: {d.name}\tPartition: {p.partition}\tLeader: 0\tReplicas: 0"
+                f"\tIsr: 0\tLogStartOffset: {p.log_start_offset}\tHighWatermark: "
+                f"{p.high_watermark}\tRingFill: {p.ring_unspilled_bytes}/"
+                f"{p.ring_capacity_bytes}\tDiskBytes: {p.disk_bytes}"
+            )
+            if p.spill_error:
+                line += f"\tSpillError: {p.spill_error}"
+            click.echo(line)
+
+
+def _description_json(d: protocol.TopicDescription) -> dict[str, Any]:
+    return {
+        "topic": d.name,
+        "topic_id": d.topic_id,
+        "partition_count": len(d.partitions),
+        "replication_factor": 1,
+        "configs": dict(sorted(d.configs.items())),
+        "partitions": [
+            {"leader": 0, "replicas": [0], "isr": [0], **msgspec.structs.asdict(p)}
+            for p in sorted(d.partitions, key=lambda p: p.partition)
+        ],
+    }
+
+
+@topics.command("delete")
+@target_options
+@click.option("--topic", required=True)
+@click.option("--if-exists", is_flag=True, help="no error if there is no such topic")
+def topics_delete(target: Target, topic: str, if_exists: bool) -> None:
+    """Delete a topic: its rings and segment files go (kafka-topics --delete; prints
+    nothing, as it)."""
+    with target.admin() as admin:
+        try:
+            admin.delete_topic(topic)
+        except UnknownTopic:
+            if not if_exists:
+                raise
+
+
+def _config_list(values: Sequence[str]) -> list[str]:
+    """kafka-configs takes comma-separated lists as well as repeated flags."""
+    return [item.strip() for value in values for item in value.split(",") if item]
+
+
+@topics.command("alter")
+@target_options
+@click.option("--topic", required=True)
+@click.option("--add-config", "add", multiple=True, metavar="KEY=VALUE[,...]",
+              help="set topic configs (repeatable, or comma-separated)")  # fmt: skip
+@click.option("--delete-config", "delete", multiple=True, metavar="KEY[,...]",
+              help="return topic configs to the broker's default")  # fmt: skip
+@click.option("--partitions", type=click.IntRange(min=1),
+              help="the new partition count (only grows)")  # fmt: skip
+@click.option("--if-exists", is_flag=True, help="no error if there is no such topic")
+def topics_alter(
+    target: Target,
+    topic: str,
+    add: tuple[str, ...],
+    delete: tuple[str, ...],
+    partitions: int | None,
+    if_exists: bool,
+) -> None:
+    """Change a topic's configs (kafka-configs --alter: prints `Completed updating
+    config for topic T.`) and/or grow its partitions (kafka-topics --alter)."""
+    to_set = key_values(_config_list(add), "--add-config")
+    to_delete = _config_list(delete)
+    if not (to_set or to_delete or partitions):
+        raise click.UsageError(
+            "nothing to alter: give --add-config, --delete-config or --partitions"
+        )
+    both = sorted(set(to_set) & set(to_delete))
+    if both:
+        raise click.UsageError(f"--add-config and --delete-config both name {both}")
+    with target.admin() as admin:
+        try:
+            if to_set or to_delete:
+                admin.alter_configs(topic, to_set, to_delete)
+                click.echo(f"Completed updating config for topic {topic}.")
+            if partitions is not None:
+                admin.create_partitions(topic, partitions)
+        except UnknownTopic:
+            if not if_exists:
+                raise
