@@ -1,8 +1,8 @@
 """The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
 flag names and output layouts (`topics`, `produce`, `consume`, `consumer-groups`,
-`get-offsets`, `perf`) and host checks (`gc`, `doctor`), one module per command
-group. Commands parse, call the clients, and print; a user's mistake is one line on
-stderr (exit 1, or 2 for a bad flag), never a traceback.
+`get-offsets`, `perf`), host checks (`gc`, `doctor`) and the gateway's `users`, one
+module per command group. Commands parse, call the clients, and print; a user's
+mistake is one line on stderr (exit 1, or 2 for a bad flag), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,17 @@ from typing import Any
 import click
 
 from shmbroker import ShmbrokerError
-from shmbroker.cli import consume, groups, host, inspect, offsets, perf, produce, topics
+from shmbroker.cli import (
+    consume,
+    groups,
+    host,
+    inspect,
+    offsets,
+    perf,
+    produce,
+    topics,
+    users,
+)
 
 
 class _Commands(click.Group):
@@ -46,5 +56,6 @@ for command in (
     inspect.consume_demo,
     inspect.dump_log,
     inspect.ring_stat,
+    users.users_group,
 ):
     main.add_command(command)

@@ -11,13 +11,17 @@ consumer group's requests need the group (`group_code`).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
+from shmbroker.errors import ConfigError
 from shmbroker.kafka.errors import Code
 from shmbroker.users import OPERATIONS, User
 
 if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
+
+log = logging.getLogger(__name__)
 
 DESCRIBE = "describe"  # any of OPERATIONS
 
@@ -27,7 +31,11 @@ def _user(session: Session) -> User | bool:
     auth = session.auth
     if not auth.required and auth.principal == "ANONYMOUS":
         return True
-    user = session.gateway.users.get(auth.principal)
+    try:
+        user = session.gateway.users.get(auth.principal)
+    except ConfigError as exc:  # a broken users file allows nothing, loudly
+        log.error("gateway: cannot check %s's rights: %s", auth.principal, exc)
+        return False
     if user is None:
         return not auth.required
     return user
