@@ -10,6 +10,7 @@ CLI flag > SHMBROKER_* environment > TOML file > default.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
 import re
 import sys
@@ -322,6 +323,19 @@ class BrokerConfig:
     def listener(self) -> Listener | None:
         """Where the gateway listens; None: no gateway."""
         return parse_listener(self.listeners) if self.listeners else None
+
+    def access_gid(self) -> int | None:
+        """The gid of access.group, None without one; ConfigError if this host
+        has no such group."""
+        if not self.access_group:
+            return None
+        try:
+            return grp.getgrnam(self.access_group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                f"access.group: no group {self.access_group!r} on this host "
+                f"(groupadd it, or leave the key out)"
+            ) from None
 
     @property
     def listener_name(self) -> str:

@@ -76,6 +76,15 @@ def create(name: str, size_bytes: int, mode: int = 0o600) -> int:
     return fd
 
 
+def share(name: str, gid: int | None) -> None:
+    """Mode 0660 and group gid for the object (a group that may use the broker
+    too); 0600 when gid is None."""
+    path = os.path.join(SHM_DIR, validate_name(name)[1:])
+    if gid is not None:
+        os.chown(path, -1, gid)
+    os.chmod(path, 0o600 if gid is None else 0o660)
+
+
 def open_fd(name: str) -> int:
     """Open an existing object read-write; returns its fd (the caller closes it)."""
     name = validate_name(name)

@@ -67,6 +67,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
+        self._gid: int | None = None  # access.group's: it may use the broker too
         self.coordinator: GroupCoordinator | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -75,6 +76,9 @@ class Supervisor:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         try:
+            self._gid = self.config.access_gid()
+            if self._gid is not None:
+                _share(self.data_dir, self._gid, 0o750)
             self.broker_id = shm.broker_id(self.data_dir)
             self.shm_base = shm.broker_base(self.config.shm_prefix, self.broker_id)
             registry.write_broker_info(
@@ -83,6 +87,7 @@ class Supervisor:
                     str(self.data_dir.resolve()), os.getpid(), int(time.time() * 1000)
                 ),
             )
+            _share_shm(shm.broker_info_name(self.shm_base), self._gid)
             self.topics = registry.load(self.data_dir)
             self._save_registry()  # records this broker's shm prefix for clients
             for doomed in self.data_dir.glob("*-delete"):
@@ -103,6 +108,8 @@ class Supervisor:
                 self._connection_closed,
                 max_connections=self.config.control_max_connections,
             )
+            if self._gid is not None:  # created 0600: then opened to the group
+                _share(self.config.control_socket, self._gid, 0o660)
             if self.gateways is not None:  # it asks the control socket first
                 self.gateways.start()
         except BaseException:
@@ -208,6 +215,7 @@ class Supervisor:
         )
         partition_log.start()
         self.logs[topic, p] = partition_log
+        _share_shm(partition_log.ring.name, self._gid)
 
     def _save_registry(self) -> None:
         registry.save(
@@ -556,6 +564,30 @@ def _offsets(
         )
         for o in offsets
     }
+
+
+def _share(path: Path, gid: int | None, mode: int) -> None:
+    """Give path to access.group with mode (or keep it the owner's only)."""
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except PermissionError as exc:
+        raise errors.ConfigError(
+            f"access.group (gid {gid}): cannot give {path} to it: the broker's user "
+            f"(uid {os.getuid()}) must be a member of that group: {exc.strerror}"
+        ) from exc
+
+
+def _share_shm(name: str, gid: int | None) -> None:
+    """A ring or the broker info object: 0660 for access.group, or 0600."""
+    try:
+        shm.share(name, gid)
+    except PermissionError as exc:
+        raise errors.ConfigError(
+            f"access.group (gid {gid}): cannot give shared memory {name} to it: "
+            f"{exc.strerror}"
+        ) from exc
 
 
 def serve(config: BrokerConfig) -> None:
