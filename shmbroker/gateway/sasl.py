@@ -71,7 +71,9 @@ class Authenticator:
     def refuses(self, api_key: int) -> str | None:
         """Why a request of api_key may not be served now (the connection then
         closes), or None."""
-        if self._exchange is not None and api_key != SASL_AUTHENTICATE:
+        if self._exchange is not None:  # a login (or a new one) under way
+            if api_key == SASL_AUTHENTICATE:
+                return None
             return f"API key {api_key} in the middle of a SASL login"
         if not self.authenticated:
             if api_key not in _BEFORE_LOGIN:

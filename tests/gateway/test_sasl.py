@@ -5,6 +5,7 @@ with SCRAM-SHA-512 over TLS and PLAIN over plain TCP, and the allow lists."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 import time
@@ -416,3 +417,40 @@ def test_the_users_file_has_no_password(sasl_ssl: EmbeddedBroker) -> None:
     path = Path(sasl_ssl.data_dir) / users.USERS_FILE
     assert PASSWORD.encode() not in path.read_bytes()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_confluent_kafka_logs_in_again_before_its_session_ends(
+    tmp_path: Path, topic: str
+) -> None:
+    """If sessions last 1 s (KIP-368), then librdkafka logs in again on the same
+    connection while it produces for 3 s: every record is delivered and no
+    connection is closed for an ended session."""
+    users.add(tmp_path / "data", "alice", PASSWORD)
+    with secured_broker(
+        tmp_path, "SASL_PLAINTEXT", **{
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "connections.max.reauth.ms": 1000,
+        },
+    ) as broker:  # fmt: skip
+        stats: list[dict[str, Any]] = []
+        producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                **_security("sasl_plaintext", {}),
+                "sasl.mechanisms": "SCRAM-SHA-512",
+                "statistics.interval.ms": 200,
+                "stats_cb": lambda s: stats.append(json.loads(s)),
+            }
+        )
+        reports: list[Any] = []
+        end = time.monotonic() + 3.0  # three session lifetimes of producing
+        while time.monotonic() < end:
+            producer.produce(topic, b"x", on_delivery=lambda e, m: reports.append(e))
+            producer.poll(0.05)
+        assert producer.flush(30) == 0
+        producer.poll(0.5)  # one more statistics report
+        assert len(reports) > 20
+        assert all(e is None for e in reports), [e for e in reports if e][:3]
+        brokers = stats[-1]["brokers"].values()
+        assert sum(b["disconnects"] for b in brokers) == 0, stats[-1]["brokers"]
+        assert "ended" not in broker.log_tail(500)
