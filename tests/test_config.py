@@ -160,7 +160,7 @@ def test_security_keys_use_kafkas_names(tmp_path: Path) -> None:
         'ssl.certificate.location = "/etc/broker.pem"\n'
         'ssl.key.location = "/etc/broker.key"\n'
         'ssl.client.auth = "requested"\nssl.ca.location = "/etc/ca.pem"\n'
-        "connections.max.reauth.ms = 60000\naccess.group = \"agents\"\n"
+        'connections.max.reauth.ms = 60000\naccess.group = "agents"\n'
     )
     config = BrokerConfig.load(file, env={})
     assert config.security_protocol == "SASL_SSL"

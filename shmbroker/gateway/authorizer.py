@@ -12,6 +12,7 @@ consumer group's requests need the group (`group_code`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from shmbroker.errors import ConfigError
@@ -50,6 +51,11 @@ def topic_allowed(session: Session, topic: str, operation: str) -> bool:
     if operation == DESCRIBE:
         return any(user.allows_topic(topic, op) for op in OPERATIONS)
     return user.allows_topic(topic, operation)
+
+
+def denied_topics(session: Session, names: Iterable[str], operation: str) -> set[str]:
+    """The names of topics the connection may not do operation on."""
+    return {n for n in names if not topic_allowed(session, n, operation)}
 
 
 def topic_code(session: Session, topic: str, operation: str) -> Code:

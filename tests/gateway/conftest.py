@@ -23,13 +23,24 @@ KCAT = shutil.which("kcat")
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A supervisor and its gateway on a free port of 127.0.0.1, for the module."""
+    with gateway_broker(tmp_path_factory.mktemp("gw")) as embedded:
+        yield embedded
+
+
+@contextlib.contextmanager
+def gateway_broker(
+    directory: Path, gateway_options: dict[str, str] | None = None
+) -> Iterator[EmbeddedBroker]:
+    """A supervisor on directory/data with its gateway (more `serve` flags in
+    gateway_options), its rings checked and removed afterwards."""
     prefix = f"{shm.NAME_PREFIX}t{os.getpid()}.{uuid.uuid4().hex[:10]}."
     embedded = EmbeddedBroker(
-        tmp_path_factory.mktemp("gw") / "data",
+        directory / "data",
         shm_prefix=prefix,
         topic_defaults={"ring.bytes": RING},
         remove=True,
         gateway=True,
+        gateway_options=gateway_options,
     )
     embedded.start()
     try:
@@ -37,11 +48,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield embedded
     finally:
         code = embedded.stop() if embedded.process is not None else 0
+        log = embedded.log_tail(200)
         embedded.cleanup()
         leaked = list(shm.list_names(prefix))
         for name in leaked:
             shm.unlink(name)
-        assert code == 0, f"supervisor exited {code}: {embedded.log_tail()}"
+        assert code == 0, f"supervisor exited {code}: {log}"
         assert not leaked, f"left shared memory behind: {leaked}"
 
 
@@ -78,28 +90,6 @@ def secured_broker(
     config file; users go in with shmbroker.users before or after the start."""
     config = directory / "broker.toml"
     config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items()))
-    prefix = f"{shm.NAME_PREFIX}t{os.getpid()}.{uuid.uuid4().hex[:10]}."
-    embedded = EmbeddedBroker(
-        directory / "data",
-        shm_prefix=prefix,
-        topic_defaults={"ring.bytes": RING},
-        remove=True,
-        gateway=True,
-        gateway_options={
-            "--config": str(config),
-            "--gateway-listen": f"{listener}://127.0.0.1:0",
-        },
-    )
-    embedded.start()
-    try:
-        embedded.gateway_address()
+    options = {"--config": str(config), "--gateway-listen": f"{listener}://127.0.0.1:0"}
+    with gateway_broker(directory, options) as embedded:
         yield embedded
-    finally:
-        code = embedded.stop() if embedded.process is not None else 0
-        log = embedded.log_tail(200)
-        embedded.cleanup()
-        leaked = list(shm.list_names(prefix))
-        for name in leaked:
-            shm.unlink(name)
-        assert code == 0, f"supervisor exited {code}: {log}"
-        assert not leaked, f"left shared memory behind: {leaked}"

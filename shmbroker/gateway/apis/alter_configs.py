@@ -45,12 +45,8 @@ async def answer(
 ) -> Body:
     """AlterConfigs and IncrementalAlterConfigs: the same answer, changes differ."""
     gateway = session.gateway
-    denied = {
-        r.resource_name
-        for r in request.resources
-        if r.resource_type == TOPIC
-        and not authorizer.topic_allowed(session, r.resource_name, "create")
-    }
+    topics = (r.resource_name for r in request.resources if r.resource_type == TOPIC)
+    denied = authorizer.denied_topics(session, topics, "create")
     results = await gateway.blocking(_alter_all, gateway, request, changes, denied)
     gateway.topics.update([m for *_, m in results if m is not None], open_new=False)
     response = codec.response_type(api_key, version)

@@ -24,11 +24,8 @@ API_KEY = 37
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    denied = {
-        t.name
-        for t in request.topics
-        if not authorizer.topic_allowed(session, t.name, "create")
-    }
+    names = (t.name for t in request.topics)
+    denied = authorizer.denied_topics(session, names, "create")
     return _answer(session.gateway, version, request, denied)
 
 

@@ -25,7 +25,7 @@ def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
     names = list(request.topic_names)
-    denied = {n for n in names if not authorizer.topic_allowed(session, n, "delete")}
+    denied = authorizer.denied_topics(session, names, "delete")
     return _answer(session.gateway, version, names, denied)
 
 

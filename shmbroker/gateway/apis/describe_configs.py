@@ -44,12 +44,8 @@ def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
         )
     else:
         request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    denied = {
-        r.resource_name
-        for r in request.resources
-        if r.resource_type == TOPIC
-        and not authorizer.topic_allowed(session, r.resource_name, authorizer.DESCRIBE)
-    }
+    topics = (r.resource_name for r in request.resources if r.resource_type == TOPIC)
+    denied = authorizer.denied_topics(session, topics, authorizer.DESCRIBE)
     return _answer(session.gateway, version, request, denied)
 
 

@@ -48,11 +48,7 @@ async def _answer(
     gateway = session.gateway
     denied: set[str] = set()
     if names is not None:
-        denied = {
-            n
-            for n in names
-            if not authorizer.topic_allowed(session, n, authorizer.DESCRIBE)
-        }
+        denied = authorizer.denied_topics(session, names, authorizer.DESCRIBE)
         names = [n for n in names if n not in denied]
         # auto-creation is the creating user's (Kafka: CREATE on the topic)
         auto_create = auto_create and all(
