@@ -75,6 +75,10 @@ def serve(
         gateway_processes=gateway_processes,
         access_group=access_group,
     )
+    if config.listener is not None:  # bad PEM files: said now, not by each restart
+        from shmbroker.gateway.server import ssl_context
+
+        ssl_context(config)
     run(config)
 
 

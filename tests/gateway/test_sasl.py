@@ -113,10 +113,12 @@ async def _authenticate(wire: Wire, token: bytes, version: int = 1) -> Any:
     return await wire.call(36, version, request(36, version, auth_bytes=token))
 
 
-async def _scram_login(wire: Wire, user: str, password: str) -> Any:
-    """A whole SCRAM-SHA-512 login with v1 requests; the last response."""
-    assert (await _handshake(wire, "SCRAM-SHA-512")).error_code == 0
-    client = scramp.ScramClient(["SCRAM-SHA-512"], user, password)
+async def _scram_login(
+    wire: Wire, user: str, password: str, mechanism: str = "SCRAM-SHA-512"
+) -> Any:
+    """A whole SCRAM login with v1 requests; the last response."""
+    assert (await _handshake(wire, mechanism)).error_code == 0
+    client = scramp.ScramClient([mechanism], user, password)
     first = await _authenticate(wire, client.get_client_first().encode())
     if first.error_code != 0:  # an unknown user fails at once
         return first
@@ -131,13 +133,14 @@ def _metadata(wire: Wire) -> Any:
     return wire.call(3, 1, request(3, 1, topics=None))
 
 
-def test_scram_login_opens_the_connection(gateway: Gateway) -> None:
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_scram_login_opens_the_connection(gateway: Gateway, mechanism: str) -> None:
     async def scenario() -> None:
         wire = Wire(gateway)
         versions = await wire.call(18, 0, b"")  # allowed before a login
         keys = {k.api_key: (k.min_version, k.max_version) for k in versions.api_keys}
         assert (keys[17], keys[36]) == ((0, 1), (0, 1))
-        final = await _scram_login(wire, "alice", PASSWORD)
+        final = await _scram_login(wire, "alice", PASSWORD, mechanism)
         assert final.error_code == 0
         assert codec.milliseconds(final.session_lifetime) == 0  # no limit set
         assert (await _metadata(wire)).brokers[0].node_id == 0

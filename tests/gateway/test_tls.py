@@ -1,7 +1,8 @@
 """SSL listeners: TLS with the gateway's certificate and client certificates
 (ssl.client.auth=required), certificates made here with trustme; confluent-kafka,
 kafka-python and kcat produce and consume; a client without a certificate is
-refused; the certificate's CN is the principal the allow lists apply to."""
+refused; the certificate's CN is the principal the allow lists apply to. Bad PEM
+files stop `serve` at once; an open listener on a non-loopback address warns."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import confluent_kafka
 import pytest
 import trustme
+from click.testing import CliRunner
 
 from shmbroker import EmbeddedBroker, users
+from shmbroker.cli import main
+from shmbroker.config import BrokerConfig
+from shmbroker.gateway.server import warn_if_open
 from tests.gateway.conftest import KCAT, kcat, secured_broker
 
 with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import warns
@@ -153,3 +159,46 @@ def test_the_certificate_cn_is_the_principal_of_the_allow_lists(
         assert producer.flush(30) == 0
     assert reports[0] is None
     assert reports[1].code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_bad_pem_files_are_refused_by_serve_naming_the_keys(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not a key\n")
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--data-dir", str(tmp_path / "data"), "--gateway-listen",
+         "SSL://127.0.0.1:0", "--config", str(_config(tmp_path, key))],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "ssl.certificate.location" in result.output
+    assert "cannot load them as a PEM certificate and its key" in result.output
+    assert not (tmp_path / "data").exists()  # refused before anything started
+
+
+def _config(tmp_path: Path, key: Path) -> Path:
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        f'ssl.certificate.location = "{tmp_path / "missing.pem"}"\n'
+        f'ssl.key.location = "{key}"\n'
+    )
+    return config
+
+
+@pytest.mark.parametrize(
+    ("listener", "warned"),
+    [
+        ("PLAINTEXT://0.0.0.0:0", True),
+        ("PLAINTEXT://127.0.0.1:0", False),
+        ("SASL_PLAINTEXT://0.0.0.0:0", False),
+    ],
+)
+def test_a_listener_others_reach_without_authentication_warns(
+    listener: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = BrokerConfig(listeners=listener)
+    assert config.listener is not None
+    warn_if_open(config, config.listener)
+    warnings_logged = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert bool(warnings_logged) is warned
+    if warned:
+        assert "not loopback and has no authentication" in caplog.text
