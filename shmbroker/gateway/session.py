@@ -218,9 +218,9 @@ class Session:
             self.close()
 
     def _dispatch(self, frame: Buffer) -> tuple[_Slot, Any]:
-        if self.auth.raw_tokens:
-            slot = _Slot(None, RAW_TOKEN, False)
-            return slot, _raw_token(self, codec.RequestHeader(-1, 0, 0, None, 0), frame)
+        if self.auth.raw_tokens:  # after a SaslHandshake v0: no header
+            answer = sasl_authenticate.handle_raw(self, bytes(frame))
+            return _Slot(None, RAW_TOKEN, False), answer
         try:
             key, version, correlation_id = codec.peek_header(frame)
         except errors.ProtocolError as exc:
