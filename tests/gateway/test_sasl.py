@@ -256,6 +256,49 @@ def test_a_new_login_must_be_the_same_user(gateway: Gateway) -> None:
     run(scenario())
 
 
+def test_an_allow_list_refuses_each_api_on_other_topics(gateway: Gateway) -> None:
+    """If bob may read, write and create only bob-* topics, then ListOffsets,
+    CreateTopics and DeleteTopics of another topic are TOPIC_AUTHORIZATION_FAILED,
+    and the topic is neither created nor deleted."""
+
+    async def scenario() -> None:
+        wire = Wire(gateway)
+        assert (await _scram_login(wire, "bob", PASSWORD)).error_code == 0
+        request_type = codec.request_type(2, 1)
+        topic = codec.nested(request_type, "ListOffsetsTopic")
+        partition = codec.nested(request_type, "ListOffsetsPartition")
+        offsets = await wire.call(2, 1, codec.build(
+            request_type, replica_id=-1, topics=(codec.build(
+                topic, name="alices", partitions=(
+                    codec.build(partition, partition_index=0, timestamp=-1),),
+            ),),
+        ))  # fmt: skip
+        code = offsets.topics[0].partitions[0].error_code
+        assert code == Code.TOPIC_AUTHORIZATION_FAILED
+        create_type = codec.request_type(19, 4)
+        creatable = codec.nested(create_type, "CreatableTopic")
+        created = await wire.call(19, 4, codec.build(
+            create_type, timeout=5000, validate_only=False, topics=tuple(
+                codec.build(creatable, name=name, num_partitions=1,
+                            replication_factor=1, assignments=(), configs=())
+                for name in ("alices", "bob-made")
+            ),
+        ))  # fmt: skip
+        assert [(t.name, t.error_code) for t in created.topics] == [
+            ("alices", Code.TOPIC_AUTHORIZATION_FAILED), ("bob-made", Code.NONE),
+        ]  # fmt: skip
+        deleted = await wire.call(
+            20, 1, request(20, 1, topic_names=("bob-made",), timeout=5000)
+        )
+        # bob may not delete, not even his own topics
+        assert deleted.responses[0].error_code == Code.TOPIC_AUTHORIZATION_FAILED
+        shown = [t.name for t in (await _metadata(wire)).topics]
+        assert "bob-made" in shown
+        assert all(name.startswith("bob-") for name in shown), shown  # only his
+
+    run(scenario())
+
+
 def test_group_access_follows_the_allow_list(gateway: Gateway) -> None:
     async def scenario() -> None:
         bob, alice = Wire(gateway), Wire(gateway)
