@@ -76,13 +76,9 @@ def create(name: str, size_bytes: int, mode: int = 0o600) -> int:
     return fd
 
 
-def share(name: str, gid: int | None) -> None:
-    """Mode 0660 and group gid for the object (a group that may use the broker
-    too); 0600 when gid is None."""
-    path = os.path.join(SHM_DIR, validate_name(name)[1:])
-    if gid is not None:
-        os.chown(path, -1, gid)
-    os.chmod(path, 0o600 if gid is None else 0o660)
+def path_of(name: str) -> str:
+    """The object's file in /dev/shm (for its owner, group and mode)."""
+    return os.path.join(SHM_DIR, validate_name(name)[1:])
 
 
 def open_fd(name: str) -> int:

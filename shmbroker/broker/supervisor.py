@@ -87,7 +87,7 @@ class Supervisor:
                     str(self.data_dir.resolve()), os.getpid(), int(time.time() * 1000)
                 ),
             )
-            _share_shm(shm.broker_info_name(self.shm_base), self._gid)
+            _share(shm.path_of(shm.broker_info_name(self.shm_base)), self._gid)
             self.topics = registry.load(self.data_dir)
             self._save_registry()  # records this broker's shm prefix for clients
             for doomed in self.data_dir.glob("*-delete"):
@@ -215,7 +215,7 @@ class Supervisor:
         )
         partition_log.start()
         self.logs[topic, p] = partition_log
-        _share_shm(partition_log.ring.name, self._gid)
+        _share(shm.path_of(partition_log.ring.name), self._gid)
 
     def _save_registry(self) -> None:
         registry.save(
@@ -566,8 +566,11 @@ def _offsets(
     }
 
 
-def _share(path: Path, gid: int | None, mode: int) -> None:
-    """Give path to access.group with mode (or keep it the owner's only)."""
+def _share(path: Path | str, gid: int | None, mode: int | None = None) -> None:
+    """Give path to access.group with mode (default: 0660, or 0600 without a
+    group: a ring or the broker info object)."""
+    if mode is None:
+        mode = 0o600 if gid is None else 0o660
     try:
         if gid is not None:
             os.chown(path, -1, gid)
@@ -576,17 +579,6 @@ def _share(path: Path, gid: int | None, mode: int) -> None:
         raise errors.ConfigError(
             f"access.group (gid {gid}): cannot give {path} to it: the broker's user "
             f"(uid {os.getuid()}) must be a member of that group: {exc.strerror}"
-        ) from exc
-
-
-def _share_shm(name: str, gid: int | None) -> None:
-    """A ring or the broker info object: 0660 for access.group, or 0600."""
-    try:
-        shm.share(name, gid)
-    except PermissionError as exc:
-        raise errors.ConfigError(
-            f"access.group (gid {gid}): cannot give shared memory {name} to it: "
-            f"{exc.strerror}"
         ) from exc
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from shmbroker import EmbeddedBroker, shm
 
@@ -93,3 +94,21 @@ def secured_broker(
     options = {"--config": str(config), "--gateway-listen": f"{listener}://127.0.0.1:0"}
     with gateway_broker(directory, options) as embedded:
         yield embedded
+
+
+def pem_files(directory: Path, *clients: str) -> dict[str, str]:
+    """A CA made here (trustme), the gateway's certificate for 127.0.0.1 and one
+    per client (CN: its name), as PEM files: "ca", "<name>.cert", "<name>.key"
+    ("server" for the gateway's)."""
+    ca = trustme.CA()
+    issued = {"server": ca.issue_cert("127.0.0.1", "localhost")}
+    for name in clients:
+        issued[name] = ca.issue_cert(f"{name}@example.org", common_name=name)
+    paths = {"ca": str(directory / "ca.pem")}
+    ca.cert_pem.write_to_path(paths["ca"])
+    for name, cert in issued.items():
+        paths[f"{name}.cert"] = str(directory / f"{name}.cert.pem")
+        paths[f"{name}.key"] = str(directory / f"{name}.key.pem")
+        cert.cert_chain_pems[0].write_to_path(paths[f"{name}.cert"])
+        cert.private_key_pem.write_to_path(paths[f"{name}.key"])
+    return paths

@@ -18,7 +18,6 @@ import confluent_kafka
 import confluent_kafka.admin
 import pytest
 import scramp
-import trustme
 
 from shmbroker import EmbeddedBroker, users
 from shmbroker.config import BrokerConfig, Listener
@@ -26,7 +25,7 @@ from shmbroker.gateway import authorizer
 from shmbroker.gateway.server import Gateway
 from shmbroker.kafka import codec
 from shmbroker.kafka.errors import Code
-from tests.gateway.conftest import kcat, secured_broker
+from tests.gateway.conftest import kcat, pem_files, secured_broker
 from tests.gateway.wire import Wire, request
 
 with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import warns
@@ -40,14 +39,7 @@ MECHANISMS = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A CA made here and the gateway's certificate for 127.0.0.1, as PEM files."""
-    directory = tmp_path_factory.mktemp("certs")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {k: str(directory / f"{k}.pem") for k in ("ca", "cert", "key")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    server.cert_chain_pems[0].write_to_path(paths["cert"])
-    server.private_key_pem.write_to_path(paths["key"])
-    return paths
+    return pem_files(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +51,8 @@ def sasl_ssl(
     with secured_broker(
         directory, "SASL_SSL", **{
             "sasl.enabled.mechanisms": MECHANISMS,
-            "ssl.certificate.location": certificates["cert"],
-            "ssl.key.location": certificates["key"],
+            "ssl.certificate.location": certificates["server.cert"],
+            "ssl.key.location": certificates["server.key"],
         },
     ) as broker:  # fmt: skip
         yield broker

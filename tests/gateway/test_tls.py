@@ -15,14 +15,13 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-import trustme
 from click.testing import CliRunner
 
 from shmbroker import EmbeddedBroker, users
 from shmbroker.cli import main
 from shmbroker.config import BrokerConfig
 from shmbroker.gateway.server import warn_if_open
-from tests.gateway.conftest import KCAT, kcat, secured_broker
+from tests.gateway.conftest import KCAT, kcat, pem_files, secured_broker
 
 with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import warns
     warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -33,21 +32,7 @@ with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import 
 def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """PEM files: the CA, the gateway's certificate and key, and two clients'
     (CN writer: no allow list; CN reader: may only read)."""
-    directory = tmp_path_factory.mktemp("pems")
-    ca = trustme.CA()
-    issued = {
-        "server": ca.issue_cert("127.0.0.1", "localhost"),
-        "writer": ca.issue_cert("writer@example.org", common_name="writer"),
-        "reader": ca.issue_cert("reader@example.org", common_name="reader"),
-    }
-    paths = {"ca": str(directory / "ca.pem")}
-    ca.cert_pem.write_to_path(paths["ca"])
-    for name, cert in issued.items():
-        paths[f"{name}.cert"] = str(directory / f"{name}.cert.pem")
-        paths[f"{name}.key"] = str(directory / f"{name}.key.pem")
-        cert.cert_chain_pems[0].write_to_path(paths[f"{name}.cert"])
-        cert.private_key_pem.write_to_path(paths[f"{name}.key"])
-    return paths
+    return pem_files(tmp_path_factory.mktemp("pems"), "writer", "reader")
 
 
 @pytest.fixture(scope="module")
