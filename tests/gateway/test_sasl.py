@@ -237,6 +237,37 @@ def test_an_expired_session_closes_at_its_next_request_and_a_new_login_renews_it
         gw.close()
 
 
+def test_a_user_added_while_serving_logs_in_without_a_restart(
+    gateway: Gateway, sasl_plaintext: EmbeddedBroker
+) -> None:
+    """If `users add` writes a user while the gateway serves, then within the
+    reload interval (1 s) the user logs in; deleted, the next login fails."""
+    name = f"carol{time.monotonic_ns()}"
+
+    async def login() -> int:
+        wire = Wire(gateway)
+        code = (await _scram_login(wire, name, PASSWORD)).error_code
+        wire.protocol.session.close()
+        return int(code)
+
+    async def login_is(expected: int, seconds: float = 5) -> bool:
+        """Whether logins come to give expected within seconds."""
+        deadline = time.monotonic() + seconds
+        while await login() != expected:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    assert run(login()) == Code.SASL_AUTHENTICATION_FAILED
+    users.add(sasl_plaintext.data_dir, name, PASSWORD)
+    assert run(login_is(Code.NONE)), f"{name} could not log in 5 s after `add`"
+    users.delete(sasl_plaintext.data_dir, name)
+    assert run(login_is(Code.SASL_AUTHENTICATION_FAILED)), (
+        f"{name} still logs in 5 s after `delete`"
+    )
+
+
 def test_a_new_login_must_be_the_same_user(gateway: Gateway) -> None:
     async def scenario() -> None:
         wire = Wire(gateway)
