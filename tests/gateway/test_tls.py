@@ -6,6 +6,7 @@ files stop `serve` at once; an open listener on a non-loopback address warns."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 import warnings
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from shmbroker import EmbeddedBroker, users
 from shmbroker.cli import main
 from shmbroker.config import BrokerConfig
-from shmbroker.gateway.server import warn_if_open
+from shmbroker.gateway.server import ssl_context, warn_if_open
 from tests.gateway.conftest import KCAT, kcat, pem_files, secured_broker
 
 with warnings.catch_warnings():  # as tests/gateway/test_clients.py: its import warns
@@ -187,3 +188,25 @@ def test_a_listener_others_reach_without_authentication_warns(
     assert bool(warnings_logged) is warned
     if warned:
         assert "not loopback and has no authentication" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("client_auth", "verify_mode"),
+    [("none", ssl.CERT_NONE), ("requested", ssl.CERT_OPTIONAL),
+     ("required", ssl.CERT_REQUIRED)],
+)  # fmt: skip
+def test_ssl_client_auth_is_kafkas(
+    pems: dict[str, str], client_auth: str, verify_mode: ssl.VerifyMode
+) -> None:
+    context = ssl_context(
+        BrokerConfig(
+            listeners="SSL://127.0.0.1:0",
+            ssl_certificate_location=pems["server.cert"],
+            ssl_key_location=pems["server.key"],
+            ssl_client_auth=client_auth,
+            ssl_ca_location=pems["ca"],
+        )
+    )
+    assert context is not None
+    assert context.verify_mode == verify_mode
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
