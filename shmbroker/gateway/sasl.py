@@ -78,7 +78,7 @@ class Authenticator:
         if not self.authenticated:
             if api_key not in _BEFORE_LOGIN:
                 return f"API key {api_key} before authentication"
-        elif time.monotonic() >= self.expires and api_key != SASL_HANDSHAKE:
+        elif self.is_expired and api_key != SASL_HANDSHAKE:
             return (
                 f"the session of {self.principal} ended (connections.max.reauth.ms="
                 f"{self.lifetime_ms}) without a new login; API key {api_key} refused"
