@@ -405,6 +405,13 @@ def load_registry(data_dir: str | os.PathLike[str]) -> RegistryFile:
         raw = path.read_bytes()
     except FileNotFoundError:
         return RegistryFile()
+    except PermissionError as exc:  # another user's broker
+        raise PermissionError(
+            exc.errno,
+            f"no access to the broker of {data_dir} for uid {os.getuid()}: "
+            f"{exc.strerror} reading {path}; its owner may open it to a group of "
+            f"this user with `shmbroker serve --group NAME` (access.group)",
+        ) from exc
     try:
         registry = msgspec.json.decode(raw, type=RegistryFile)
     except msgspec.DecodeError as exc:

@@ -76,6 +76,11 @@ def create(name: str, size_bytes: int, mode: int = 0o600) -> int:
     return fd
 
 
+def path_of(name: str) -> str:
+    """The object's file in /dev/shm (for its owner, group and mode)."""
+    return os.path.join(SHM_DIR, validate_name(name)[1:])
+
+
 def open_fd(name: str) -> int:
     """Open an existing object read-write; returns its fd (the caller closes it)."""
     name = validate_name(name)

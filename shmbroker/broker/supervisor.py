@@ -70,6 +70,7 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
+        self._gid: int | None = None  # access.group's: it may use the broker too
         self.coordinator: GroupCoordinator | None = None
         self.metrics: MetricsServer | None = None
 
@@ -79,6 +80,9 @@ class Supervisor:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         try:
+            self._gid = self.config.access_gid()
+            if self._gid is not None:
+                _share(self.data_dir, self._gid, 0o750)
             self.broker_id = shm.broker_id(self.data_dir)
             self.shm_base = shm.broker_base(self.config.shm_prefix, self.broker_id)
             registry.write_broker_info(
@@ -87,6 +91,7 @@ class Supervisor:
                     str(self.data_dir.resolve()), os.getpid(), int(time.time() * 1000)
                 ),
             )
+            _share(shm.path_of(shm.broker_info_name(self.shm_base)), self._gid)
             self.topics = registry.load(self.data_dir)
             self._save_registry()  # records this broker's shm prefix for clients
             for doomed in self.data_dir.glob("*-delete"):
@@ -112,6 +117,8 @@ class Supervisor:
                 self._connection_closed,
                 max_connections=self.config.control_max_connections,
             )
+            if self._gid is not None:  # created 0600: then opened to the group
+                _share(self.config.control_socket, self._gid, 0o660)
             if self.gateways is not None:  # it asks the control socket first
                 self.gateways.start()
             if self.config.metrics_address is not None:
@@ -228,6 +235,7 @@ class Supervisor:
         )
         partition_log.start()
         self.logs[topic, p] = partition_log
+        _share(shm.path_of(partition_log.ring.name), self._gid)
 
     def _save_registry(self) -> None:
         registry.save(
@@ -578,6 +586,22 @@ def _offsets(
     }
 
 
+def _share(path: Path | str, gid: int | None, mode: int | None = None) -> None:
+    """Give path to access.group with mode (default: 0660, or 0600 without a
+    group: a ring or the broker info object)."""
+    if mode is None:
+        mode = 0o600 if gid is None else 0o660
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except PermissionError as exc:
+        raise errors.ConfigError(
+            f"access.group (gid {gid}): cannot give {path} to it: the broker's user "
+            f"(uid {os.getuid()}) must be a member of that group: {exc.strerror}"
+        ) from exc
+
+
 def serve(config: BrokerConfig) -> None:
     """`shmbroker serve`: log to stderr, start (with the gateway), tell systemd if
     it started us, serve until a signal, stop."""
@@ -688,7 +712,7 @@ class GatewayProcesses:
         command = [
             sys.executable, "-m", "shmbroker", "gateway",
             "--data-dir", str(c.data_dir),
-            "--listen", f"{self.listener.host}:{self.port}",
+            "--listen", f"{c.listener_name}://{self.listener.host}:{self.port}",
             "--state-file", slot.state.name,
             "--num-partitions", str(c.num_partitions),
             "--max-connections", str(c.max_connections),
@@ -706,7 +730,11 @@ class GatewayProcesses:
     def _spawn(self, slot: _Slot) -> bool:
         """Start the slot's process and wait until it listens; False if it died."""
         slot.state.unlink(missing_ok=True)
-        slot.child = subprocess.Popen(self._command(slot), stdin=subprocess.DEVNULL)
+        slot.child = subprocess.Popen(
+            self._command(slot),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.config.security_environment()},
+        )
         slot.process = None
         slot.started = time.monotonic()
         deadline = slot.started + GATEWAY_START_TIMEOUT

@@ -1,8 +1,8 @@
 """The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
 flag names and output layouts (`topics`, `produce`, `consume`, `consumer-groups`,
-`get-offsets`, `perf`) and host checks (`gc`, `doctor`), one module per command
-group. Commands parse, call the clients, and print; a user's mistake is one line on
-stderr (exit 1, or 2 for a bad flag), never a traceback.
+`get-offsets`, `perf`), host checks (`gc`, `doctor`) and the gateway's `users`, one
+module per command group. Commands parse, call the clients, and print; a user's
+mistake is one line on stderr (exit 1, or 2 for a bad flag), never a traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from shmbroker.cli import (
     produce,
     top,
     topics,
+    users,
 )
 
 
@@ -57,5 +58,6 @@ for command in (
     inspect.dump_log,
     inspect.ring_stat,
     top.top,
+    users.users_group,
 ):
     main.add_command(command)

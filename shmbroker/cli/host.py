@@ -45,6 +45,10 @@ from shmbroker.config import BrokerConfig
               help="where /metrics is served (port 0: any free one) "
               "[127.0.0.1:9644]")  # fmt: skip
 @click.option("--no-metrics", is_flag=True, help="serve no Prometheus metrics")
+@click.option("--group", "access_group", metavar="NAME",
+              help="a Unix group whose users may use the broker too: data directory "
+              "0750, control socket and shared memory 0660, owned by it "
+              "(access.group) [the owner only]")  # fmt: skip
 def serve(
     data_dir: str | None,
     config_file: str | None,
@@ -58,6 +62,7 @@ def serve(
     gateway_processes: int | None,
     metrics_listen: str | None,
     no_metrics: bool,
+    access_group: str | None,
 ) -> None:
     """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
     with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
@@ -78,7 +83,12 @@ def serve(
         advertised_listeners=advertised_listener,
         gateway_processes=gateway_processes,
         metrics_listener="" if no_metrics else metrics_listen,
+        access_group=access_group,
     )
+    if config.listener is not None:  # bad PEM files: said now, not by each restart
+        from shmbroker.gateway.server import ssl_context
+
+        ssl_context(config)
     run(config)
 
 
@@ -191,9 +201,15 @@ def gc(dry_run: bool, shm_prefix: str, fmt: str) -> None:
               help="the broker's TOML file, if it has one")  # fmt: skip
 @click.option("--shm-prefix",
               help="the broker's shm prefix [from its registry, or shmb.]")  # fmt: skip
+@click.option("--group", "access_group", metavar="NAME",
+              help="the broker's access.group, if it has one")  # fmt: skip
 @format_option
 def doctor(
-    data_dir: str | None, config_file: str | None, shm_prefix: str | None, fmt: str
+    data_dir: str | None,
+    config_file: str | None,
+    shm_prefix: str | None,
+    access_group: str | None,
+    fmt: str,
 ) -> None:
     """Check this host for what would stop the broker of a data directory or lose its
     data: /dev/shm (tmpfs, size, free space), logind's RemoveIPC, the data directory
@@ -212,7 +228,9 @@ def doctor(
         pass
     if shm_prefix is not None:
         defaults["shm_prefix"] = shm_prefix
-    config = BrokerConfig.load(config_file, data_dir=directory, **defaults)
+    config = BrokerConfig.load(
+        config_file, data_dir=directory, access_group=access_group, **defaults
+    )
     findings = checks.check(config)
     if fmt == "json":
         echo_json([msgspec.structs.asdict(f) for f in findings])

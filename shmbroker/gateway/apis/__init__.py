@@ -84,6 +84,8 @@ from shmbroker.gateway.apis import (  # noqa: E402
     list_offsets,
     metadata,
     produce,
+    sasl_authenticate,
+    sasl_handshake,
 )
 
 __all__ = [
@@ -107,4 +109,6 @@ __all__ = [
     "metadata",
     "produce",
     "register",
+    "sasl_authenticate",
+    "sasl_handshake",
 ]
