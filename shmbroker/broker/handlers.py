@@ -128,8 +128,11 @@ def join_group(
         rebalance_timeout_ms=request.rebalance_timeout_ms,
         group_instance_id=request.group_instance_id,
         client_id=request.client_id or conn.client_id,
-        client_host=f"pid-{conn.pid}",  # no space: awk-friendly tables
+        # no space: awk-friendly tables
+        client_host=request.client_host or f"pid-{conn.pid}",
         conn_id=conn.conn_id,
+        remote=request.remote,
+        require_member_id=request.require_member_id,
     )
 
 
@@ -224,6 +227,16 @@ def delete_group(
 ) -> protocol.Reply:
     s.group_coordinator().delete_group(request.group_id)
     return protocol.Done()
+
+
+@handles(protocol.DeleteGroupOffsets)
+def delete_group_offsets(
+    s: Supervisor, request: protocol.DeleteGroupOffsets, conn: ControlConnection
+) -> protocol.Reply:
+    kept = s.group_coordinator().delete_offsets(
+        request.group_id, [TopicPartition(*tp) for tp in request.partitions]
+    )
+    return protocol.DeleteGroupOffsetsReply([(tp.topic, tp.partition) for tp in kept])
 
 
 def _offsets(

@@ -95,7 +95,10 @@ class Supervisor:
                 for p in range(entry.partitions):
                     self._open_partition(name, entry, p)
             self.coordinator = GroupCoordinator(
-                OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
+                OffsetStore(self.data_dir / OFFSETS_DIR),
+                self._high_watermark,
+                min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+                max_session_timeout_ms=self.config.group_max_session_timeout_ms,
             )
             self._server = ControlServer(
                 self.config.control_socket,
