@@ -34,6 +34,7 @@ from shmbroker.kafka.codec import Buffer
 from shmbroker.log.reader import LogReader
 
 if TYPE_CHECKING:
+    from shmbroker.gateway.groups import GroupLine
     from shmbroker.gateway.server import Gateway
     from shmbroker.gateway.topics import Partition
 
@@ -83,6 +84,7 @@ class Session:
         # ring copy-out buffer (1 MiB), so a client touring partitions is bounded
         self._readers: OrderedDict[str, tuple[Partition, LogReader]] = OrderedDict()
         self._tasks: dict[asyncio.Future[Any], _Slot] = {}  # cancelled on close
+        self.group_line: GroupLine | None = None  # gateway/groups.py makes it
 
     # ---- requests in, responses out -------------------------------------------------
 
@@ -288,4 +290,6 @@ class Session:
         for task in list(self._tasks):  # a parked fetch would wait out max_wait_ms
             task.cancel()
         self.transport.close()
+        if self.group_line is not None:
+            self.group_line.close()
         self.gateway.sessions.discard(self)
