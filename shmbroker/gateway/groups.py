@@ -68,6 +68,16 @@ def line(session: Session) -> GroupLine:
     return session.group_line
 
 
+async def outcome(session: Session, message: protocol.Request) -> Code:
+    """NONE once the coordinator has carried message out (a Done reply), else the
+    Kafka code of its error."""
+    try:
+        await line(session).request(message, protocol.Done)
+    except errors.ShmbrokerError as exc:
+        return group_code(exc)
+    return Code.NONE
+
+
 def group_code(exc: errors.ShmbrokerError) -> Code:
     """The Kafka error code of a group request that failed: no supervisor, or a
     line that closed, is COORDINATOR_NOT_AVAILABLE (clients find the coordinator

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shmbroker import errors, protocol
+from shmbroker import protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import outcome
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
-from shmbroker.kafka.errors import Code
 
 if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
@@ -31,11 +30,7 @@ async def _answer(session: Session, header: RequestHeader, names: list[str]) -> 
     result_type = codec.nested(response, "DeletableGroupResult")
     results = []
     for name in names:
-        try:
-            await line(session).request(protocol.DeleteGroup(name), protocol.Done)
-            code = Code.NONE
-        except errors.ShmbrokerError as exc:
-            code = group_code(exc)
+        code = await outcome(session, protocol.DeleteGroup(name))
         results.append(codec.build(result_type, group_id=name, error_code=code))
     body = codec.build(response, throttle_time=0, results=tuple(results))
     return [codec.encode(body)]

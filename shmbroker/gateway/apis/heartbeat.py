@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shmbroker import errors, protocol
+from shmbroker import protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import outcome
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
-from shmbroker.kafka.errors import Code
 
 if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
@@ -32,10 +31,6 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
     message = protocol.Heartbeat(
         request.group_id, request.generation_id, request.member_id
     )
-    try:
-        await line(session).request(message, protocol.Done)
-        code = Code.NONE
-    except errors.ShmbrokerError as exc:
-        code = group_code(exc)
+    code = await outcome(session, message)
     response = codec.response_type(API_KEY, header.api_version)
     return [codec.encode(codec.build(response, throttle_time=0, error_code=code))]

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shmbroker import errors, protocol
+from shmbroker import protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import outcome
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
-from shmbroker.kafka.errors import Code
 
 if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
@@ -46,11 +45,7 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
         request.member_id,
         offsets,
     )
-    try:
-        await line(session).request(message, protocol.Done)
-        code = Code.NONE
-    except errors.ShmbrokerError as exc:
-        code = group_code(exc)
+    code = await outcome(session, message)
     response = codec.response_type(API_KEY, header.api_version)
     topic_type = codec.nested(response, "OffsetCommitResponseTopic")
     partition_type = codec.nested(response, "OffsetCommitResponsePartition")
