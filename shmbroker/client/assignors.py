@@ -132,9 +132,6 @@ ASSIGNORS: dict[str, Assignor] = {
     "range": range_assign,
     "roundrobin": round_robin_assign,
     "cooperative-sticky": cooperative_sticky_assign,
-    # kafkajs' name for round-robin: a group's protocol is one every member names,
-    # so a local consumer that names it too can share a group with kafkajs ones
-    "RoundRobinAssigner": round_robin_assign,
 }
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from shmbroker import errors
+from shmbroker import EmbeddedBroker, errors, protocol
 from shmbroker.broker.coordinator import GroupCoordinator
 from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
+from shmbroker.client.connection import Connection
 from shmbroker.kafka.consumer_protocol import Subscription, encode_subscription
 from shmbroker.protocol import JoinResult
 from shmbroker.records import TopicPartition
@@ -252,3 +253,32 @@ def test_a_parked_join_holds_no_other_group(
     assert not parked.done()
     join(coordinator, member_id=first.member_id, conn_id=1)
     assert parked.result(timeout=5).generation == first.generation + 1
+
+
+def test_the_brokers_session_timeout_bounds_come_from_its_config(
+    tmp_path: Path, shm_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If `serve` runs with group.min.session.timeout.ms 6000 (Kafka's default, here
+    from SHMBROKER_GROUP_MIN_SESSION_TIMEOUT_MS), then a join asking for 1000 ms is
+    refused (INVALID_SESSION_TIMEOUT) naming the bound, and 6000 ms joins."""
+    monkeypatch.setenv("SHMBROKER_GROUP_MIN_SESSION_TIMEOUT_MS", "6000")
+    broker = EmbeddedBroker(tmp_path / "data", shm_prefix=shm_prefix, remove=True)
+    broker.start()
+    try:
+        with Connection(broker.data_dir) as connection:
+
+            def join(session_timeout_ms: int) -> JoinResult:
+                return connection.request(
+                    protocol.JoinGroup(
+                        "g", "", "consumer", [("range", subscription("t"))],
+                        session_timeout_ms, 10_000,
+                    ),
+                    JoinResult,
+                )  # fmt: skip
+
+            with pytest.raises(errors.InvalidSessionTimeout, match=r"\[6000, "):
+                join(1000)
+            assert join(6000).generation == 1
+    finally:
+        assert broker.stop() == 0
+        broker.cleanup()

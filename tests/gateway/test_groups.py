@@ -6,7 +6,11 @@ short (1000 ms, which the broker's group.min.session.timeout.ms allows)."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -14,6 +18,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer as KafkaConsumer
@@ -21,8 +26,11 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from confluent_kafka.admin import AdminClient
+from kio.schema.errors import ErrorCode
 
 from shmbroker import Admin, Consumer, EmbeddedBroker, GroupIdNotFound
+from shmbroker.gateway.apis import APIS
+from shmbroker.kafka import codec
 from tests.conftest import wait_until
 from tests.gateway.conftest import KCAT
 
@@ -415,3 +423,86 @@ def test_group_admin_apis_list_describe_fetch_and_delete(
         assert outcome == {group: "ok", "no-such-group": "GROUP_ID_NOT_FOUND"}
     finally:
         admin.close()
+
+
+# ---- the protocol by hand ------------------------------------------------------------
+
+
+def call(sock: socket.socket, key: int, version: int, **fields: Any) -> Any:
+    """One request on a raw connection; its decoded response."""
+    body = codec.encode(codec.build(codec.request_type(key, version), **fields))
+    sock.sendall(codec.frame_request(key, version, 1, body))
+    size = struct.unpack(">i", receive(sock, 4))[0]
+    response = receive(sock, size)
+    return codec.decode_response(key, version, response, 4)  # after correlation id
+
+
+def receive(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "the gateway closed the connection"
+        data += chunk
+    return data
+
+
+def join(sock: socket.socket, group: str, member_id: str = "") -> Any:
+    protocols = codec.nested(codec.request_type(11, 5), "JoinGroupRequestProtocol")
+    return call(
+        sock, 11, 5, group_id=group, session_timeout=10_000,
+        rebalance_timeout=30_000, member_id=member_id, group_instance_id=None,
+        protocol_type="consumer",
+        protocols=(protocols(name="range", metadata=b"\x00\x00\x00\x00\x00\x00"),),
+    )  # fmt: skip
+
+
+def test_the_group_apis_are_advertised_at_the_versions_clients_need() -> None:
+    wanted = {
+        10: (0, 1), 11: (0, 5), 14: (0, 3), 12: (0, 1), 13: (0, 1), 8: (2, 3),
+        9: (1, 3), 16: (0, 2), 15: (0, 2), 42: (0, 1), 47: (0, 0),
+    }  # fmt: skip
+    assert {k: (APIS[k].min_version, APIS[k].max_version) for k in wanted} == wanted
+
+
+def test_a_parked_join_holds_neither_other_connections_nor_the_member_id_dance(
+    broker: EmbeddedBroker,
+) -> None:
+    """JoinGroup v5 without a member id gets MEMBER_ID_REQUIRED and an id; with it,
+    the member joins. A second member's join then parks until the first rejoins,
+    and meanwhile other connections are answered and the first's heartbeat says
+    REBALANCE_IN_PROGRESS."""
+    group = f"raw-{uuid.uuid4().hex[:6]}"
+    host, port = broker.gateway_address()
+    with contextlib.ExitStack() as stack:
+        a, b, c = (
+            stack.enter_context(socket.create_connection((host, port), timeout=30))
+            for _ in range(3)
+        )
+        first = join(a, group)
+        assert first.error_code == ErrorCode.member_id_required
+        joined = join(a, group, first.member_id)
+        assert joined.error_code == ErrorCode.none
+        assert joined.member_id == joined.leader == first.member_id
+        call(a, 14, 3, group_id=group, generation_id=joined.generation_id,
+             member_id=joined.member_id, group_instance_id=None,
+             assignments=())  # fmt: skip
+        parked = concurrent.futures.ThreadPoolExecutor(1)
+        stack.callback(parked.shutdown)
+        second = parked.submit(lambda: join(b, group, join(b, group).member_id))
+        with Admin(str(broker.data_dir)) as admin:
+            wait_until(
+                lambda: admin.describe_group(group).state == "PreparingRebalance",
+                10,
+                "the second member's join",
+            )
+        started = time.monotonic()
+        versions = call(c, 18, 3, client_software_name="t",
+                        client_software_version="1")  # fmt: skip
+        assert versions.error_code == ErrorCode.none
+        assert time.monotonic() - started < 5
+        beat = call(a, 12, 1, group_id=group, generation_id=joined.generation_id,
+                    member_id=joined.member_id)  # fmt: skip
+        assert beat.error_code == ErrorCode.rebalance_in_progress
+        assert not second.done()
+        again = join(a, group, joined.member_id)
+        assert second.result(30).generation_id == again.generation_id
