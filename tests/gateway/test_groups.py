@@ -308,47 +308,77 @@ def test_kcat_balanced_consumers_split_the_partitions(
     assert not split[0] & split[1], f"a partition went to both: {split}"
 
 
+@pytest.mark.parametrize("leader", ["local", "remote"])
 def test_a_local_consumer_and_a_kafka_client_split_a_group(
-    broker: EmbeddedBroker, topic: str
+    broker: EmbeddedBroker, topic: str, leader: str
 ) -> None:
     """A shared-memory Consumer and a confluent-kafka consumer in one group agree
-    on a protocol (range), split the partitions, and consume each record once."""
+    on a protocol (range), split the partitions, and consume each record once,
+    whichever of them is the leader (the first to join: it decodes the other's
+    ConsumerProtocol subscription and encodes its assignment)."""
     partitions, total, group = 4, 400, f"mixed-{uuid.uuid4().hex[:6]}"
     create(broker, topic, partitions)
-    produce(broker, topic, range(total), partitions)
-    local = Consumer(
-        str(broker.data_dir), group_id=group, subscribe=[topic],
-        auto_offset_reset="earliest", session_timeout_ms=SESSION_MS,
-        heartbeat_interval_ms=HEARTBEAT_MS,
-    )  # fmt: skip
-    remote = KafkaConsumer({
-        "bootstrap.servers": broker.bootstrap_servers, "group.id": group,
-        "auto.offset.reset": "earliest", "session.timeout.ms": SESSION_MS,
-        "heartbeat.interval.ms": HEARTBEAT_MS, "enable.auto.commit": False,
-    })  # fmt: skip
-    remote.subscribe([topic])
     seen: dict[str, list[str]] = {"local": [], "remote": []}
+    stop = threading.Event()
+
+    def run(kind: str) -> None:
+        """A member on a thread of its own, as it would be in its own process: a
+        poll blocked in a rebalance must not keep the other from its own."""
+        if kind == "local":
+            local = Consumer(
+                str(broker.data_dir), client_id="local", group_id=group,
+                subscribe=[topic], auto_offset_reset="earliest",
+                session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS,
+            )  # fmt: skip
+            while not stop.is_set():
+                record = local.poll(0.02)
+                if record is not None:
+                    seen[kind].append(record.value.decode())  # type: ignore[union-attr]
+            local.close()
+            return
+        remote = KafkaConsumer({
+            "bootstrap.servers": broker.bootstrap_servers, "group.id": group,
+            "client.id": "remote", "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": HEARTBEAT_MS,
+        })  # fmt: skip
+        remote.subscribe([topic])
+        while not stop.is_set():
+            message = remote.poll(0.02)
+            if message is not None and not message.error():
+                seen[kind].append(message.value().decode())  # type: ignore[union-attr]
+        remote.close()
+
+    follower = "remote" if leader == "local" else "local"
+    threads = [threading.Thread(target=run, args=(k,)) for k in (leader, follower)]
     try:
         with Admin(str(broker.data_dir)) as admin:
-
-            def split() -> bool:
-                # each polls in turn, so both keep up with the rebalances
-                record = local.poll(0.05)
-                if record is not None:
-                    seen["local"].append(record.value.decode())  # type: ignore[union-attr]
-                message = remote.poll(0.05)
-                if message is not None and not message.error():
-                    seen["remote"].append(message.value().decode())  # type: ignore[union-attr]
-                return stable(admin, group, 2) and (
-                    len(seen["local"]) + len(seen["remote"]) >= total
-                )
-
-            wait_until(split, 60, "both members consuming all records")
+            threads[0].start()
+            wait_until(
+                lambda: stable(admin, group, 1, assigned=True),
+                30,
+                f"the {leader} member alone in the group",
+            )
+            threads[1].start()
+            wait_until(
+                lambda: stable(admin, group, 2, assigned=True),
+                30,
+                "both members with partitions",
+            )
             described = admin.describe_group(group)
-        assert described.assignor == "range"
+            produce(broker, topic, range(total), partitions)
+            wait_until(
+                lambda: len(seen["local"]) + len(seen["remote"]) >= total,
+                60,
+                f"all {total} records consumed",
+            )
     finally:
-        local.close()
-        remote.close()
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join(30)
+    assert described.assignor == "range"
+    (first,) = [m for m in described.members if m.member_id == described.leader]
+    assert first.client_id == leader
     values = seen["local"] + seen["remote"]
     assert sorted(values, key=int) == [str(v) for v in range(total)]
     assert seen["local"], "the local member consumed nothing"
