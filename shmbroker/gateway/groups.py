@@ -28,7 +28,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SLACK = 10.0  # seconds a request may take beyond the wait it asks for
-MAX_WAIT_MS = 5 * 60 * 1000  # a parked request's wait when the client names none
+# how long a parked JoinGroup or SyncGroup may wait at least: the join phase lasts up
+# to the longest rebalance.timeout.ms of the group's members (not only this one's),
+# 5 minutes by Kafka clients' default; a client that gives up first closes its
+# connection, which ends the wait
+PARKED_WAIT_MS = 5 * 60 * 1000
 
 
 class GroupLine:
@@ -38,9 +42,6 @@ class GroupLine:
             client_id=f"shmbroker-gateway {session.peer}",
         )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="gateway-group")
-        # group -> the rebalance.timeout.ms of this connection's last join: how
-        # long its SyncGroup may wait for the leader
-        self.rebalance_timeout_ms: dict[str, int] = {}
 
     async def request(
         self, message: protocol.Request, kind: type[T], wait_ms: int = 0

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import PARKED_WAIT_MS, group_code, line
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code
@@ -41,7 +41,6 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
         codec.milliseconds(request.rebalance_timeout) if version >= 1 else session_ms
     )
     group_line = line(session)
-    group_line.rebalance_timeout_ms[request.group_id] = rebalance_ms
     message = protocol.JoinGroup(
         request.group_id,
         request.member_id,
@@ -56,7 +55,9 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
         require_member_id=version >= 4,
     )
     try:
-        result = await group_line.request(message, protocol.JoinResult, rebalance_ms)
+        result = await group_line.request(
+            message, protocol.JoinResult, max(rebalance_ms, PARKED_WAIT_MS)
+        )
     except errors.ShmbrokerError as exc:
         body = codec.build(
             response, throttle_time=0, error_code=group_code(exc), generation_id=-1,

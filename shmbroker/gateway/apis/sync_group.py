@@ -1,6 +1,6 @@
 """SyncGroup (key 14), v0-v3: the leader's assignments go to the coordinator; every
-member's request is parked until the leader's arrives (at most the rebalance
-timeout of this connection's last join), and gets its own assignment back. The
+member's request is parked until the leader's arrives (or the group rebalances
+again: the leader's session timed out), and gets its own assignment back. The
 bytes are opaque here (Kafka's ConsumerProtocol for "consumer" groups).
 """
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import MAX_WAIT_MS, group_code, line
+from shmbroker.gateway.groups import PARKED_WAIT_MS, group_code, line
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code
@@ -38,9 +38,8 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
         request.member_id,
         {a.member_id: a.assignment for a in request.assignments},
     )
-    wait_ms = group_line.rebalance_timeout_ms.get(request.group_id, MAX_WAIT_MS)
     try:
-        result = await group_line.request(message, protocol.SyncResult, wait_ms)
+        result = await group_line.request(message, protocol.SyncResult, PARKED_WAIT_MS)
     except errors.ShmbrokerError as exc:
         body = codec.build(
             response, throttle_time=0, error_code=group_code(exc), assignment=b""
