@@ -136,11 +136,12 @@ else:
 class Member:
     """A member process and what it printed, read by a thread as it comes."""
 
-    def __init__(self, client: str, broker: EmbeddedBroker, topic: str, group: str):
+    def __init__(self, client: str, broker: EmbeddedBroker, topic: str, group: str,
+                 session_ms: int = SESSION_MS) -> None:  # fmt: skip
         self.client = client
         self.process = subprocess.Popen(
             [sys.executable, "-c", MEMBER, client, broker.bootstrap_servers, topic,
-             group, str(SESSION_MS), str(HEARTBEAT_MS)],
+             group, str(session_ms), str(HEARTBEAT_MS)],
             # stderr: pytest's capture (shown if the test fails)
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip

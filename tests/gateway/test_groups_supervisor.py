@@ -1,10 +1,14 @@
-"""A remote consumer group across a supervisor crash: kill -9 the supervisor (the
-group coordinator) under two Kafka-client members; the gateway keeps serving, the
-next supervisor's coordinator has the committed offsets, the members rejoin it,
-and every record is consumed once. A module of its own: it kills its broker."""
+"""A remote consumer group across crashes: kill -9 the supervisor (the group
+coordinator) under two Kafka-client members: the gateway keeps serving, the next
+supervisor's coordinator has the committed offsets, the members rejoin it, and
+every record is consumed once; kill -9 the gateway: the members reconnect to the
+restarted one and keep their generation. A module of its own: it kills its
+broker's processes."""
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 
 import pytest
@@ -50,3 +54,38 @@ def test_a_remote_group_rejoins_a_restarted_supervisor_with_its_offsets(
 
     wait_until(lambda: len(values()) >= 2 * first, 60, f"{2 * first} records")
     assert values() == list(range(2 * first)), "a record lost or read twice"
+
+
+def test_a_gateway_kill_does_not_rebalance_a_remote_group(
+    broker: EmbeddedBroker, topic: str, members: list[Member]
+) -> None:
+    """Remote members live by heartbeats, not by the gateway's control connection:
+    if the gateway dies and the supervisor restarts it within their
+    session.timeout.ms, they reconnect as the same members of the same
+    generation, and every record is consumed once."""
+    partitions, first, group = 2, 100, f"gwkill-{uuid.uuid4().hex[:6]}"
+    create(broker, topic, partitions)
+    members += [
+        Member("confluent", broker, topic, group, session_ms=20_000) for _ in range(2)
+    ]
+    with Admin(str(broker.data_dir)) as admin:
+        wait_until(lambda: stable(admin, group, 2, assigned=True), 60, "the group")
+        before = admin.describe_group(group)
+        gateway = broker.gateway_pid()
+        assert gateway is not None
+        os.kill(gateway, signal.SIGKILL)
+        wait_until(
+            lambda: broker.gateway_pid() not in (None, gateway),
+            30,
+            "the supervisor to restart the gateway",
+        )
+        produce(broker, topic, range(first), partitions)
+
+        def values() -> list[int]:
+            return sorted(int(v) for m in members for _, _, v in m.records)
+
+        wait_until(lambda: len(values()) >= first, 60, f"{first} records")
+        after = admin.describe_group(group)
+    assert values() == list(range(first))
+    assert (after.generation, after.state) == (before.generation, "Stable")
+    assert {m.member_id for m in after.members} == {m.member_id for m in before.members}
