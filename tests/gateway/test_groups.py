@@ -31,6 +31,8 @@ from kio.schema.errors import ErrorCode
 from shmbroker import Admin, Consumer, EmbeddedBroker, GroupIdNotFound
 from shmbroker.gateway.apis import APIS
 from shmbroker.kafka import codec
+from shmbroker.kafka.consumer_protocol import encode_assignment
+from shmbroker.records import TopicPartition
 from tests.conftest import wait_until
 from tests.gateway.conftest import KCAT
 
@@ -477,11 +479,13 @@ def receive(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def join(sock: socket.socket, group: str, member_id: str = "") -> Any:
+def join(
+    sock: socket.socket, group: str, member_id: str = "", instance: str | None = None
+) -> Any:
     protocols = codec.nested(codec.request_type(11, 5), "JoinGroupRequestProtocol")
     return call(
         sock, 11, 5, group_id=group, session_timeout=10_000,
-        rebalance_timeout=30_000, member_id=member_id, group_instance_id=None,
+        rebalance_timeout=30_000, member_id=member_id, group_instance_id=instance,
         protocol_type="consumer",
         protocols=(protocols(name="range", metadata=b"\x00\x00\x00\x00\x00\x00"),),
     )  # fmt: skip
@@ -537,3 +541,56 @@ def test_a_parked_join_holds_neither_other_connections_nor_the_member_id_dance(
         assert not second.done()
         again = join(a, group, joined.member_id)
         assert second.result(30).generation_id == again.generation_id
+
+
+def sync(sock: socket.socket, group: str, joined: Any, **plan: bytes) -> Any:
+    assignment = codec.nested(codec.request_type(14, 3), "SyncGroupRequestAssignment")
+    return call(
+        sock, 14, 3, group_id=group, generation_id=joined.generation_id,
+        member_id=joined.member_id, group_instance_id=None,
+        assignments=tuple(
+            assignment(member_id=m, assignment=a) for m, a in plan.items()
+        ),
+    )  # fmt: skip
+
+
+def test_a_static_member_that_comes_back_keeps_its_place_without_a_rebalance(
+    broker: EmbeddedBroker,
+) -> None:
+    """JoinGroup v5's group.instance.id: a static member needs no
+    MEMBER_ID_REQUIRED round, and when it restarts (a new connection, no member
+    id) it gets its old member id and assignment back in the same generation."""
+    group = f"static-{uuid.uuid4().hex[:6]}"
+    mine, theirs = (encode_assignment([TopicPartition("t", p)]) for p in (0, 1))
+    host, port = broker.gateway_address()
+    with contextlib.ExitStack() as stack:
+        a, s, again = (
+            stack.enter_context(socket.create_connection((host, port), timeout=30))
+            for _ in range(3)
+        )
+        leader = join(a, group, join(a, group).member_id)
+        sync(a, group, leader, **{leader.member_id: theirs})
+        parked = concurrent.futures.ThreadPoolExecutor(1)
+        stack.callback(parked.shutdown)
+        static = parked.submit(join, s, group, "", "instance-1")
+        with Admin(str(broker.data_dir)) as admin:
+            wait_until(
+                lambda: admin.describe_group(group).state == "PreparingRebalance",
+                10,
+                "the static member's join",
+            )
+            leader = join(a, group, leader.member_id)
+            member = static.result(30)
+            assert member.error_code == ErrorCode.none
+            plan = {leader.member_id: theirs, member.member_id: mine}
+            sync(a, group, leader, **plan)
+            assert sync(s, group, member).assignment == mine
+            generation = admin.describe_group(group).generation
+            back = join(again, group, "", "instance-1")  # restarted: no member id
+            assert (back.error_code, back.member_id) == (
+                ErrorCode.none,
+                member.member_id,
+            )
+            assert sync(again, group, back).assignment == mine
+            described = admin.describe_group(group)
+        assert (described.state, described.generation) == ("Stable", generation)
