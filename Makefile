@@ -116,6 +116,7 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
 	$(BIN)/python benchmarks/bench_gateway.py --smoke
+	$(BIN)/python benchmarks/bench_group_failover.py --smoke
 
 clean:
 	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

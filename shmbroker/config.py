@@ -223,6 +223,11 @@ class BrokerConfig:
     # topic configs (Kafka's names) for topics that do not set them: lets a host with
     # a small /dev/shm default to small rings
     topic_defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # a member's session.timeout.ms must lie within these (Kafka's keys). Kafka's
+    # minimum is 6000; ours is lower: local members die with their control
+    # connection anyway, and remote ones may choose to be detected quickly
+    group_min_session_timeout_ms: int = 100
+    group_max_session_timeout_ms: int = 30 * 60 * 1000  # Kafka's default
     # ---- the Kafka protocol gateway (Kafka's key names where Kafka has one) ----
     # where the gateway listens: PLAINTEXT://HOST:PORT (port 0: any free one);
     # "" runs no gateway
@@ -312,6 +317,12 @@ class BrokerConfig:
                 )
         if self.num_partitions < 1:
             raise ConfigError(f"num.partitions: {self.num_partitions} must be >= 1")
+        low, high = self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+        if not 1 <= low <= high:
+            raise ConfigError(
+                f"group.min.session.timeout.ms ({low}) must be >= 1 and at most "
+                f"group.max.session.timeout.ms ({high})"
+            )
         if self.control_max_connections < 1:
             raise ConfigError(
                 f"control.max.connections: {self.control_max_connections} must be >= 1"

@@ -30,11 +30,11 @@ from typing import Any
 import psutil
 
 from shmbroker import errors, protocol, shm
-from shmbroker.broker import gc, registry, systemd
+from shmbroker.broker import gc, handlers, registry, systemd
 from shmbroker.broker.control import ControlConnection, ControlServer
 from shmbroker.broker.coordinator import GroupCoordinator
 from shmbroker.broker.metrics import MetricsServer
-from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
+from shmbroker.broker.offsets import OffsetStore
 from shmbroker.broker.progress import StartProgress
 from shmbroker.config import BrokerConfig, Listener, TopicConfig, validate_topic_name
 from shmbroker.log.partition import PartitionLog
@@ -109,7 +109,10 @@ class Supervisor:
                     progress.step(f"{name}-{p}")
             progress.finish()
             self.coordinator = GroupCoordinator(
-                OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
+                OffsetStore(self.data_dir / OFFSETS_DIR),
+                self._high_watermark,
+                min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+                max_session_timeout_ms=self.config.group_max_session_timeout_ms,
             )
             self._server = ControlServer(
                 self.config.control_socket,
@@ -461,30 +464,21 @@ class Supervisor:
     def handle(
         self, request: protocol.Request, conn: ControlConnection
     ) -> protocol.Reply:
-        if isinstance(request, protocol.Hello):
-            return protocol.HelloReply(
-                protocol.PROTOCOL_VERSION,
-                self.broker_id,
-                self.shm_base,
-                str(self.data_dir.resolve()),
-                os.getpid(),
+        """Answer a control request through the handler its type is registered
+        with (broker/handlers.py)."""
+        handler = handlers.HANDLERS.get(type(request))
+        if handler is None:
+            raise errors.ProtocolError(
+                f"unknown control request {type(request).__name__}"
             )
-        if isinstance(request, protocol.Metadata):
-            return self.metadata(request.topics, request.auto_create)
-        if isinstance(request, protocol.CreateTopic):
-            return self.create_topic(
-                request.name, request.partitions, request.configs, request.validate_only
-            )
-        if isinstance(request, protocol.DeleteTopic):
-            self.delete_topic(request.name)
-            return protocol.Done()
-        if isinstance(request, protocol.AlterConfigs):
-            return self.alter_configs(request.name, request.set, request.delete)
-        if isinstance(request, protocol.CreatePartitions):
-            return self.create_partitions(request.name, request.total)
-        if isinstance(request, protocol.DescribeTopics):
-            return self.describe(request.names)
-        return self._handle_group(request, conn)
+        return handler(self, request, conn)
+
+    def group_coordinator(self) -> GroupCoordinator:
+        """The coordinator, or BrokerUnavailable while the supervisor stops."""
+        c = self.coordinator
+        if c is None:
+            raise errors.BrokerUnavailable("the supervisor is stopping")
+        return c
 
     def _high_watermark(self, tp: TopicPartition) -> int:
         partition_log = self.logs.get((tp.topic, tp.partition))
@@ -497,93 +491,6 @@ class Supervisor:
     def _connection_closed(self, conn: ControlConnection) -> None:
         if self.coordinator is not None:
             self.coordinator.connection_closed(conn.conn_id)
-
-    def _handle_group(
-        self, request: protocol.Request, conn: ControlConnection
-    ) -> protocol.Reply:
-        c = self.coordinator
-        if c is None:
-            raise errors.BrokerUnavailable("the supervisor is stopping")
-        if isinstance(request, protocol.JoinGroup):
-            return c.join(
-                request.group_id,
-                request.member_id,
-                protocol_type=request.protocol_type,
-                protocols=request.protocols,
-                session_timeout_ms=request.session_timeout_ms,
-                rebalance_timeout_ms=request.rebalance_timeout_ms,
-                group_instance_id=request.group_instance_id,
-                client_id=request.client_id or conn.client_id,
-                client_host=f"pid-{conn.pid}",  # no space: awk-friendly tables
-                conn_id=conn.conn_id,
-            )
-        if isinstance(request, protocol.SyncGroup):
-            assignment = c.sync(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                request.assignments,
-            )
-            return protocol.SyncResult(assignment)
-        if isinstance(request, protocol.Heartbeat):
-            c.heartbeat(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                request.wait_ms / 1000,
-            )
-            return protocol.Done()
-        if isinstance(request, protocol.LeaveGroup):
-            c.leave(request.group_id, request.member_id)
-            return protocol.Done()
-        if isinstance(request, protocol.OffsetCommit):
-            c.commit(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                _offsets(request.offsets),
-            )
-            return protocol.Done()
-        if isinstance(request, protocol.AlterGroupOffsets):
-            c.require_empty(request.group_id, "alter the offsets")
-            c.commit(request.group_id, -1, "", _offsets(request.offsets))
-            return protocol.Done()
-        if isinstance(request, protocol.OffsetFetch):
-            partitions = (
-                None
-                if request.partitions is None
-                else [TopicPartition(*tp) for tp in request.partitions]
-            )
-            fetched = c.fetch(request.group_id, partitions)
-            return protocol.OffsetFetchReply(
-                [
-                    protocol.CommittedOffset(
-                        tp.topic, tp.partition, om.offset, om.metadata,
-                        om.commit_timestamp_ms,
-                    )
-                    for tp, om in sorted(fetched.items())
-                ]
-            )  # fmt: skip
-        if isinstance(request, protocol.ListGroups):
-            return protocol.ListGroupsReply(c.list_groups())
-        if isinstance(request, protocol.DescribeGroup):
-            return c.describe(request.group_id)
-        if isinstance(request, protocol.DeleteGroup):
-            c.delete_group(request.group_id)
-            return protocol.Done()
-        raise errors.ProtocolError(f"unknown control request {type(request).__name__}")
-
-
-def _offsets(
-    offsets: list[protocol.CommittedOffset],
-) -> dict[TopicPartition, OffsetAndMetadata]:
-    now = int(time.time() * 1000)  # as Kafka: the coordinator stamps the commit
-    return {
-        TopicPartition(o.topic, o.partition): OffsetAndMetadata(
-            o.offset, o.metadata, now
-        )
-        for o in offsets
-    }
 
 
 def _share(path: Path | str, gid: int | None, mode: int | None = None) -> None:

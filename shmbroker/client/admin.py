@@ -11,7 +11,7 @@ import msgspec
 from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
-from shmbroker.client.group import PROTOCOL_TYPE, decode_assignment
+from shmbroker.kafka.consumer_protocol import PROTOCOL_TYPE, decode_assignment
 from shmbroker.log.reader import PartitionReader
 from shmbroker.records import PartitionKey, TopicPartition
 

@@ -36,8 +36,8 @@ from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
 from shmbroker.config import BrokerConfig, Listener
 from shmbroker.counters import CounterPage
-from shmbroker.gateway.metrics import GatewayMetrics
 from shmbroker.errors import ConfigError
+from shmbroker.gateway.metrics import GatewayMetrics
 from shmbroker.gateway.producer_ids import ProducerIds
 from shmbroker.gateway.sasl import Authenticator
 from shmbroker.gateway.session import Session

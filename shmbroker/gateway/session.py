@@ -35,6 +35,7 @@ from shmbroker.kafka.codec import Buffer
 from shmbroker.log.reader import LogReader
 
 if TYPE_CHECKING:
+    from shmbroker.gateway.groups import GroupLine
     from shmbroker.gateway.server import Gateway
     from shmbroker.gateway.topics import Partition
 
@@ -95,6 +96,7 @@ class Session:
         self._tasks: dict[asyncio.Future[Any], _Slot] = {}  # cancelled on close
         self.auth = gateway.authenticator(transport, peer)  # gateway/sasl.py
         self._closing: str | None = None  # close once what is answered is sent
+        self.group_line: GroupLine | None = None  # gateway/groups.py makes it
 
     # ---- requests in, responses out -------------------------------------------------
 
@@ -323,4 +325,6 @@ class Session:
         for task in list(self._tasks):  # a parked fetch would wait out max_wait_ms
             task.cancel()
         self.transport.close()
+        if self.group_line is not None:
+            self.group_line.close()
         self.gateway.sessions.discard(self)

@@ -28,11 +28,13 @@ class Code(IntEnum):
     REQUEST_TIMED_OUT = 7
     MESSAGE_TOO_LARGE = 10
     COORDINATOR_NOT_AVAILABLE = 15
+    NOT_COORDINATOR = 16
     INVALID_TOPIC_EXCEPTION = 17
     INVALID_REQUIRED_ACKS = 21
     ILLEGAL_GENERATION = 22
     INCONSISTENT_GROUP_PROTOCOL = 23
     UNKNOWN_MEMBER_ID = 25
+    INVALID_SESSION_TIMEOUT = 26
     REBALANCE_IN_PROGRESS = 27
     TOPIC_AUTHORIZATION_FAILED = 29
     GROUP_AUTHORIZATION_FAILED = 30
@@ -54,6 +56,8 @@ class Code(IntEnum):
     SASL_AUTHENTICATION_FAILED = 58
     UNKNOWN_PRODUCER_ID = 59
     NON_EMPTY_GROUP = 68
+    MEMBER_ID_REQUIRED = 79
+    GROUP_SUBSCRIBED_TO_TOPIC = 86
     GROUP_ID_NOT_FOUND = 69
     INVALID_RECORD = 87
 
@@ -84,6 +88,7 @@ TABLE: tuple[tuple[type[errors.ShmbrokerError], Code], ...] = (
     (errors.InconsistentGroupProtocol, Code.INCONSISTENT_GROUP_PROTOCOL),
     (errors.GroupNotEmpty, Code.NON_EMPTY_GROUP),
     (errors.GroupIdNotFound, Code.GROUP_ID_NOT_FOUND),
+    (errors.InvalidSessionTimeout, Code.INVALID_SESSION_TIMEOUT),
 )
 
 UNMAPPED: dict[type[errors.ShmbrokerError], str] = {
