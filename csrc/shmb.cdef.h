@@ -178,6 +178,9 @@ int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 int shmb_ring_mark_deleted(shmb_ring_t *ring);
 void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
+int64_t shmb_ring_high_watermark(shmb_ring_t *ring);
+int64_t shmb_ring_log_start_offset(shmb_ring_t *ring);
+int64_t shmb_ring_tail_position(shmb_ring_t *ring);
 #define SHMB_CHECK_SPILL_TAIL ...
 #define SHMB_CHECK_TAIL_CLAIM ...
 #define SHMB_CHECK_UNSPILLED ...

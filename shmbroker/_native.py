@@ -606,6 +606,16 @@ class RingMap:
     def mark_deleted(self) -> None:
         _check(lib.shmb_ring_mark_deleted(self._ptr), "mark ring deleted")
 
+    # one load each, for the readers that want only these: stat() costs ~10 us more
+    def high_watermark(self) -> int:
+        return int(lib.shmb_ring_high_watermark(self._ptr))
+
+    def log_start_offset(self) -> int:
+        return int(lib.shmb_ring_log_start_offset(self._ptr))
+
+    def tail_position(self) -> int:
+        return int(lib.shmb_ring_tail_position(self._ptr))
+
     def stat(self) -> dict[str, int]:
         s = ffi.new("shmb_ring_stat_t *")
         lib.shmb_ring_stat(self._ptr, s)

@@ -341,6 +341,14 @@ class Ring:
     def stat(self) -> RingStat:
         return RingStat(**self.native.stat())
 
+    def high_watermark(self) -> int:
+        """The offset the next appended record gets (stat().next_offset, cheaply)."""
+        return self.native.high_watermark()
+
+    def log_start_offset(self) -> int:
+        """The first offset retention keeps (stat().log_start_offset, cheaply)."""
+        return self.native.log_start_offset()
+
     # ---- reads -----------------------------------------------------------------------
 
     def seek(self, offset: int) -> int:
@@ -367,7 +375,7 @@ class Ring:
         """A reader from offset (None: from the tail, i.e. only new records)."""
         reader = RingReader(
             self,
-            self.stat().tail_position,
+            self.native.tail_position(),
             topic=self.name if topic is None else topic,
             partition=partition,
             spin=spin,

@@ -138,11 +138,11 @@ class PartitionReader:
 
     @property
     def log_start_offset(self) -> int:
-        return self.ring.stat().log_start_offset
+        return self.ring.log_start_offset()
 
     @property
     def high_watermark(self) -> int:
-        return self.ring.stat().next_offset
+        return self.ring.high_watermark()
 
     def spilled_offset(self) -> int:
         return self.ring.spilled_offset()
