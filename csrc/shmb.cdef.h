@@ -76,6 +76,31 @@ typedef struct shmb_decoded {
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
 
+typedef struct shmb_columns {
+    int32_t max_records;
+    int64_t min_offset;
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos;
+    int32_t *key_lens;
+    int32_t *value_pos;
+    int32_t *value_lens;
+    int32_t *header_counts;
+    uint8_t *key_views;
+    uint8_t *value_views;
+    uint8_t *key_valid;
+    uint8_t *value_valid;
+        int32_t records;
+    int32_t batches;
+    int32_t headers;
+    int32_t null_keys;
+    int32_t null_values;
+    int64_t bytes_consumed;
+} shmb_columns_t;
+
+int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_columns_t *out,
+                         int flags);
+
 #define SHMB_SCAN_FIELDS ...
 typedef struct shmb_scan {
     int32_t max_batches;

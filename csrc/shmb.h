@@ -110,6 +110,42 @@ typedef struct shmb_decoded {
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
 
+/* Decoded records as columns the caller owns (column-major, max_records entries
+ * each), for polls that build no Python object per record and for Arrow: offset,
+ * timestamp, header count, and key and value as position in buf and length (-1: a
+ * null; position 0 then). key_views / value_views, when not NULL, get each record's
+ * Arrow binary view (16 bytes: the length, then up to 12 bytes inline, else a 4-byte
+ * prefix, buffer index 0 and the position in buf), and key_valid / value_valid,
+ * when not NULL, Arrow's validity bitmap (bit i set: not null). Records below
+ * min_offset (before where a seek landed in its batch) are left out. buf may hold
+ * up to INT32_MAX bytes: positions are int32, as Arrow's. */
+typedef struct shmb_columns {
+    int32_t max_records;
+    int64_t min_offset;
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos;
+    int32_t *key_lens;
+    int32_t *value_pos;
+    int32_t *value_lens;
+    int32_t *header_counts;
+    uint8_t *key_views;
+    uint8_t *value_views;
+    uint8_t *key_valid;
+    uint8_t *value_valid;
+    /* results */
+    int32_t records;
+    int32_t batches;
+    int32_t headers;
+    int32_t null_keys;
+    int32_t null_values;
+    int64_t bytes_consumed;
+} shmb_columns_t;
+
+/* shmb_batches_decode's walk, into columns: the same returns and flags. */
+int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_columns_t *out,
+                         int flags);
+
 /* Batch headers of a run of batches, row-major, one row of SHMB_SCAN_FIELDS int64:
  *   position (index into the scanned buffer) | bytes | base_offset | last_offset |
  *   max_timestamp | record_count

@@ -248,6 +248,81 @@ class Decoded:
         return self._headers[: self.struct.headers * HEADER_FIELDS].tolist()
 
 
+class Columns:
+    """What shmb_batches_columns writes: records as columns in C arrays made for
+    this one decode, so the columnar batch that holds them can hand them out (to
+    Arrow too) without a copy. See csrc/shmb.h for each column."""
+
+    __slots__ = ("_arrays", "struct")
+
+    def __init__(self, max_records: int, min_offset: int = -1) -> None:
+        n = max(max_records, 1)
+        c = ffi.new("shmb_columns_t *")
+        c.max_records, c.min_offset = n, min_offset
+        arrays = {
+            "offsets": ffi.new("int64_t[]", n),
+            "timestamps": ffi.new("int64_t[]", n),
+            "key_pos": ffi.new("int32_t[]", n),
+            "key_lens": ffi.new("int32_t[]", n),
+            "value_pos": ffi.new("int32_t[]", n),
+            "value_lens": ffi.new("int32_t[]", n),
+            "header_counts": ffi.new("int32_t[]", n),
+            "key_views": ffi.new("uint8_t[]", 16 * n),
+            "value_views": ffi.new("uint8_t[]", 16 * n),
+            "key_valid": ffi.new("uint8_t[]", (n + 7) // 8),
+            "value_valid": ffi.new("uint8_t[]", (n + 7) // 8),
+        }
+        for name, array in arrays.items():
+            setattr(c, name, array)
+        self._arrays = arrays
+        self.struct = c
+
+    def decode(self, buf: Any, start: int, end: int, verify_crc: bool) -> int:
+        """Decode whole batches of buf[start:end] (bytes: the columns point into
+        it); returns the records decoded. InvalidArgument (EUNSUPPORTED) if the
+        first batch is compressed; the decode stops before a later one."""
+        flags = DECODE_VERIFY_CRC if verify_crc else 0
+        rc = lib.shmb_batches_columns(
+            ffi.from_buffer(buf), start, end, self.struct, flags
+        )
+        return _check(rc, "decode batches into columns")
+
+    def column(self, name: str) -> memoryview:
+        """One column of the decoded records, as a memoryview of its C array
+        (int64 'q', int32 'i', or bytes 'B' for the views and bitmaps)."""
+        array = self._arrays[name]
+        n = int(self.struct.records)
+        item = ffi.sizeof(ffi.typeof(array).item)
+        if name.endswith("_views"):
+            size = 16 * n
+        elif name.endswith("_valid"):
+            size = (n + 7) // 8
+        else:
+            size = n * item
+        view = memoryview(ffi.buffer(array, size))
+        return view.cast("q") if item == 8 else view.cast("i" if item == 4 else "B")
+
+    @property
+    def records(self) -> int:
+        return int(self.struct.records)
+
+    @property
+    def headers(self) -> int:
+        return int(self.struct.headers)
+
+    @property
+    def null_keys(self) -> int:
+        return int(self.struct.null_keys)
+
+    @property
+    def null_values(self) -> int:
+        return int(self.struct.null_values)
+
+    @property
+    def bytes_consumed(self) -> int:
+        return int(self.struct.bytes_consumed)
+
+
 SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS
 # the fields of a scan row, in order: rows are flat lists, so rows[i + LAST_OFFSET]
 POSITION, BYTES, BASE_OFFSET, LAST_OFFSET, MAX_TIMESTAMP, RECORDS = range(SCAN_FIELDS)

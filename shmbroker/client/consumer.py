@@ -30,7 +30,7 @@ from shmbroker import _native, errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
 from shmbroker.log.reader import LogReader, PartitionReader
-from shmbroker.records import PartitionKey, Record, TopicPartition
+from shmbroker.records import PartitionKey, Record, RecordColumns, TopicPartition
 from shmbroker.ring import DEFAULT_IDLE
 
 log = logging.getLogger(__name__)
@@ -52,17 +52,24 @@ class _Assigned:
         self.log_reader: LogReader | None = None
         self.buffer: list[Record] = []  # fetched, not yet returned, in order
         self.at = 0  # index of the next record in buffer to return
+        self.columns: RecordColumns | None = None  # poll_columns' read ahead
         self.paused = False
 
     def seek(self, offset: int) -> None:
         self.log_reader = self.reader.reader(offset, check_crcs=self.check_crcs)
-        self.buffer, self.at = [], 0
+        self.buffer, self.at, self.columns = [], 0, None
 
     @property
     def position(self) -> int:
         if self.at < len(self.buffer):
             return self.buffer[self.at].offset
+        if self.columns is not None:
+            return int(self.columns.offsets[0])
         return self.require_reader().offset
+
+    def read_ahead(self) -> bool:
+        """Records were read ahead by the other kind of poll than this one."""
+        return self.at < len(self.buffer) or self.columns is not None
 
     def require_reader(self) -> LogReader:
         if self.log_reader is None:  # auto.offset.reset none, and no seek yet
@@ -498,6 +505,8 @@ class Consumer:
             for k in range(n):
                 i = (start + k) % n
                 a = order[i]
+                if a.columns is not None:  # poll_columns read ahead: from the first
+                    a.seek(a.position)
                 if a.at >= len(a.buffer):
                     if not ready[i]:
                         continue
@@ -510,6 +519,45 @@ class Consumer:
                 out += part
                 self._next = (i + 1) % n  # the next call starts after this one
                 if len(out) >= limit:
+                    break
+            return out
+
+        return self._visit(take, timeout) or []
+
+    def poll_columns(
+        self, max_records: int | None = None, timeout: float | None = 0
+    ) -> list[RecordColumns]:
+        """As poll_batch, but each partition's records as one RecordColumns (offsets,
+        timestamps, keys and values as columns over one buffer; `to_arrow()`
+        without a copy): no Python object per record. [] if none came within
+        timeout (None: wait)."""
+        limit = self.max_poll_records if max_records is None else max_records
+        if limit < 1:
+            raise errors.InvalidArgument(f"max_records must be >= 1, not {limit}")
+
+        def take(ready: bytes, wait: float | None) -> list[RecordColumns] | None:
+            out: list[RecordColumns] = []
+            order = self._order
+            n, count = len(order), 0
+            start = self._next
+            for k in range(n):
+                i = (start + k) % n
+                a = order[i]
+                if a.at < len(a.buffer):  # poll_batch read ahead: from the first
+                    a.seek(a.position)
+                columns = a.columns
+                if columns is None:
+                    if not ready[i]:
+                        continue
+                    columns = self._read(a, LogReader.poll_columns, wait)
+                    if not columns:  # none, or control batches only
+                        continue
+                part, rest = columns.split(limit - count)
+                a.columns = rest if len(rest) else None
+                out.append(part)
+                count += len(part)
+                self._next = (i + 1) % n
+                if count >= limit:
                     break
             return out
 
@@ -532,7 +580,7 @@ class Consumer:
             for k in range(n):
                 i = (start + k) % n
                 a = order[i]
-                if a.at < len(a.buffer):  # records polled ahead: go on from the first
+                if a.read_ahead():  # records polled ahead: go on from the first
                     a.seek(a.position)
                 elif not ready[i]:
                     continue

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 from shmbroker import _native, errors
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment, file_name
-from shmbroker.records import Record, decode_records
+from shmbroker.records import Record, RecordColumns, decode_columns, decode_records
 from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
 
 LAST = _native.LAST_OFFSET
@@ -220,6 +220,7 @@ class LogReader:
         self._next: SegmentPosition | None = None  # after the last segment read
         self._scan = _native.Scan()
         self._decoded = _native.Decoded()
+        self._records_read = 0  # in the batches of the last read
 
     def seek(self, offset: int) -> None:
         """Go on from offset (the next read starts at the batch holding it)."""
@@ -292,6 +293,8 @@ class LogReader:
                 f"{bytes(data[:32]).hex()}"
             )
         self.offset = max(self.offset, rows[-F + LAST] + 1)
+        # what their headers count, the most a columnar poll of them decodes
+        self._records_read = sum(rows[_native.RECORDS :: F])
         return data
 
     def poll(self, timeout: float | None = 0) -> list[Record]:
@@ -315,14 +318,9 @@ class LogReader:
                     self.check_crcs,
                 )
             except errors.CorruptError as exc:
-                # which batch: the ones before it are good, and are returned first
-                self._scan.scan(data, at, len(data), verify=True)
-                bad = at + self._scan.bytes_consumed
-                if bad >= len(data):  # CRCs fine: a compressed payload that is not
-                    bad = at  # what its codec says; blame the batch that raised
-                base = int.from_bytes(data[bad : bad + 8], "big")
+                bad, damage = self._damaged(data, at, exc)
                 if records or bad > at:
-                    self.seek(base)  # the next poll starts at it, and raises
+                    self.seek(int.from_bytes(data[bad : bad + 8], "big"))
                     while at < bad:  # the good batches before it
                         got, consumed = decode_records(
                             self._decoded, data, data, at, bad, log.topic,
@@ -331,11 +329,7 @@ class LogReader:
                         records += got
                         at += consumed
                     break
-                raise errors.CorruptError(
-                    f"partition {log.name}: the batch at offset {base} ({bad} bytes "
-                    f"into what was read from {self._source}) fails its CRC32C or "
-                    f"record checks: {exc}"
-                ) from exc
+                raise damage from exc
             if not consumed:  # whole batches by _advance: cannot happen
                 raise errors.CorruptError(
                     f"partition {log.name}: no record batch decodes at byte "
@@ -347,6 +341,46 @@ class LogReader:
         if records and records[0].offset < first:
             records = [r for r in records if r.offset >= first]
         return records
+
+    def poll_columns(self, timeout: float | None = 0) -> RecordColumns | None:
+        """The next records from self.offset on as columns (no Python object per
+        record), or None after timeout; CRCs checked and a damaged batch handled
+        as poll does (the good batches before it come first)."""
+        first = self.offset
+        data = self.read_batches(timeout)
+        if not data:
+            return None
+        log = self.log
+        try:
+            return decode_columns(
+                data, self._records_read, log.topic, log.partition, first,
+                self.check_crcs,
+            )  # fmt: skip
+        except errors.CorruptError as exc:
+            bad, damage = self._damaged(data, 0, exc)
+            if not bad:
+                raise damage from exc
+            self.seek(int.from_bytes(data[bad : bad + 8], "big"))
+            return decode_columns(
+                data[:bad], self._records_read, log.topic, log.partition, first,
+                self.check_crcs,
+            )  # fmt: skip
+
+    def _damaged(
+        self, data: bytes, at: int, exc: errors.CorruptError
+    ) -> tuple[int, errors.CorruptError]:
+        """Where the damaged batch of data[at:] begins (the ones before it are good,
+        and are returned first), and the error that names it."""
+        self._scan.scan(data, at, len(data), verify=True)
+        bad = at + self._scan.bytes_consumed
+        if bad >= len(data):  # CRCs fine: a compressed payload that is not
+            bad = at  # what its codec says; blame the batch that raised
+        base = int.from_bytes(data[bad : bad + 8], "big")
+        return bad, errors.CorruptError(
+            f"partition {self.log.name}: the batch at offset {base} ({bad} bytes "
+            f"into what was read from {self._source}) fails its CRC32C or "
+            f"record checks: {exc}"
+        )
 
 
 def offset_for_time(view: PartitionView, timestamp: int) -> int | None:
