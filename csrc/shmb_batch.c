@@ -114,8 +114,8 @@ static inline uint8_t *put_bytes(uint8_t *p, const uint8_t *src, int64_t *at, in
     return p;
 }
 
-static void put_header(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
-                       int64_t base_ts, int64_t max_ts) {
+void shmb_batch_seal(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
+                     int64_t base_ts, int64_t max_ts) {
     shmb_put_be64(out + SHMB_BATCH_OFF_BASE_OFFSET, (uint64_t)base_offset);
     shmb_put_be32(out + SHMB_BATCH_OFF_LENGTH, (uint32_t)(total - SHMB_BATCH_LOG_OVERHEAD));
     shmb_put_be32(out + SHMB_BATCH_OFF_LEADER_EPOCH, 0);
@@ -159,7 +159,7 @@ int64_t shmb_batch_encode(const shmb_records_t *r, int64_t now_ms, int64_t base_
         }
         w.header_at += hc;
     }
-    put_header(out, total, base_offset, r->count, w.base_timestamp, max_ts);
+    shmb_batch_seal(out, total, base_offset, r->count, w.base_timestamp, max_ts);
     return total;
 }
 

@@ -1,4 +1,5 @@
-"""The only importer of the compiled C core (shmbroker._shmb).
+"""The only importer of the compiled C core (shmbroker._shmb, and the producer's
+BatchBuilder, shmbroker._shmb_builder: a CPython extension type, csrc/shmb_builder.c).
 
 C returns >= 0 for success or a count, and a negative shmb_rc otherwise; `_check` turns
 those codes into exceptions, here and nowhere else. Everything else in the package
@@ -14,6 +15,7 @@ from typing import Any
 
 from shmbroker import errors
 from shmbroker._shmb import ffi, lib
+from shmbroker._shmb_builder import BatchBuilder as BatchBuilder  # csrc/shmb_builder.c
 
 TIMESTAMP_NOW: int = lib.SHMB_TIMESTAMP_NOW
 VALIDATE_RECORDS: int = lib.SHMB_VALIDATE_RECORDS
@@ -562,8 +564,11 @@ class RingMap:
             _APPEND_RETRY,
         )
 
-    def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
-        args = (self._ptr, batch, len(batch), flags)
+    def append_batch(
+        self, batch: bytes | memoryview, flags: int, timeout_ms: int
+    ) -> int:
+        data = batch if isinstance(batch, bytes) else ffi.from_buffer(batch)
+        args = (self._ptr, data, len(batch), flags)
         first = _first_slice(timeout_ms)
         rc = int(lib.shmb_ring_append_batch(*args, first))
         if rc >= 0:

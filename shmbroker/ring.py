@@ -209,7 +209,7 @@ class Ring:
 
     def append_encoded(
         self,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         timeout: float | None = None,
         validate_records: bool = True,
