@@ -1,6 +1,5 @@
-"""The cffi module (csrc/build_ffi.py), and the producer's batch builder: a CPython
-extension type, because its per-record call must cost less than a cffi call
-(csrc/shmb_builder.c says why)."""
+"""The cffi module (csrc/build_ffi.py), and the C core's CPython-API half (csrc/shmb_py.c):
+the calls made once per record, which must cost less than a cffi call."""
 
 import sys
 
@@ -13,9 +12,9 @@ setup(
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
     ext_modules=[
         Extension(
-            "shmbroker._shmb_builder",
+            "shmbroker._shmb_py",
             # the codec's seal and CRC32C compiled in: the builder calls them
-            sources=["csrc/shmb_builder.c"]
+            sources=["csrc/shmb_py.c"]
             + [f"csrc/{name}" for name in SOURCES if name in ("shmb_batch.c", "shmb_crc32c.c")],
             include_dirs=["csrc"],
             extra_compile_args=flags,

@@ -1,5 +1,6 @@
 """The only importer of the compiled C core (shmbroker._shmb, and the producer's
-BatchBuilder, shmbroker._shmb_builder: a CPython extension type, csrc/shmb_builder.c).
+BatchBuilder and build_records, shmbroker._shmb_py: csrc/shmb_py.c, the per-record
+calls that must cost less than a cffi call).
 
 C returns >= 0 for success or a count, and a negative shmb_rc otherwise; `_check` turns
 those codes into exceptions, here and nowhere else. Everything else in the package
@@ -15,7 +16,8 @@ from typing import Any
 
 from shmbroker import errors
 from shmbroker._shmb import ffi, lib
-from shmbroker._shmb_builder import BatchBuilder as BatchBuilder  # csrc/shmb_builder.c
+from shmbroker._shmb_py import BatchBuilder as BatchBuilder  # csrc/shmb_py.c
+from shmbroker._shmb_py import build_records as build_records
 
 TIMESTAMP_NOW: int = lib.SHMB_TIMESTAMP_NOW
 VALIDATE_RECORDS: int = lib.SHMB_VALIDATE_RECORDS
@@ -234,6 +236,10 @@ class Decoded:
     @property
     def bytes_consumed(self) -> int:
         return int(self.struct.bytes_consumed)
+
+    def rows_buffer(self) -> Any:
+        """The record rows as bytes over the C array (what build_records reads)."""
+        return ffi.buffer(self._keep[0])
 
     def record_rows(self) -> list[int]:
         """All record rows of the last decode, flat: RECORD_FIELDS ints a record."""

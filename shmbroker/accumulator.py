@@ -1,6 +1,6 @@
 """Per-record sends gathered into batches, as Kafka's producer does (its
 RecordAccumulator): `send` encodes the record into the open batch in C, one call
-(`_native.BatchBuilder`, csrc/shmb_builder.c), and the batch is sealed and appended to
+(`_native.BatchBuilder`, csrc/shmb_py.c), and the batch is sealed and appended to
 the ring when it holds `batch_records` records or `batch_bytes` bytes, or on `flush`.
 A value alone sent into the middle of a batch needs no Python at all beyond the call
 (`BatchBuilder.append_value`: the producer's per-record path, ~100 ns). `Ring.append`

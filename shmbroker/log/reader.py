@@ -231,7 +231,11 @@ class LogReader:
     def read_batches(self, timeout: float | None = 0) -> bytes:
         """Whole batches, the first holding self.offset (it may start before it);
         b'' when there is nothing new within timeout."""
-        return bytes(self._read(timeout, self.max_bytes))
+        view = self._read(timeout, self.max_bytes)
+        whole = view.obj
+        if type(whole) is bytes and len(whole) == len(view):
+            return whole  # a segment read's own bytes: no copy of them
+        return bytes(view)
 
     def read_slice(self, offset: int, max_bytes: int) -> memoryview:
         """Whole batches from the one holding offset, at most max_bytes unless the
@@ -284,17 +288,22 @@ class LogReader:
 
     def _advance(self, data: memoryview, source: str) -> memoryview:
         """Move self.offset past the whole batches of data, which must hold one."""
-        rows = self._scan.scan(data, 0, len(data))
-        if not rows or self._scan.bytes_consumed != len(data):
+        scan, at, records, last = self._scan, 0, 0, -1
+        while at < len(data):  # a scan's rows hold 4096 batches: several scans
+            rows = scan.scan(data, at, len(data))
+            if not rows:
+                break
+            records += sum(rows[_native.RECORDS :: F])
+            last = rows[-F + LAST]
+            at += scan.bytes_consumed
+        if last < 0 or at != len(data):
             raise errors.CorruptError(
                 f"partition {self.log.name}: {len(data)} bytes read from the "
                 f"{source} at offset {self.offset} are not whole batches (whole: "
-                f"{self._scan.bytes_consumed} bytes); they begin "
-                f"{bytes(data[:32]).hex()}"
+                f"{at} bytes); they begin {bytes(data[:32]).hex()}"
             )
-        self.offset = max(self.offset, rows[-F + LAST] + 1)
-        # what their headers count, the most a columnar poll of them decodes
-        self._records_read = sum(rows[_native.RECORDS :: F])
+        self.offset = max(self.offset, last + 1)
+        self._records_read = records  # what a columnar poll of them decodes, at most
         return data
 
     def poll(self, timeout: float | None = 0) -> list[Record]:

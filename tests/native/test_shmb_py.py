@@ -1,6 +1,8 @@
-"""The producer's BatchBuilder (csrc/shmb_builder.c): records encoded one call each
-must make the batch kafka-python's independent decoder reads back, timestamps as the
-module says, and the per-record call must refuse what it must leave to the caller."""
+"""csrc/shmb_py.c. The producer's BatchBuilder: records encoded one call each must
+make the batch kafka-python's independent decoder reads back, timestamps as the
+module says, and the per-record call must refuse what it must leave to the caller.
+build_records: Records of a decode, and a bad row refused, never read past the
+buffer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shmbroker import _native
+from shmbroker.records import Record
 from tests.native.kafka_python import DefaultRecordBatch
 
 HEADER = _native.BATCH_HEADER_BYTES
@@ -142,3 +145,21 @@ def test_bad_fields_raise_and_add_nothing(args: tuple[Any, ...], error: type) ->
     with pytest.raises(error):
         b.append(*args)
     assert (len(b), b.records_bytes) == (0, 0)
+
+
+def test_build_records_makes_the_records_of_a_decode_and_refuses_bad_rows() -> None:
+    batch = _native.batch_encode(
+        _native.RecordArrays([b"a", None, b"ccc"], [None, b"k", b""], timestamp=9)
+    )
+    decoded = _native.Decoded()
+    decoded.decode(batch, 0, len(batch))
+    rows = decoded.rows_buffer()
+    assert _native.build_records(batch, rows, 3, "t", 2, Record) == [
+        Record("t", 2, 0, 9, None, b"a"),
+        Record("t", 2, 1, 9, b"k", None),
+        Record("t", 2, 2, 9, b"", b"ccc"),
+    ]
+    with pytest.raises(ValueError, match="row 0 is not a record without headers"):
+        _native.build_records(batch[:5], rows, 1, "t", 2, Record)  # past the end
+    with pytest.raises(ValueError, match="4096 rows"):
+        _native.build_records(batch, rows[:64], 4096, "t", 2, Record)

@@ -1,8 +1,10 @@
-/* The producer's open batch: records encoded one call each into a RecordBatch v2
- * buffer, sealed (header, CRC32C) when it goes to the ring. A CPython extension type,
- * not cffi: the per-record call must cost tens of ns (a cffi call costs ~130 and
- * releases the GIL), and holding the GIL makes each call atomic, so threads append
- * without a lock and a record's future gets its batch and index in the same step.
+/* The C core's CPython-API half: what runs once per record and must cost less than a
+ * cffi call (~130 ns, and it releases the GIL). Everything else stays in cffi.
+ *
+ * BatchBuilder, the producer's open batch: records encoded one call each into a
+ * RecordBatch v2 buffer, sealed (header, CRC32C) when it goes to the ring. Holding
+ * the GIL makes each call atomic, so threads append without a lock and a record's
+ * future gets its batch and index in the same step.
  *
  * Record timestamps: while every record came without one, they are all delta 0 and
  * the batch is stamped when sealed (the wall clock when it goes, as before). The
@@ -12,7 +14,10 @@
  *
  * Sealed: between seal() and clear()/unseal() the bytes are being appended (the GIL
  * is released meanwhile) and every append refuses (-1 / None): the caller's flush
- * holds its lock, and a refused sender waits for that lock. */
+ * holds its lock, and a refused sender waits for that lock.
+ *
+ * build_records: the consumer's Records of a decode (shmb_batches_decode's rows),
+ * one vectorcall each, for records without headers. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -388,8 +393,8 @@ static PyBufferProcs builder_buffer = {
 };
 
 static PyTypeObject BuilderType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmbroker._shmb_builder.BatchBuilder",
-    .tp_doc = "A producer's open RecordBatch v2 (csrc/shmb_builder.c)",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shmbroker._shmb_py.BatchBuilder",
+    .tp_doc = "A producer's open RecordBatch v2 (csrc/shmb_py.c)",
     .tp_basicsize = sizeof(Builder),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -402,12 +407,88 @@ static PyTypeObject BuilderType = {
     .tp_as_buffer = &builder_buffer,
 };
 
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "shmbroker._shmb_builder",
-    "The producer's per-record batch builder (csrc/shmb_builder.c)", -1, NULL, NULL, NULL, NULL, NULL,
+/* build_records(buf, rows, count, topic, partition, record_type) -> list: rows is
+ * a buffer of int64 record rows (SHMB_DECODED_RECORD_FIELDS each: offset, timestamp,
+ * key_pos, key_end, value_pos, value_end, header_count, first_header) indexing buf;
+ * each record is record_type(topic, partition, offset, timestamp, key, value). The
+ * caller builds records with headers itself (header_count must be 0). */
+static PyObject *build_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError,
+                        "build_records(buf, rows, count, topic, partition, record_type)");
+        return NULL;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(args[2]);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer buf, rows;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &rows, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (count < 0 || rows.len < count * SHMB_DECODED_RECORD_FIELDS * (Py_ssize_t)8) {
+        PyErr_Format(PyExc_ValueError, "build_records: %zd rows of %zd bytes", count,
+                     rows.len);
+        goto done;
+    }
+    out = PyList_New(count);
+    if (!out) goto done;
+    const uint8_t *b = buf.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t row[SHMB_DECODED_RECORD_FIELDS];
+        memcpy(row, (const uint8_t *)rows.buf + i * (Py_ssize_t)sizeof row, sizeof row);
+        /* positions come from the decoder over this buf: check anyway, a bad row
+         * must not read outside it */
+        if (row[6] != 0 || row[3] > buf.len || row[5] > buf.len || row[2] > row[3] ||
+            row[4] > row[5]) {
+            PyErr_Format(PyExc_ValueError, "build_records: row %zd is not a record "
+                         "without headers in %zd bytes", i, buf.len);
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyObject *key = row[3] < 0 ? Py_NewRef(Py_None)
+                                   : PyBytes_FromStringAndSize((const char *)b + row[2],
+                                                               row[3] - row[2]);
+        PyObject *value = row[5] < 0 ? Py_NewRef(Py_None)
+                                     : PyBytes_FromStringAndSize((const char *)b + row[4],
+                                                                 row[5] - row[4]);
+        PyObject *offset = PyLong_FromLongLong(row[0]);
+        PyObject *timestamp = PyLong_FromLongLong(row[1]);
+        PyObject *record = NULL;
+        if (key && value && offset && timestamp) {
+            PyObject *call[6] = {args[3], args[4], offset, timestamp, key, value};
+            record = PyObject_Vectorcall(args[5], call, 6, NULL);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        Py_XDECREF(offset);
+        Py_XDECREF(timestamp);
+        if (!record) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, record);
+    }
+done:
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
+static PyMethodDef module_methods[] = {
+    {"build_records", (PyCFunction)(void (*)(void))build_records, METH_FASTCALL,
+     "build_records(buf, rows, count, topic, partition, record_type) -> list"},
+    {NULL, NULL, 0, NULL},
 };
 
-PyMODINIT_FUNC PyInit__shmb_builder(void) {
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "shmbroker._shmb_py",
+    "The C core's CPython-API half (csrc/shmb_py.c)", -1, module_methods, NULL, NULL, NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__shmb_py(void) {
     if (PyType_Ready(&BuilderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
