@@ -95,6 +95,8 @@ bench: $(BENCH_STAMP) benchmarks/bench_ring_c redis
 	$(BIN)/python benchmarks/bench_groups.py
 	$(BIN)/python benchmarks/bench_check_crcs.py
 	$(BIN)/python benchmarks/bench_consumer_wait.py
+	$(BIN)/python benchmarks/bench_calls.py
+	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_gateway.py --tuned
 
 bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
@@ -105,6 +107,8 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_groups.py --smoke
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
+	$(BIN)/python benchmarks/bench_calls.py --smoke
+	$(BIN)/python benchmarks/bench_peers.py --smoke
 	$(BIN)/python benchmarks/bench_gateway.py --smoke
 
 clean:

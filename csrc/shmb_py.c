@@ -282,6 +282,44 @@ static PyObject *builder_append(Builder *b, PyObject *args, PyObject *kwds) {
     return rc == -2 ? NULL : PyLong_FromLong(rc);
 }
 
+/* extend(values, keys=None, timestamp=None) -> how many went in: the records in
+ * order, until one does not fit (send_batch's path: no list of lengths). On an
+ * error the ones before it stay: the caller clears. */
+static PyObject *builder_extend(Builder *b, PyObject *args) {
+    PyObject *values, *keys = Py_None, *timestamp = Py_None;
+    if (!PyArg_ParseTuple(args, "O|OO", &values, &keys, &timestamp)) return NULL;
+    PyObject *vs = PySequence_Fast(values, "values must be a sequence");
+    if (!vs) return NULL;
+    PyObject *ks = NULL;
+    if (keys != Py_None) {
+        ks = PySequence_Fast(keys, "keys must be a sequence or None");
+        if (!ks) {
+            Py_DECREF(vs);
+            return NULL;
+        }
+        if (PySequence_Fast_GET_SIZE(ks) != PySequence_Fast_GET_SIZE(vs)) {
+            PyErr_Format(PyExc_ValueError, "%zd keys for %zd values",
+                         PySequence_Fast_GET_SIZE(ks), PySequence_Fast_GET_SIZE(vs));
+            Py_DECREF(ks);
+            Py_DECREF(vs);
+            return NULL;
+        }
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(vs), taken = 0;
+    for (; taken < n; taken++) {
+        PyObject *key = ks ? PySequence_Fast_GET_ITEM(ks, taken) : Py_None;
+        int rc = append(b, PySequence_Fast_GET_ITEM(vs, taken), key, timestamp, Py_None, 0);
+        if (rc == -2) {
+            taken = -1;
+            break;
+        }
+        if (rc < 0) break;
+    }
+    Py_XDECREF(ks);
+    Py_DECREF(vs);
+    return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
+}
+
 /* The per-record path: a value alone into the middle of a batch. The record's future
  * (future_type(token, index)), or its index without a future_type; None when the
  * caller must take the slow way (the batch starts or fills with it, it is sealed, the
@@ -364,6 +402,8 @@ static PyMethodDef builder_methods[] = {
      "not fit this batch"},
     {"append_value", (PyCFunction)builder_append_value, METH_O,
      "append_value(value) -> future (or index), or None: take the slow way"},
+    {"extend", (PyCFunction)builder_extend, METH_VARARGS,
+     "extend(values, keys=None, timestamp=None) -> how many records went in"},
     {"drop_last", (PyCFunction)builder_drop_last, METH_NOARGS, "undo the last append"},
     {"seal", (PyCFunction)builder_seal, METH_NOARGS,
      "seal() -> memoryview of the whole batch; appends refuse until clear or unseal"},

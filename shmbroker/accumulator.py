@@ -119,6 +119,7 @@ class RecordAccumulator:
             batch_records, self.batch_bytes, self.room, future_type, self.next_token()
         )
         self.sent_to: Any = None  # the token of the batch the last send went to
+        self._list: Any = None  # append_now's BatchBuilder, made on first use
 
     def next_token(self) -> object:
         """What the futures of the next batch's records point at (the producer's
@@ -264,6 +265,30 @@ class RecordAccumulator:
         arrays = _native.RecordArrays(values, keys, timestamps, timestamp, headers)
         return self.append_encoded(self._compress(arrays, values, keys, headers))
 
+    def _append_built(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        timestamp: int | None,
+    ) -> int:
+        """The records as one batch, which the caller made fit, encoded in C one
+        call for all (no list of lengths, as RecordArrays makes); its base offset."""
+        if self._list is None:  # a builder of its own: send's open batch stays open
+            self._list = _native.BatchBuilder(2**31 - 1, 2**62, 2**62)
+        batch = self._list
+        try:
+            if batch.extend(values, keys, timestamp) != len(values):
+                raise errors.InvalidArgument(  # a record's field over 2 GiB
+                    f"send to {self.what}: a record does not fit a batch"
+                )
+            view = batch.seal()
+            try:
+                return self.append_encoded(view)
+            finally:
+                view.release()
+        finally:
+            batch.clear(None)
+
     def append_encoded(self, batch: bytes | memoryview) -> int:
         # records need no check: we encoded them, and a compressed batch's are not
         # parsed anyway (the C validator looks at its header and CRC)
@@ -312,6 +337,8 @@ class RecordAccumulator:
                 )
         ts = _native.TIMESTAMP_NOW if timestamp is None else timestamp
         if _payload_bound(values, keys, headers) <= self.room:  # the common call
+            if headers is None and not self.compressed:
+                return [(self._append_built(values, keys, timestamp), n)]
             return [(self.append(values, keys, None, ts, headers), n)]
         spans: list[tuple[int, int]] = []
         for lo, hi, alone in self._cut(values, keys, headers, ts):

@@ -163,3 +163,18 @@ def test_build_records_makes_the_records_of_a_decode_and_refuses_bad_rows() -> N
         _native.build_records(batch[:5], rows, 1, "t", 2, Record)  # past the end
     with pytest.raises(ValueError, match="4096 rows"):
         _native.build_records(batch, rows[:64], 4096, "t", 2, Record)
+
+
+def test_extend_encodes_a_list_in_one_call() -> None:
+    b = _native.BatchBuilder(2**31 - 1, 2**62, 2**62)
+    assert b.extend([b"a", None, b"c"], [b"k", None, None], 77) == 3
+    assert [(o, ts, k, v) for o, ts, k, v, _ in kafka_read(sealed(b))] == [
+        (0, 77, b"k", b"a"),
+        (1, 77, None, None),
+        (2, 77, None, b"c"),
+    ]
+    b.clear(None)
+    with pytest.raises(ValueError, match="1 keys for 2 values"):
+        b.extend([b"a", b"b"], [b"k"])
+    small = _native.BatchBuilder(100, 1 << 20, 60)  # a record of 20 B takes 27
+    assert small.extend([b"v" * 20] * 5) == 2  # the third is over limit_bytes
