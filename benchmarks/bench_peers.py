@@ -219,7 +219,10 @@ def ratios(
         runs = [table[key] for table in rounds if key in table]
         medians[key] = {"records_per_s": median_rate(runs)}
     out = []
+    sizes_run = {size for _, _, size in medians}
     for what, want, ours, theirs, size in targets:
+        if size not in sizes_run:  # --size left it out
+            continue
         per_round = [
             over(
                 [rate(t, k, a, size) for k, a in ours],

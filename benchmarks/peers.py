@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -291,36 +292,15 @@ def broker_consume(
     lapped: bool,
     stall: tuple[str, float],
 ) -> dict[str, Any]:
-    consumer = Consumer(data_dir, auto_offset_reset="earliest")
-    consumer.assign([(topic, 0)])
-    poll_batch = consumer.poll_batch
-    check, dog = Check(size, batch), Watchdog(*stall)
-    count = polls = segment_polls = 0
-    barrier.wait()
-    start_offset = _wait_lapped(consumer, topic) if lapped else 0
-    t0 = CLOCK()
-    dog.armed = True
-    while count < n:
-        records = poll_batch(None, STALL_S)
-        dog.moves += 1
-        if not records:
-            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
+    """Consumer.poll_batch (its max_poll_records): Records, each checked."""
+    check = Check(size, batch)
+
+    def step(consumer: Consumer) -> int:
+        records = consumer.poll_batch(None, STALL_S)
         check([r.value for r in records], [r.offset for r in records])
-        count += len(records)
-        polls += 1
-        segment_polls += _on_segments(consumer)
-    t1 = CLOCK()
-    if count != n:
-        raise RuntimeError(f"got {count} records; want {n}")
-    consumer.close()
-    return {
-        "consumer_start_ns": t0,
-        "end_ns": t1,
-        "start_offset": start_offset,
-        "count": count,
-        "polls": polls,
-        "segment_polls": segment_polls,
-    }
+        return len(records)
+
+    return _consume(barrier, data_dir, topic, n, lapped, stall, step)
 
 
 def broker_consume_columns(
@@ -335,37 +315,17 @@ def broker_consume_columns(
 ) -> dict[str, Any]:
     """Consumer.poll_columns (max_records: a ring's worth): no Record, no value
     object; Check.columns checks each record."""
-    consumer = Consumer(data_dir, auto_offset_reset="earliest")
-    consumer.assign([(topic, 0)])
-    poll_columns = consumer.poll_columns
-    check, dog = Check(size, batch), Watchdog(*stall)
+    check = Check(size, batch)
     check.prepare_columns()  # pyarrow's import (~0.2 s) before the clock
-    count = polls = segment_polls = 0
-    barrier.wait()
-    t0 = CLOCK()
-    dog.armed = True
-    while count < n:
-        got = poll_columns(1 << 20, STALL_S)
-        dog.moves += 1
-        if not got:
-            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
-        for cols in got:
+
+    def step(consumer: Consumer) -> int:
+        count = 0
+        for cols in consumer.poll_columns(1 << 20, STALL_S):
             check.columns(cols)
             count += len(cols)
-        polls += 1
-        segment_polls += _on_segments(consumer)
-    t1 = CLOCK()
-    if count != n:
-        raise RuntimeError(f"got {count} records; want {n}")
-    consumer.close()
-    return {
-        "consumer_start_ns": t0,
-        "end_ns": t1,
-        "start_offset": 0,
-        "count": count,
-        "polls": polls,
-        "segment_polls": segment_polls,
-    }
+        return count
+
+    return _consume(barrier, data_dir, topic, n, lapped, stall, step)
 
 
 def broker_consume_raw(
@@ -380,21 +340,40 @@ def broker_consume_raw(
 ) -> dict[str, Any]:
     """Consumer.read_batches: raw batches, no Record built; decoded in C to check
     them (CRCs, offsets, value lengths)."""
+    check, decoded = Check(size, batch), _native.Decoded()
+
+    def step(consumer: Consumer) -> int:
+        got = consumer.read_batches(STALL_S)
+        return 0 if got is None else check.batches(decoded, got[1])
+
+    return _consume(barrier, data_dir, topic, n, lapped, stall, step)
+
+
+def _consume(
+    barrier: Any,
+    data_dir: str,
+    topic: str,
+    n: int,
+    lapped: bool,
+    stall: tuple[str, float],
+    step: Callable[[Consumer], int],
+) -> dict[str, Any]:
+    """What every broker consumer does around its polls: step(consumer) polls once,
+    checks what came and returns how many records (0: none within STALL_S)."""
     consumer = Consumer(data_dir, auto_offset_reset="earliest")
     consumer.assign([(topic, 0)])
-    read_batches, decoded = consumer.read_batches, _native.Decoded()
-    check, dog = Check(size, batch), Watchdog(*stall)
+    dog = Watchdog(*stall)
     count = polls = segment_polls = 0
     barrier.wait()
     start_offset = _wait_lapped(consumer, topic) if lapped else 0
     t0 = CLOCK()
     dog.armed = True
     while count < n:
-        got = read_batches(STALL_S)
+        got = step(consumer)
         dog.moves += 1
-        if got is None:
-            raise RuntimeError(f"no batches for {STALL_S}s after {count} of {n}")
-        count += check.batches(decoded, got[1])
+        if not got:
+            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
+        count += got
         polls += 1
         segment_polls += _on_segments(consumer)
     t1 = CLOCK()
@@ -494,18 +473,32 @@ def queue_consume(
     return {"end_ns": CLOCK(), "count": count}
 
 
+def zmq_socket(kind: str, address: str, hwm: int) -> tuple[Any, Any]:
+    """A PUSH socket connected to address, or a PULL socket bound there, holding
+    hwm messages, its sends lingering and its receives waiting up to STALL_S."""
+    import zmq
+
+    context = zmq.Context()
+    if kind == "push":
+        sock = context.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.LINGER, int(STALL_S * 1000))
+        sock.connect(address)
+    else:
+        sock = context.socket(zmq.PULL)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.RCVTIMEO, int(STALL_S * 1000))
+        sock.bind(address)
+    return context, sock
+
+
 def zmq_produce(
     barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
 ) -> dict[str, Any]:
     """PUSH: a batch a message, two frames: the values' lengths, the values packed
     (one join: the copy the ring's append makes too; zero-copy send)."""
-    import zmq
 
-    context = zmq.Context()
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, int(STALL_S * 1000))
-    sock.connect(address)
+    context, sock = zmq_socket("push", address, hwm)
     values = _values(size, batch)
     send = sock.send_multipart
     barrier.wait()
@@ -525,11 +518,7 @@ def zmq_consume(
     poll_batch makes), every one checked."""
     import zmq
 
-    context = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.RCVTIMEO, int(STALL_S * 1000))
-    sock.bind(address)
+    context, sock = zmq_socket("pull", address, hwm)
     check = Check(size, batch)
     count = 0
     barrier.wait()
@@ -556,13 +545,8 @@ def zmq_produce_each(
     barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
 ) -> dict[str, Any]:
     """PUSH: one value a message (the `batch` distinct values in turn)."""
-    import zmq
 
-    context = zmq.Context()
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, int(STALL_S * 1000))
-    sock.connect(address)
+    context, sock = zmq_socket("push", address, hwm)
     values = _values(size, batch)
     send = sock.send
     barrier.wait()
@@ -582,11 +566,7 @@ def zmq_consume_each(
     """PULL: one value a message, as bytes, each checked (in lists of `batch`)."""
     import zmq
 
-    context = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.RCVTIMEO, int(STALL_S * 1000))
-    sock.bind(address)
+    context, sock = zmq_socket("pull", address, hwm)
     check, recv = Check(size, batch), sock.recv
     count = 0
     barrier.wait()

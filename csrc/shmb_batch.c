@@ -245,6 +245,40 @@ static int64_t whole_batch(const uint8_t *b, int64_t avail, int flags) {
     return total;
 }
 
+/* What a decoder reads of a whole batch's header before its records. */
+typedef struct {
+    int32_t count;
+    int64_t base_offset;
+    int64_t base_ts;
+    int64_t max_ts;
+    int log_append_time;
+} batch_info_t;
+
+#define BATCH_RECORDS 0 /* decode its records */
+#define BATCH_SKIP 1    /* a control batch (transaction markers): not for users */
+#define BATCH_STOP 2    /* leave it for the next call */
+
+/* The whole batch at b (total bytes) for a decode that has `batches` batches and
+ * `records` of its max_records: BATCH_RECORDS with info, BATCH_SKIP, BATCH_STOP
+ * (compressed, or over max_records, after others), or a negative rc for the first
+ * batch (SHMB_EUNSUPPORTED, SHMB_ETOOBIG) or a bad count. */
+static int batch_info(const uint8_t *b, int64_t total, int32_t batches, int64_t records,
+                      int32_t max_records, batch_info_t *info) {
+    uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
+    if (attributes & 0x20) return BATCH_SKIP;
+    if (attributes & 7) return batches == 0 ? SHMB_EUNSUPPORTED : BATCH_STOP;
+    int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
+    if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
+        return SHMB_ECORRUPT;
+    if (records + (int64_t)count > max_records) return batches == 0 ? SHMB_ETOOBIG : BATCH_STOP;
+    info->count = count;
+    info->base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+    info->base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
+    info->max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
+    info->log_append_time = (attributes & 0x08) != 0;
+    return BATCH_RECORDS;
+}
+
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *o,
                         int flags) {
     if (!buf || !o || start < 0 || end < start) return SHMB_EINVAL;
@@ -256,31 +290,21 @@ int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_dec
         int64_t total = whole_batch(b, end - at, flags);
         if (total < 0) return (int)total;
         if (total == 0) break; /* partial batch: the next call gets it */
-        uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
-        int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
-        if (attributes & 0x20) { /* control batch (transaction markers): not for users */
+        batch_info_t info;
+        int kind = batch_info(b, total, o->batches, o->records, o->max_records, &info);
+        if (kind < 0) return kind;
+        if (kind == BATCH_STOP) break;
+        if (kind == BATCH_SKIP) {
             at += total;
             o->batches++;
             o->bytes_consumed = at - start;
             continue;
         }
-        if (attributes & 7) {
-            if (o->batches == 0) return SHMB_EUNSUPPORTED;
-            break;
-        }
-        if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
-            return SHMB_ECORRUPT;
-        if (o->records + (int64_t)count > o->max_records) {
-            if (o->batches == 0) return SHMB_ETOOBIG;
-            break;
-        }
-        int64_t base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
-        int64_t base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
-        int64_t max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
-        int log_append_time = (attributes & 0x08) != 0;
+        int64_t base_offset = info.base_offset, base_ts = info.base_ts, max_ts = info.max_ts;
+        int log_append_time = info.log_append_time;
         const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *bend = b + total;
         int32_t n = o->records, h = o->headers, null_keys = 0, null_values = 0;
-        for (int32_t i = 0; i < count; i++, n++) {
+        for (int32_t i = 0; i < info.count; i++, n++) {
             record_view_t v;
             if (!(p = parse_record(p, bend, &v))) return SHMB_ECORRUPT;
             if (h + v.header_count > o->max_headers) {
@@ -380,32 +404,21 @@ int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_co
         int64_t total = whole_batch(b, end - at, flags);
         if (total < 0) return (int)total;
         if (total == 0) break;
-        uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
-        int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
-        if (!(attributes & 0x20)) { /* a control batch is skipped, as in decode */
-            if (attributes & 7) {
-                if (o->batches == 0) return SHMB_EUNSUPPORTED;
-                break;
-            }
-            if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
-                return SHMB_ECORRUPT;
-            if (o->records + (int64_t)count > o->max_records) {
-                if (o->batches == 0) return SHMB_ETOOBIG;
-                break;
-            }
-            int64_t base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
-            int64_t base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
-            int64_t max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
-            int log_append_time = (attributes & 0x08) != 0;
+        batch_info_t info;
+        int kind = batch_info(b, total, o->batches, o->records, o->max_records, &info);
+        if (kind < 0) return kind;
+        if (kind == BATCH_STOP) break;
+        if (kind == BATCH_RECORDS) {
             const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *bend = b + total;
             int32_t n = o->records, null_keys = 0, null_values = 0, headers = 0;
-            for (int32_t i = 0; i < count; i++) {
+            for (int32_t i = 0; i < info.count; i++) {
                 record_view_t v;
                 if (!(p = parse_record(p, bend, &v))) return SHMB_ECORRUPT;
-                int64_t offset = base_offset + v.offset_delta;
+                int64_t offset = info.base_offset + v.offset_delta;
                 if (offset < o->min_offset) continue;
                 o->offsets[n] = offset;
-                o->timestamps[n] = log_append_time ? max_ts : base_ts + v.ts_delta;
+                o->timestamps[n] =
+                    info.log_append_time ? info.max_ts : info.base_ts + v.ts_delta;
                 put_column(buf, v.key, v.key_len, n, o->key_pos, o->key_lens, o->key_views,
                            o->key_valid, &null_keys);
                 put_column(buf, v.value, v.value_len, n, o->value_pos, o->value_lens,

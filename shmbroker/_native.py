@@ -181,7 +181,35 @@ RECORD_FIELDS: int = lib.SHMB_DECODED_RECORD_FIELDS
 HEADER_FIELDS: int = lib.SHMB_DECODED_HEADER_FIELDS
 
 
-class Decoded:
+class _DecodeCounts:
+    """What a decode found, from its C struct: shmb_decoded_t's and shmb_columns_t's
+    result fields share these names."""
+
+    __slots__ = ()
+    struct: Any
+
+    @property
+    def records(self) -> int:
+        return int(self.struct.records)
+
+    @property
+    def headers(self) -> int:
+        return int(self.struct.headers)
+
+    @property
+    def null_keys(self) -> int:
+        return int(self.struct.null_keys)
+
+    @property
+    def null_values(self) -> int:
+        return int(self.struct.null_values)
+
+    @property
+    def bytes_consumed(self) -> int:
+        return int(self.struct.bytes_consumed)
+
+
+class Decoded(_DecodeCounts):
     """The row-major arrays shmb_batches_decode fills, reused call after call.
 
     A record row: offset, timestamp, key_pos, key_end, value_pos, value_end,
@@ -217,26 +245,6 @@ class Decoded:
             d = self.struct
             self.resize(max(d.max_records * 4, 64), max(d.max_headers * 4, 64))
 
-    @property
-    def records(self) -> int:
-        return int(self.struct.records)
-
-    @property
-    def headers(self) -> int:
-        return int(self.struct.headers)
-
-    @property
-    def null_keys(self) -> int:
-        return int(self.struct.null_keys)
-
-    @property
-    def null_values(self) -> int:
-        return int(self.struct.null_values)
-
-    @property
-    def bytes_consumed(self) -> int:
-        return int(self.struct.bytes_consumed)
-
     def rows_buffer(self) -> Any:
         """The record rows as bytes over the C array (what build_records reads)."""
         return ffi.buffer(self._keep[0])
@@ -256,7 +264,7 @@ class Decoded:
         return self._headers[: self.struct.headers * HEADER_FIELDS].tolist()
 
 
-class Columns:
+class Columns(_DecodeCounts):
     """What shmb_batches_columns writes: records as columns in C arrays made for
     this one decode, so the columnar batch that holds them can hand them out (to
     Arrow too) without a copy. See csrc/shmb.h for each column."""
@@ -309,26 +317,6 @@ class Columns:
             size = n * item
         view = memoryview(ffi.buffer(array, size))
         return view.cast("q") if item == 8 else view.cast("i" if item == 4 else "B")
-
-    @property
-    def records(self) -> int:
-        return int(self.struct.records)
-
-    @property
-    def headers(self) -> int:
-        return int(self.struct.headers)
-
-    @property
-    def null_keys(self) -> int:
-        return int(self.struct.null_keys)
-
-    @property
-    def null_values(self) -> int:
-        return int(self.struct.null_values)
-
-    @property
-    def bytes_consumed(self) -> int:
-        return int(self.struct.bytes_consumed)
 
 
 SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS

@@ -499,12 +499,7 @@ class Consumer:
 
         def take(ready: bytes, wait: float | None) -> list[Record] | None:
             out: list[Record] = []
-            order = self._order
-            n = len(order)
-            start = self._next
-            for k in range(n):
-                i = (start + k) % n
-                a = order[i]
+            for i, a in self._in_turn():
                 if a.columns is not None:  # poll_columns read ahead: from the first
                     a.seek(a.position)
                 if a.at >= len(a.buffer):
@@ -517,7 +512,7 @@ class Consumer:
                 part = a.buffer[a.at : a.at + limit - len(out)]
                 a.at += len(part)
                 out += part
-                self._next = (i + 1) % n  # the next call starts after this one
+                self._served(i)
                 if len(out) >= limit:
                     break
             return out
@@ -537,12 +532,8 @@ class Consumer:
 
         def take(ready: bytes, wait: float | None) -> list[RecordColumns] | None:
             out: list[RecordColumns] = []
-            order = self._order
-            n, count = len(order), 0
-            start = self._next
-            for k in range(n):
-                i = (start + k) % n
-                a = order[i]
+            count = 0
+            for i, a in self._in_turn():
                 if a.at < len(a.buffer):  # poll_batch read ahead: from the first
                     a.seek(a.position)
                 columns = a.columns
@@ -556,7 +547,7 @@ class Consumer:
                 a.columns = rest if len(rest) else None
                 out.append(part)
                 count += len(part)
-                self._next = (i + 1) % n
+                self._served(i)
                 if count >= limit:
                     break
             return out
@@ -574,23 +565,31 @@ class Consumer:
         def take(
             ready: bytes, wait: float | None
         ) -> tuple[TopicPartition, bytes] | None:
-            order = self._order
-            n = len(order)
-            start = self._next
-            for k in range(n):
-                i = (start + k) % n
-                a = order[i]
+            for i, a in self._in_turn():
                 if a.read_ahead():  # records polled ahead: go on from the first
                     a.seek(a.position)
                 elif not ready[i]:
                     continue
                 data = self._read(a, LogReader.read_batches, wait)
                 if data:
-                    self._next = (i + 1) % n
+                    self._served(i)
                     return TopicPartition(a.reader.topic, a.reader.partition), data
             return None
 
         return self._visit(take, timeout)
+
+    def _in_turn(self) -> Iterator[tuple[int, _Assigned]]:
+        """The unpaused partitions with their index in self._order, in turn: from
+        the one after the partition the last call served last (_served)."""
+        order = self._order
+        n, start = len(order), self._next
+        for k in range(n):
+            i = (start + k) % n
+            yield i, order[i]
+
+    def _served(self, i: int) -> None:
+        """Records of partition i were returned: the next call starts after it."""
+        self._next = (i + 1) % len(self._order)
 
     def _visit(
         self, take: Callable[[bytes, float | None], T | None], timeout: float | None
