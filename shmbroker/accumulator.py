@@ -270,17 +270,18 @@ class RecordAccumulator:
         values: Sequence[bytes | None],
         keys: Sequence[bytes | None] | None,
         timestamp: int | None,
-    ) -> int:
-        """The records as one batch, which the caller made fit, encoded in C one
-        call for all (no list of lengths, as RecordArrays makes); its base offset."""
+    ) -> int | None:
+        """The records as one batch encoded in C, one call for all (no list of
+        lengths, as RecordArrays makes): its base offset, or None, with nothing
+        appended, if they do not fit one batch (the builder counts exact sizes)."""
         if self._list is None:  # a builder of its own: send's open batch stays open
-            self._list = _native.BatchBuilder(2**31 - 1, 2**62, 2**62)
+            self._list = _native.BatchBuilder(2**31 - 1, 2**62, self.room)
         batch = self._list
         try:
             if batch.extend(values, keys, timestamp) != len(values):
-                raise errors.InvalidArgument(  # a record's field over 2 GiB
-                    f"send to {self.what}: a record does not fit a batch"
-                )
+                return None
+            if batch.records_bytes > self.room:  # one record alone over the limit
+                return None
             view = batch.seal()
             try:
                 return self.append_encoded(view)
@@ -335,10 +336,12 @@ class RecordAccumulator:
                 raise errors.InvalidArgument(
                     f"send to {self.what}: {len(column)} {name} for {n} values"
                 )
+        if headers is None and not self.compressed:  # the common call
+            base = self._append_built(values, keys, timestamp)
+            if base is not None:
+                return [(base, n)]
         ts = _native.TIMESTAMP_NOW if timestamp is None else timestamp
-        if _payload_bound(values, keys, headers) <= self.room:  # the common call
-            if headers is None and not self.compressed:
-                return [(self._append_built(values, keys, timestamp), n)]
+        if _payload_bound(values, keys, headers) <= self.room:
             return [(self.append(values, keys, None, ts, headers), n)]
         spans: list[tuple[int, int]] = []
         for lo, hi, alone in self._cut(values, keys, headers, ts):
