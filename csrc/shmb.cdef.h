@@ -52,6 +52,7 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
                           int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS ...
+#define SHMB_VALIDATE_SEALED ...
 
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
 

@@ -72,6 +72,9 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
                           int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS 1 /* also parse every record of an uncompressed batch */
+/* the caller sealed the batch itself (shmb_batch_seal, or the codec after it): its
+ * CRC32C was computed from these bytes, so it is not computed again */
+#define SHMB_VALIDATE_SEALED 2
 /* Validate one batch that is exactly len bytes: sizes, magic 2, CRC32C, counts.
  * Returns its record count. */
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);

@@ -205,9 +205,11 @@ int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
     if ((int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD != len ||
         b[SHMB_BATCH_OFF_MAGIC] != 2)
         return SHMB_ECORRUPT;
-    uint32_t crc = shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
-                               (size_t)(len - SHMB_BATCH_OFF_ATTRIBUTES));
-    if (crc != shmb_be32(b + SHMB_BATCH_OFF_CRC)) return SHMB_ECORRUPT;
+    if (!(flags & SHMB_VALIDATE_SEALED) &&
+        shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
+                    (size_t)(len - SHMB_BATCH_OFF_ATTRIBUTES)) !=
+            shmb_be32(b + SHMB_BATCH_OFF_CRC))
+        return SHMB_ECORRUPT;
     int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
     int32_t last_delta = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
     if (count <= 0 || last_delta != count - 1) return SHMB_ECORRUPT;

@@ -291,10 +291,10 @@ class RecordAccumulator:
             batch.clear(None)
 
     def append_encoded(self, batch: bytes | memoryview) -> int:
-        # records need no check: we encoded them, and a compressed batch's are not
-        # parsed anyway (the C validator looks at its header and CRC)
+        # records and CRC need no check: we encoded them and computed it (the
+        # seal, or the codec), as shmb_ring_append_records does in place
         return self.ring.append_encoded(
-            batch, timeout=self.timeout, validate_records=False
+            batch, timeout=self.timeout, validate_records=False, sealed=True
         )
 
     def _compress(

@@ -213,10 +213,14 @@ class Ring:
         *,
         timeout: float | None = None,
         validate_records: bool = True,
+        sealed: bool = False,
     ) -> int:
         """Append one pre-encoded RecordBatch v2 as is (baseOffset and
-        partitionLeaderEpoch patched); returns its base offset."""
+        partitionLeaderEpoch patched); returns its base offset. sealed: this
+        process just computed its CRC32C (a producer's own batch): not again."""
         flags = _native.VALIDATE_RECORDS if validate_records else 0
+        if sealed:
+            flags |= _native.VALIDATE_SEALED
         rc = self.native.append_batch(batch, flags, _timeout_ms(timeout))
         if rc < 0:
             raise self._append_error(rc, timeout, len(batch))

@@ -181,6 +181,13 @@ def test_corrupted_crc_is_refused_and_nothing_is_appended(ring):
     with pytest.raises(CorruptError, match="corrupt record batch"):
         ring.append_encoded(bytes(batch))
     assert ring.stat().tail_position == 0
+    # sealed=True: the caller computed the CRC from these bytes (a producer's own
+    # batch), so the ring does not compute it again; length and magic still count
+    batch[-1] ^= 0xFF
+    batch[batch.rindex(b"b")] = ord("c")  # a value changed: only the CRC can tell
+    assert ring.append_encoded(bytes(batch), sealed=True) == 0
+    with pytest.raises(CorruptError, match="corrupt record batch"):
+        ring.append_encoded(bytes(batch[:-1]), sealed=True)
 
 
 def test_batch_with_malformed_records_is_refused(ring):
