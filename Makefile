@@ -79,7 +79,8 @@ soak: $(STAMP)
 # The whole suite against an ASan + UBSan build of the C core, then back to -O2.
 SANITIZERS := $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
 test-sanitize: $(STAMP)
-	SHMB_SANITIZE=1 $(BIN)/pip install -q -e .
+	SHMB_SANITIZE=1 CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+		LDFLAGS=-fsanitize=address,undefined $(BIN)/pip install -q -e .
 	LD_PRELOAD=$(SANITIZERS) ASAN_OPTIONS=detect_leaks=0 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(BIN)/pytest -q -p no:cacheprovider tests; \
 		status=$$?; $(BIN)/pip install -q -e .; exit $$status
@@ -105,6 +106,8 @@ bench: $(BENCH_STAMP) benchmarks/bench_ring_c redis
 	$(BIN)/python benchmarks/bench_groups.py
 	$(BIN)/python benchmarks/bench_check_crcs.py
 	$(BIN)/python benchmarks/bench_consumer_wait.py
+	$(BIN)/python benchmarks/bench_calls.py
+	$(BIN)/python benchmarks/bench_peers.py
 	$(BIN)/python benchmarks/bench_gateway.py --tuned
 
 bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
@@ -115,6 +118,8 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_groups.py --smoke
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
+	$(BIN)/python benchmarks/bench_calls.py --smoke
+	$(BIN)/python benchmarks/bench_peers.py --smoke
 	$(BIN)/python benchmarks/bench_gateway.py --smoke
 	$(BIN)/python benchmarks/bench_group_failover.py --smoke
 

@@ -80,20 +80,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import operator
 import os
-import queue
 import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-import traceback
-from array import array
-from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -101,34 +95,38 @@ import psutil  # type: ignore[import-untyped]
 from bench_ring import (
     CLOCK,
     BenchRing,
-    _values,
     header,
     queue_produce,
     run_pair,
 )
 from machine import fmt_size, publish
+from peers import (
+    BATCH,
+    STALL_S,
+    batch_for,
+    broker_consume,
+    broker_consume_raw,
+    broker_produce,
+    queue_consume,
+    ring_consume,
+    ring_produce,
+    zmq_consume,
+    zmq_produce,
+)
 
-from shmbroker import _native
-from shmbroker.accumulator import RecordAccumulator
 from shmbroker.client.admin import Admin
-from shmbroker.client.consumer import Consumer
-from shmbroker.client.producer import Producer
 from shmbroker.config import TopicConfig
 from shmbroker.embedded import EmbeddedBroker
 from shmbroker.records import TopicPartition
-from shmbroker.ring import Ring
 
 ROOT = Path(__file__).resolve().parent.parent
 SHM_PREFIX = "shmb.bench."
 KiB, MiB = 1024, 1 << 20
-BATCH = 1000  # records per send_batch call, and per Queue list...
-BATCH_BYTES = MiB  # ...but at most this many value bytes, as Kafka's batch.size
 DEFAULT_RECORDS = 1_000_000
 SMOKE_RECORDS = 20_000
 LARGE_SIZES = (4 * KiB, 64 * KiB)
 LARGE_MIB, SMOKE_LARGE_MIB = 1024, 40  # value MiB a large run; smoke > 2 rings
 DD_MIB, SMOKE_DD_MIB = 1024, 64
-STALL_S = 20.0  # a consumer that sees nothing this long reports the run as hung
 WATCHDOG_S = STALL_S + 10  # a read that has not returned this long: ended (issue 9)
 SMOKE_WATCHDOG_S = 10.0
 SPILL_WAIT_S = 60.0  # longest wait for the segments to hold the last record
@@ -141,392 +139,6 @@ TARGET_BATCH_RPS = 10e6  # Producer.send_batch x1000 -> Consumer.poll_batch
 TARGET_CREATE_S = 0.050  # Admin.create_topic, 1 partition: median and max
 TARGET_CLI_LPS = 1e6  # seq 1 N | shmbroker produce
 TARGET_VS_BOUND = 0.8  # large values: end to end vs min(bare ring, dd)
-
-
-def batch_for(size: int) -> int:
-    """Records per send_batch, Queue list and pyzmq message at this value size."""
-    return max(1, min(BATCH, BATCH_BYTES // size))
-
-
-# ---- what every consumer checks -----------------------------------------------------
-
-
-class Check:
-    """Every record a consumer counts: offsets (or the arrival order) dense from 0,
-    and each value the one the producer sent there: `size` bytes whose first 4 hold
-    its index in the producer's list of `batch` values (bench_ring's `_values`),
-    the producer sending that list over and over."""
-
-    def __init__(self, size: int, batch: int) -> None:
-        self.size, self.batch, self.next = size, batch, 0
-        heads = [i.to_bytes(4, "little") for i in range(batch)]
-        self._heads = heads * (8192 // batch + 2)
-        self._span = len(self._heads) - batch  # values checked against one slice
-
-    def __call__(self, values: list[Any], offsets: list[int] | None = None) -> None:
-        start, n = self.next, len(values)
-        if offsets is not None:
-            self.offsets(offsets)
-        for at in range(0, n, self._span):
-            chunk = values[at : at + self._span]
-            k = (start + at) % self.batch
-            want = self._heads[k : k + len(chunk)]
-            if [v[:4] for v in chunk] != want or set(map(len, chunk)) != {self.size}:
-                i = next(
-                    i
-                    for i, v in enumerate(chunk)
-                    if v[:4] != want[i] or len(v) != self.size
-                )
-                v = chunk[i]
-                raise RuntimeError(
-                    f"record {start + at + i}: a value of {len(v)} bytes starting "
-                    f"{bytes(v[:4])!r}; sent: {self.size} bytes starting {want[i]!r}"
-                )
-        self.next = start + n
-
-    def offsets(self, offsets: list[int]) -> None:
-        """Offsets dense from self.next (and self.next moved past them, when only
-        offsets are checked)."""
-        start = self.next
-        if offsets != list(range(start, start + len(offsets))):
-            i = next(i for i, o in enumerate(offsets) if o != start + i)
-            raise RuntimeError(
-                f"offset {offsets[i]} where {start + i} was due: a record "
-                f"{'repeated' if offsets[i] < start + i else 'missing'}"
-            )
-
-    def batches(self, decoded: _native.Decoded, data: bytes) -> int:
-        """Decode raw batches in C, CRCs checked; check offsets and value lengths
-        (the CRC covers the rest). Every byte must belong to a whole batch."""
-        at = count = 0
-        while at < len(data):
-            decoded.decode(data, at, len(data), verify_crc=True)
-            if decoded.bytes_consumed == 0:
-                raise RuntimeError(
-                    f"read_batches returned a torn batch: {len(data)} bytes, of which "
-                    f"the last {len(data) - at} (from byte {at}, offset {self.next}) "
-                    f"are not a whole batch: {data[at : at + 24]!r}"
-                )
-            offsets = decoded.record_column(0)
-            self.offsets(offsets)
-            sizes = set(
-                map(operator.sub, decoded.record_column(5), decoded.record_column(4))
-            )
-            if sizes != {self.size}:
-                raise RuntimeError(
-                    f"offsets {offsets[0]}..{offsets[-1]}: values of {sorted(sizes)} "
-                    f"bytes; sent: {self.size}"
-                )
-            self.next += len(offsets)
-            count += len(offsets)
-            at += decoded.bytes_consumed
-        return count
-
-
-class Watchdog:
-    """Ends this process, the main thread's stack written to `path`, when `moves`
-    has not changed for `seconds` while armed: a read that never returns (issue 9:
-    a decode that makes no progress, looping) becomes a failed run, not a hung
-    benchmark. A thread can do it: that loop runs Python code, which gives up the
-    GIL."""
-
-    def __init__(self, path: str, seconds: float) -> None:
-        self.moves = 0
-        self.armed = False
-        self._path, self._seconds = path, seconds
-        self._main = threading.get_ident()
-        threading.Thread(target=self._watch, daemon=True).start()
-
-    def _watch(self) -> None:
-        seen, since = -1, time.monotonic()
-        while True:
-            time.sleep(0.25)  # a watchdog's tick, not a synchronisation
-            now = time.monotonic()
-            if not self.armed or self.moves != seen:
-                seen, since = self.moves, now
-            elif now - since > self._seconds:
-                stack = traceback.format_stack(sys._current_frames()[self._main])
-                Path(self._path).write_text(
-                    f"a read did not return for {now - since:.0f}s; where it was:\n"
-                    + "".join(stack)
-                )
-                os._exit(70)
-
-
-# ---- producer and consumer processes ------------------------------------------------
-
-
-def broker_produce(
-    barrier: Any, data_dir: str, topic: str, api: str, size: int, n: int, batch: int
-) -> dict[str, Any]:
-    producer = Producer(data_dir)
-    producer.partitions_for(topic)  # attach to the ring before the clock starts
-    values = _values(size, batch)
-    barrier.wait()
-    t0 = CLOCK()
-    if api == "send":
-        send = producer.send
-        for _ in range(n // batch):
-            for value in values:  # distinct values: the consumer checks each one
-                send(topic, value)
-        producer.flush()
-    else:
-        send_batch = producer.send_batch
-        for _ in range(n // batch):
-            send_batch(topic, values, partition=0)
-    t1 = CLOCK()
-    # the same ring, opened again, for its counters
-    ring = Ring.open(producer.connection.ring_name(producer.connection.topic(topic), 0))
-    full_waits = ring.stat().full_waits
-    ring.close()
-    producer.close()
-    return {"start_ns": t0, "sent_ns": t1, "full_waits": full_waits}
-
-
-def _wait_lapped(consumer: Consumer, topic: str) -> int:
-    """Until the producer has appended more bytes than the ring holds (offset 0 is
-    no longer in it); the high watermark then."""
-    conn = consumer.connection
-    ring = Ring.open(conn.ring_name(conn.topic(topic), 0))
-    try:
-        deadline = time.monotonic() + STALL_S
-        while (stat := ring.stat()).bytes_appended <= stat.capacity_bytes:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the producer appended {stat.bytes_appended} bytes in {STALL_S}s; "
-                    f"the lapped consumer waits for more than the ring's "
-                    f"{stat.capacity_bytes}"
-                )
-            time.sleep(0.001)
-        return stat.next_offset
-    finally:
-        ring.close()
-
-
-def broker_consume(
-    barrier: Any,
-    data_dir: str,
-    topic: str,
-    size: int,
-    n: int,
-    batch: int,
-    lapped: bool,
-    stall: tuple[str, float],
-) -> dict[str, Any]:
-    consumer = Consumer(data_dir, auto_offset_reset="earliest")
-    consumer.assign([(topic, 0)])
-    poll_batch = consumer.poll_batch
-    check, dog = Check(size, batch), Watchdog(*stall)
-    count = polls = segment_polls = 0
-    barrier.wait()
-    start_offset = _wait_lapped(consumer, topic) if lapped else 0
-    t0 = CLOCK()
-    dog.armed = True
-    while count < n:
-        records = poll_batch(None, STALL_S)
-        dog.moves += 1
-        if not records:
-            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
-        check([r.value for r in records], [r.offset for r in records])
-        count += len(records)
-        polls += 1
-        segment_polls += _on_segments(consumer)
-    t1 = CLOCK()
-    if count != n:
-        raise RuntimeError(f"got {count} records; want {n}")
-    consumer.close()
-    return {
-        "consumer_start_ns": t0,
-        "end_ns": t1,
-        "start_offset": start_offset,
-        "count": count,
-        "polls": polls,
-        "segment_polls": segment_polls,
-    }
-
-
-def broker_consume_raw(
-    barrier: Any,
-    data_dir: str,
-    topic: str,
-    size: int,
-    n: int,
-    batch: int,
-    lapped: bool,
-    stall: tuple[str, float],
-) -> dict[str, Any]:
-    """Consumer.read_batches: raw batches, no Record built; decoded in C to check
-    them (CRCs, offsets, value lengths)."""
-    consumer = Consumer(data_dir, auto_offset_reset="earliest")
-    consumer.assign([(topic, 0)])
-    read_batches, decoded = consumer.read_batches, _native.Decoded()
-    check, dog = Check(size, batch), Watchdog(*stall)
-    count = polls = segment_polls = 0
-    barrier.wait()
-    start_offset = _wait_lapped(consumer, topic) if lapped else 0
-    t0 = CLOCK()
-    dog.armed = True
-    while count < n:
-        got = read_batches(STALL_S)
-        dog.moves += 1
-        if got is None:
-            raise RuntimeError(f"no batches for {STALL_S}s after {count} of {n}")
-        count += check.batches(decoded, got[1])
-        polls += 1
-        segment_polls += _on_segments(consumer)
-    t1 = CLOCK()
-    if count != n:
-        raise RuntimeError(f"got {count} records; want {n}")
-    consumer.close()
-    return {
-        "consumer_start_ns": t0,
-        "end_ns": t1,
-        "start_offset": start_offset,
-        "count": count,
-        "polls": polls,
-        "segment_polls": segment_polls,
-    }
-
-
-def _on_segments(consumer: Consumer) -> bool:
-    """Whether the consumer now reads the segment files, not the ring: the producer
-    lapped it (the ring waits for the spill, never for readers), so it reads what
-    was spilled. Private state, read for this report only; False if it moved."""
-    try:
-        reader = next(iter(consumer._assigned.values())).log_reader
-        return reader is not None and reader._ring_reader is None
-    except (AttributeError, StopIteration):
-        return False
-
-
-def ring_produce(
-    barrier: Any, name: str, api: str, size: int, n: int, batch: int
-) -> dict[str, Any]:
-    """bench_ring's producer (`RecordAccumulator.send` per record, or `append_batch`),
-    sending the `batch` distinct values in turn, as broker_produce does."""
-    ring = Ring.open(name)
-    values = _values(size, batch)
-    barrier.wait()
-    t0 = CLOCK()
-    if api == "send":
-        acc = RecordAccumulator(ring)
-        send = acc.send
-        for _ in range(n // batch):
-            for value in values:
-                send(value)
-        acc.flush()
-    else:
-        append_batch = ring.append_batch
-        for _ in range(n // batch):
-            append_batch(values)
-    t1 = CLOCK()
-    full_waits = ring.stat().full_waits
-    ring.close()
-    return {"start_ns": t0, "sent_ns": t1, "full_waits": full_waits}
-
-
-def ring_consume(
-    barrier: Any, name: str, size: int, n: int, batch: int, stall: tuple[str, float]
-) -> dict[str, Any]:
-    """The bare ring's consumer (bench_ring's, checking every record): it advances
-    the spill position itself, standing in for the durable log."""
-    ring = Ring.open(name)
-    reader = ring.reader()
-    poll, spill_advance = reader.poll, ring.spill_advance
-    check, dog = Check(size, batch), Watchdog(*stall)
-    count = polls = 0
-    barrier.wait()
-    dog.armed = True
-    while count < n:
-        records = poll(STALL_S)
-        dog.moves += 1
-        if not records:
-            raise RuntimeError(f"no records for {STALL_S}s after {count} of {n}")
-        check([r.value for r in records], [r.offset for r in records])
-        count += len(records)
-        polls += 1
-        spill_advance(reader.position)
-    t1 = CLOCK()
-    ring.close()
-    return {"end_ns": t1, "count": count, "polls": polls}
-
-
-def queue_consume(
-    barrier: Any, q: Any, size: int, n: int, batch: int
-) -> dict[str, Any]:
-    """bench_ring's Queue consumer, checking every record."""
-    get, check = q.get, Check(size, batch)
-    count = 0
-    barrier.wait()
-    while count < n:
-        try:
-            got = get(timeout=STALL_S)
-        except queue.Empty:
-            raise RuntimeError(
-                f"no message for {STALL_S}s after {count} of {n}"
-            ) from None
-        values = got if batch > 1 else [got]
-        check(values)
-        count += len(values)
-    return {"end_ns": CLOCK(), "count": count}
-
-
-def zmq_produce(
-    barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
-) -> dict[str, Any]:
-    """PUSH: a batch a message, two frames: the values' lengths, the values packed
-    (one join: the copy the ring's append makes too; zero-copy send)."""
-    import zmq
-
-    context = zmq.Context()
-    sock = context.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, int(STALL_S * 1000))
-    sock.connect(address)
-    values = _values(size, batch)
-    send = sock.send_multipart
-    barrier.wait()
-    t0 = CLOCK()
-    for _ in range(n // batch):
-        send([array("I", map(len, values)).tobytes(), b"".join(values)], copy=False)
-    t1 = CLOCK()
-    sock.close()  # waits (up to LINGER) until the consumer has taken everything
-    context.term()
-    return {"start_ns": t0, "sent_ns": t1}
-
-
-def zmq_consume(
-    barrier: Any, address: str, size: int, n: int, batch: int, hwm: int
-) -> dict[str, Any]:
-    """PULL: each message unpacked into its values (a bytes object each, as
-    poll_batch makes), every one checked."""
-    import zmq
-
-    context = zmq.Context()
-    sock = context.socket(zmq.PULL)
-    sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.RCVTIMEO, int(STALL_S * 1000))
-    sock.bind(address)
-    check = Check(size, batch)
-    count = 0
-    barrier.wait()
-    while count < n:
-        try:
-            head, body = sock.recv_multipart()
-        except zmq.Again:
-            raise RuntimeError(
-                f"no message for {STALL_S}s after {count} of {n}"
-            ) from None
-        lengths = array("I")
-        lengths.frombytes(head)
-        ends = list(accumulate(lengths))
-        values = [body[a:b] for a, b in zip([0, *ends], ends, strict=False)]
-        check(values)
-        count += len(values)
-    t1 = CLOCK()
-    sock.close()
-    context.term()
-    return {"end_ns": t1, "count": count}
 
 
 def dd_rate(directory: str, mib: int, timeout: float) -> dict[str, Any]:

@@ -52,6 +52,7 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
                           int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS ...
+#define SHMB_VALIDATE_SEALED ...
 
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
 
@@ -75,6 +76,31 @@ typedef struct shmb_decoded {
 
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
+
+typedef struct shmb_columns {
+    int32_t max_records;
+    int64_t min_offset;
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos;
+    int32_t *key_lens;
+    int32_t *value_pos;
+    int32_t *value_lens;
+    int32_t *header_counts;
+    uint8_t *key_views;
+    uint8_t *value_views;
+    uint8_t *key_valid;
+    uint8_t *value_valid;
+        int32_t records;
+    int32_t batches;
+    int32_t headers;
+    int32_t null_keys;
+    int32_t null_values;
+    int64_t bytes_consumed;
+} shmb_columns_t;
+
+int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_columns_t *out,
+                         int flags);
 
 #define SHMB_SCAN_FIELDS ...
 typedef struct shmb_scan {
@@ -178,6 +204,9 @@ int shmb_ring_set_log_start_offset(shmb_ring_t *ring, int64_t offset);
 int shmb_ring_mark_deleted(shmb_ring_t *ring);
 void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
+int64_t shmb_ring_high_watermark(shmb_ring_t *ring);
+int64_t shmb_ring_log_start_offset(shmb_ring_t *ring);
+int64_t shmb_ring_tail_position(shmb_ring_t *ring);
 #define SHMB_CHECK_SPILL_TAIL ...
 #define SHMB_CHECK_TAIL_CLAIM ...
 #define SHMB_CHECK_UNSPILLED ...

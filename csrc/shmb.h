@@ -72,6 +72,9 @@ int64_t shmb_batch_encode(const shmb_records_t *records, int64_t now_ms,
                           int64_t base_offset, uint8_t *out, int64_t out_len);
 
 #define SHMB_VALIDATE_RECORDS 1 /* also parse every record of an uncompressed batch */
+/* the caller sealed the batch itself (shmb_batch_seal, or the codec after it): its
+ * CRC32C was computed from these bytes, so it is not computed again */
+#define SHMB_VALIDATE_SEALED 2
 /* Validate one batch that is exactly len bytes: sizes, magic 2, CRC32C, counts.
  * Returns its record count. */
 int shmb_batch_validate(const uint8_t *batch, int64_t len, int flags);
@@ -109,6 +112,42 @@ typedef struct shmb_decoded {
  * batch alone does not fit the arrays. */
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *out,
                         int flags);
+
+/* Decoded records as columns the caller owns (column-major, max_records entries
+ * each), for polls that build no Python object per record and for Arrow: offset,
+ * timestamp, header count, and key and value as position in buf and length (-1: a
+ * null; position 0 then). key_views / value_views, when not NULL, get each record's
+ * Arrow binary view (16 bytes: the length, then up to 12 bytes inline, else a 4-byte
+ * prefix, buffer index 0 and the position in buf), and key_valid / value_valid,
+ * when not NULL, Arrow's validity bitmap (bit i set: not null). Records below
+ * min_offset (before where a seek landed in its batch) are left out. buf may hold
+ * up to INT32_MAX bytes: positions are int32, as Arrow's. */
+typedef struct shmb_columns {
+    int32_t max_records;
+    int64_t min_offset;
+    int64_t *offsets;
+    int64_t *timestamps;
+    int32_t *key_pos;
+    int32_t *key_lens;
+    int32_t *value_pos;
+    int32_t *value_lens;
+    int32_t *header_counts;
+    uint8_t *key_views;
+    uint8_t *value_views;
+    uint8_t *key_valid;
+    uint8_t *value_valid;
+    /* results */
+    int32_t records;
+    int32_t batches;
+    int32_t headers;
+    int32_t null_keys;
+    int32_t null_values;
+    int64_t bytes_consumed;
+} shmb_columns_t;
+
+/* shmb_batches_decode's walk, into columns: the same returns and flags. */
+int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_columns_t *out,
+                         int flags);
 
 /* Batch headers of a run of batches, row-major, one row of SHMB_SCAN_FIELDS int64:
  *   position (index into the scanned buffer) | bytes | base_offset | last_offset |
@@ -288,6 +327,12 @@ int shmb_ring_mark_deleted(shmb_ring_t *ring);
  * spill thread asked to stop). */
 void shmb_ring_wake(shmb_ring_t *ring);
 void shmb_ring_stat(shmb_ring_t *ring, shmb_ring_stat_t *out);
+/* The fields a reader asks for often, each one load (shmb_ring_stat fills 22, which
+ * costs a Python caller ~10 us more): the high watermark (the offset the next append
+ * gets), the log start offset (retention's), and the tail position. */
+int64_t shmb_ring_high_watermark(shmb_ring_t *ring);
+int64_t shmb_ring_log_start_offset(shmb_ring_t *ring);
+int64_t shmb_ring_tail_position(shmb_ring_t *ring);
 /* The header invariants appends rely on (spill <= tail <= claim, tail - spill <=
  * capacity, next_offset just past the last batch): 0, or which fails, with the
  * value found and the one expected (an append returns SHMB_ECORRUPT then). */

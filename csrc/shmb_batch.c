@@ -114,8 +114,8 @@ static inline uint8_t *put_bytes(uint8_t *p, const uint8_t *src, int64_t *at, in
     return p;
 }
 
-static void put_header(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
-                       int64_t base_ts, int64_t max_ts) {
+void shmb_batch_seal(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
+                     int64_t base_ts, int64_t max_ts) {
     shmb_put_be64(out + SHMB_BATCH_OFF_BASE_OFFSET, (uint64_t)base_offset);
     shmb_put_be32(out + SHMB_BATCH_OFF_LENGTH, (uint32_t)(total - SHMB_BATCH_LOG_OVERHEAD));
     shmb_put_be32(out + SHMB_BATCH_OFF_LEADER_EPOCH, 0);
@@ -159,7 +159,7 @@ int64_t shmb_batch_encode(const shmb_records_t *r, int64_t now_ms, int64_t base_
         }
         w.header_at += hc;
     }
-    put_header(out, total, base_offset, r->count, w.base_timestamp, max_ts);
+    shmb_batch_seal(out, total, base_offset, r->count, w.base_timestamp, max_ts);
     return total;
 }
 
@@ -205,9 +205,11 @@ int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
     if ((int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD != len ||
         b[SHMB_BATCH_OFF_MAGIC] != 2)
         return SHMB_ECORRUPT;
-    uint32_t crc = shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
-                               (size_t)(len - SHMB_BATCH_OFF_ATTRIBUTES));
-    if (crc != shmb_be32(b + SHMB_BATCH_OFF_CRC)) return SHMB_ECORRUPT;
+    if (!(flags & SHMB_VALIDATE_SEALED) &&
+        shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
+                    (size_t)(len - SHMB_BATCH_OFF_ATTRIBUTES)) !=
+            shmb_be32(b + SHMB_BATCH_OFF_CRC))
+        return SHMB_ECORRUPT;
     int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
     int32_t last_delta = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_LAST_OFFSET_DELTA);
     if (count <= 0 || last_delta != count - 1) return SHMB_ECORRUPT;
@@ -228,6 +230,57 @@ int shmb_batch_validate(const uint8_t *b, int64_t len, int flags) {
     return count;
 }
 
+/* The whole batch at b, avail bytes available: its total bytes, 0 when it is partial
+ * (the next call gets it), or SHMB_ECORRUPT (length, magic, with
+ * SHMB_DECODE_VERIFY_CRC the CRC). Both decoders walk batches with it. */
+static int64_t whole_batch(const uint8_t *b, int64_t avail, int flags) {
+    if (avail < SHMB_BATCH_LOG_OVERHEAD) return 0;
+    int64_t total = (int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD;
+    if (total < SHMB_BATCH_HEADER_BYTES) return SHMB_ECORRUPT;
+    if (total > avail) return 0;
+    if (b[SHMB_BATCH_OFF_MAGIC] != 2) return SHMB_ECORRUPT;
+    if ((flags & SHMB_DECODE_VERIFY_CRC) &&
+        shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
+                    (size_t)(total - SHMB_BATCH_OFF_ATTRIBUTES)) !=
+            shmb_be32(b + SHMB_BATCH_OFF_CRC))
+        return SHMB_ECORRUPT;
+    return total;
+}
+
+/* What a decoder reads of a whole batch's header before its records. */
+typedef struct {
+    int32_t count;
+    int64_t base_offset;
+    int64_t base_ts;
+    int64_t max_ts;
+    int log_append_time;
+} batch_info_t;
+
+#define BATCH_RECORDS 0 /* decode its records */
+#define BATCH_SKIP 1    /* a control batch (transaction markers): not for users */
+#define BATCH_STOP 2    /* leave it for the next call */
+
+/* The whole batch at b (total bytes) for a decode that has `batches` batches and
+ * `records` of its max_records: BATCH_RECORDS with info, BATCH_SKIP, BATCH_STOP
+ * (compressed, or over max_records, after others), or a negative rc for the first
+ * batch (SHMB_EUNSUPPORTED, SHMB_ETOOBIG) or a bad count. */
+static int batch_info(const uint8_t *b, int64_t total, int32_t batches, int64_t records,
+                      int32_t max_records, batch_info_t *info) {
+    uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
+    if (attributes & 0x20) return BATCH_SKIP;
+    if (attributes & 7) return batches == 0 ? SHMB_EUNSUPPORTED : BATCH_STOP;
+    int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
+    if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
+        return SHMB_ECORRUPT;
+    if (records + (int64_t)count > max_records) return batches == 0 ? SHMB_ETOOBIG : BATCH_STOP;
+    info->count = count;
+    info->base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
+    info->base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
+    info->max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
+    info->log_append_time = (attributes & 0x08) != 0;
+    return BATCH_RECORDS;
+}
+
 int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_decoded_t *o,
                         int flags) {
     if (!buf || !o || start < 0 || end < start) return SHMB_EINVAL;
@@ -236,40 +289,24 @@ int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_dec
     int64_t at = start;
     while (end - at >= SHMB_BATCH_LOG_OVERHEAD) {
         const uint8_t *b = buf + at;
-        int64_t total = (int64_t)shmb_be32(b + SHMB_BATCH_OFF_LENGTH) + SHMB_BATCH_LOG_OVERHEAD;
-        if (total < SHMB_BATCH_HEADER_BYTES) return SHMB_ECORRUPT;
-        if (total > end - at) break; /* partial batch: the next call gets it */
-        if (b[SHMB_BATCH_OFF_MAGIC] != 2) return SHMB_ECORRUPT;
-        if ((flags & SHMB_DECODE_VERIFY_CRC) &&
-            shmb_crc32c(0, b + SHMB_BATCH_OFF_ATTRIBUTES,
-                        (size_t)(total - SHMB_BATCH_OFF_ATTRIBUTES)) !=
-                shmb_be32(b + SHMB_BATCH_OFF_CRC))
-            return SHMB_ECORRUPT;
-        uint16_t attributes = shmb_be16(b + SHMB_BATCH_OFF_ATTRIBUTES);
-        int32_t count = (int32_t)shmb_be32(b + SHMB_BATCH_OFF_RECORD_COUNT);
-        if (attributes & 0x20) { /* control batch (transaction markers): not for users */
+        int64_t total = whole_batch(b, end - at, flags);
+        if (total < 0) return (int)total;
+        if (total == 0) break; /* partial batch: the next call gets it */
+        batch_info_t info;
+        int kind = batch_info(b, total, o->batches, o->records, o->max_records, &info);
+        if (kind < 0) return kind;
+        if (kind == BATCH_STOP) break;
+        if (kind == BATCH_SKIP) {
             at += total;
             o->batches++;
             o->bytes_consumed = at - start;
             continue;
         }
-        if (attributes & 7) {
-            if (o->batches == 0) return SHMB_EUNSUPPORTED;
-            break;
-        }
-        if (count < 0 || count > (total - SHMB_BATCH_HEADER_BYTES) / MIN_RECORD_BYTES)
-            return SHMB_ECORRUPT;
-        if (o->records + (int64_t)count > o->max_records) {
-            if (o->batches == 0) return SHMB_ETOOBIG;
-            break;
-        }
-        int64_t base_offset = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_OFFSET);
-        int64_t base_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_BASE_TIMESTAMP);
-        int64_t max_ts = (int64_t)shmb_be64(b + SHMB_BATCH_OFF_MAX_TIMESTAMP);
-        int log_append_time = (attributes & 0x08) != 0;
+        int64_t base_offset = info.base_offset, base_ts = info.base_ts, max_ts = info.max_ts;
+        int log_append_time = info.log_append_time;
         const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *bend = b + total;
         int32_t n = o->records, h = o->headers, null_keys = 0, null_values = 0;
-        for (int32_t i = 0; i < count; i++, n++) {
+        for (int32_t i = 0; i < info.count; i++, n++) {
             record_view_t v;
             if (!(p = parse_record(p, bend, &v))) return SHMB_ECORRUPT;
             if (h + v.header_count > o->max_headers) {
@@ -319,6 +356,89 @@ int shmb_batches_decode(const uint8_t *buf, int64_t start, int64_t end, shmb_dec
         o->bytes_consumed = at - start;
     }
 full:
+    return o->records;
+}
+
+/* An Arrow binary view (Arrow's columnar format, "Variable-size Binary View
+ * Layout"): length i32, then up to 12 bytes inline, else a 4-byte prefix, buffer
+ * index 0 and the offset in that buffer (buf). Zeroed first: Arrow wants the unused
+ * inline bytes 0. */
+static inline void put_view(uint8_t *view, const uint8_t *buf, int64_t pos, int64_t len) {
+    memset(view, 0, 16);
+    if (len <= 0) return; /* a null or an empty value: length 0 */
+    int32_t n = (int32_t)len, index = 0, offset = (int32_t)pos;
+    memcpy(view, &n, 4);
+    if (len <= 12) {
+        memcpy(view + 4, buf + pos, (size_t)len);
+        return;
+    }
+    memcpy(view + 4, buf + pos, 4);
+    memcpy(view + 8, &index, 4);
+    memcpy(view + 12, &offset, 4);
+}
+
+static inline void put_column(const uint8_t *buf, const uint8_t *at, int64_t len, int32_t i,
+                              int32_t *pos, int32_t *lens, uint8_t *views, uint8_t *valid,
+                              int32_t *nulls) {
+    int64_t p = len < 0 ? 0 : at - buf;
+    pos[i] = (int32_t)p;
+    lens[i] = (int32_t)len;
+    if (len < 0) (*nulls)++;
+    if (views) put_view(views + (int64_t)i * 16, buf, p, len);
+    if (valid) {
+        uint8_t bit = (uint8_t)(1u << (i & 7));
+        if (len < 0)
+            valid[i >> 3] &= (uint8_t)~bit;
+        else
+            valid[i >> 3] |= bit;
+    }
+}
+
+int shmb_batches_columns(const uint8_t *buf, int64_t start, int64_t end, shmb_columns_t *o,
+                         int flags) {
+    /* positions are int32 in the columns, as in Arrow's views */
+    if (!buf || !o || start < 0 || end < start || end > INT32_MAX) return SHMB_EINVAL;
+    o->records = o->headers = o->batches = o->null_keys = o->null_values = 0;
+    o->bytes_consumed = 0;
+    int64_t at = start;
+    while (end - at >= SHMB_BATCH_LOG_OVERHEAD) {
+        const uint8_t *b = buf + at;
+        int64_t total = whole_batch(b, end - at, flags);
+        if (total < 0) return (int)total;
+        if (total == 0) break;
+        batch_info_t info;
+        int kind = batch_info(b, total, o->batches, o->records, o->max_records, &info);
+        if (kind < 0) return kind;
+        if (kind == BATCH_STOP) break;
+        if (kind == BATCH_RECORDS) {
+            const uint8_t *p = b + SHMB_BATCH_HEADER_BYTES, *bend = b + total;
+            int32_t n = o->records, null_keys = 0, null_values = 0, headers = 0;
+            for (int32_t i = 0; i < info.count; i++) {
+                record_view_t v;
+                if (!(p = parse_record(p, bend, &v))) return SHMB_ECORRUPT;
+                int64_t offset = info.base_offset + v.offset_delta;
+                if (offset < o->min_offset) continue;
+                o->offsets[n] = offset;
+                o->timestamps[n] =
+                    info.log_append_time ? info.max_ts : info.base_ts + v.ts_delta;
+                put_column(buf, v.key, v.key_len, n, o->key_pos, o->key_lens, o->key_views,
+                           o->key_valid, &null_keys);
+                put_column(buf, v.value, v.value_len, n, o->value_pos, o->value_lens,
+                           o->value_views, o->value_valid, &null_values);
+                o->header_counts[n] = (int32_t)v.header_count;
+                headers += (int32_t)v.header_count;
+                n++;
+            }
+            if (p != bend) return SHMB_ECORRUPT;
+            o->records = n;
+            o->null_keys += null_keys;
+            o->null_values += null_values;
+            o->headers += headers;
+        }
+        o->batches++;
+        at += total;
+        o->bytes_consumed = at - start;
+    }
     return o->records;
 }
 

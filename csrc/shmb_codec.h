@@ -68,5 +68,9 @@ static inline const uint8_t *shmb_get_varint(const uint8_t *p, const uint8_t *en
     return NULL;
 }
 
+/* Write the 61-byte header of the batch in out[0:total], whose records follow it,
+ * CRC32C last (shmb_batch.c; the encoder and the producer's batch builder). */
+void shmb_batch_seal(uint8_t *out, int64_t total, int64_t base_offset, int32_t count,
+                     int64_t base_ts, int64_t max_ts);
 
 #endif

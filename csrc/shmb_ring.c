@@ -923,3 +923,17 @@ void shmb_ring_stat(shmb_ring_t *r, shmb_ring_stat_t *o) {
     o->spill_errno = shmb_load_relaxed(&h->durable.spill_errno);
     o->deleted = shmb_load_acquire(&h->offsets.deleted);
 }
+
+/* acquire, as in shmb_ring_stat: what a reader does with the value (seek to it, read
+ * up to it) must see the batches below it */
+int64_t shmb_ring_high_watermark(shmb_ring_t *r) {
+    return shmb_load_acquire(&r->hdr->offsets.next_offset);
+}
+
+int64_t shmb_ring_log_start_offset(shmb_ring_t *r) {
+    return shmb_load_acquire(&r->hdr->offsets.log_start_offset);
+}
+
+int64_t shmb_ring_tail_position(shmb_ring_t *r) {
+    return shmb_load_acquire(&r->hdr->tail.tail_position);
+}

@@ -1,4 +1,6 @@
-"""The only importer of the compiled C core (shmbroker._shmb).
+"""The only importer of the compiled C core (shmbroker._shmb, and the producer's
+BatchBuilder and build_records, shmbroker._shmb_py: csrc/shmb_py.c, the per-record
+calls that must cost less than a cffi call).
 
 C returns >= 0 for success or a count, and a negative shmb_rc otherwise; `_check` turns
 those codes into exceptions, here and nowhere else. Everything else in the package
@@ -14,9 +16,12 @@ from typing import Any
 
 from shmbroker import errors
 from shmbroker._shmb import ffi, lib
+from shmbroker._shmb_py import BatchBuilder as BatchBuilder  # csrc/shmb_py.c
+from shmbroker._shmb_py import build_records as build_records
 
 TIMESTAMP_NOW: int = lib.SHMB_TIMESTAMP_NOW
 VALIDATE_RECORDS: int = lib.SHMB_VALIDATE_RECORDS
+VALIDATE_SEALED: int = lib.SHMB_VALIDATE_SEALED
 DECODE_VERIFY_CRC: int = lib.SHMB_DECODE_VERIFY_CRC
 LAYOUT_HEADER_BYTES = 4096
 BATCH_HEADER_BYTES = 61
@@ -177,7 +182,35 @@ RECORD_FIELDS: int = lib.SHMB_DECODED_RECORD_FIELDS
 HEADER_FIELDS: int = lib.SHMB_DECODED_HEADER_FIELDS
 
 
-class Decoded:
+class _DecodeCounts:
+    """What a decode found, from its C struct: shmb_decoded_t's and shmb_columns_t's
+    result fields share these names."""
+
+    __slots__ = ()
+    struct: Any
+
+    @property
+    def records(self) -> int:
+        return int(self.struct.records)
+
+    @property
+    def headers(self) -> int:
+        return int(self.struct.headers)
+
+    @property
+    def null_keys(self) -> int:
+        return int(self.struct.null_keys)
+
+    @property
+    def null_values(self) -> int:
+        return int(self.struct.null_values)
+
+    @property
+    def bytes_consumed(self) -> int:
+        return int(self.struct.bytes_consumed)
+
+
+class Decoded(_DecodeCounts):
     """The row-major arrays shmb_batches_decode fills, reused call after call.
 
     A record row: offset, timestamp, key_pos, key_end, value_pos, value_end,
@@ -213,25 +246,9 @@ class Decoded:
             d = self.struct
             self.resize(max(d.max_records * 4, 64), max(d.max_headers * 4, 64))
 
-    @property
-    def records(self) -> int:
-        return int(self.struct.records)
-
-    @property
-    def headers(self) -> int:
-        return int(self.struct.headers)
-
-    @property
-    def null_keys(self) -> int:
-        return int(self.struct.null_keys)
-
-    @property
-    def null_values(self) -> int:
-        return int(self.struct.null_values)
-
-    @property
-    def bytes_consumed(self) -> int:
-        return int(self.struct.bytes_consumed)
+    def rows_buffer(self) -> Any:
+        """The record rows as bytes over the C array (what build_records reads)."""
+        return ffi.buffer(self._keep[0])
 
     def record_rows(self) -> list[int]:
         """All record rows of the last decode, flat: RECORD_FIELDS ints a record."""
@@ -246,6 +263,61 @@ class Decoded:
     def header_rows(self) -> list[int]:
         """All header rows of the last decode, flat: HEADER_FIELDS ints a header."""
         return self._headers[: self.struct.headers * HEADER_FIELDS].tolist()
+
+
+class Columns(_DecodeCounts):
+    """What shmb_batches_columns writes: records as columns in C arrays made for
+    this one decode, so the columnar batch that holds them can hand them out (to
+    Arrow too) without a copy. See csrc/shmb.h for each column."""
+
+    __slots__ = ("_arrays", "struct")
+
+    def __init__(self, max_records: int, min_offset: int = -1) -> None:
+        n = max(max_records, 1)
+        c = ffi.new("shmb_columns_t *")
+        c.max_records, c.min_offset = n, min_offset
+        arrays = {
+            "offsets": ffi.new("int64_t[]", n),
+            "timestamps": ffi.new("int64_t[]", n),
+            "key_pos": ffi.new("int32_t[]", n),
+            "key_lens": ffi.new("int32_t[]", n),
+            "value_pos": ffi.new("int32_t[]", n),
+            "value_lens": ffi.new("int32_t[]", n),
+            "header_counts": ffi.new("int32_t[]", n),
+            "key_views": ffi.new("uint8_t[]", 16 * n),
+            "value_views": ffi.new("uint8_t[]", 16 * n),
+            "key_valid": ffi.new("uint8_t[]", (n + 7) // 8),
+            "value_valid": ffi.new("uint8_t[]", (n + 7) // 8),
+        }
+        for name, array in arrays.items():
+            setattr(c, name, array)
+        self._arrays = arrays
+        self.struct = c
+
+    def decode(self, buf: Any, start: int, end: int, verify_crc: bool) -> int:
+        """Decode whole batches of buf[start:end] (bytes: the columns point into
+        it); returns the records decoded. InvalidArgument (EUNSUPPORTED) if the
+        first batch is compressed; the decode stops before a later one."""
+        flags = DECODE_VERIFY_CRC if verify_crc else 0
+        rc = lib.shmb_batches_columns(
+            ffi.from_buffer(buf), start, end, self.struct, flags
+        )
+        return _check(rc, "decode batches into columns")
+
+    def column(self, name: str) -> memoryview:
+        """One column of the decoded records, as a memoryview of its C array
+        (int64 'q', int32 'i', or bytes 'B' for the views and bitmaps)."""
+        array = self._arrays[name]
+        n = int(self.struct.records)
+        item = ffi.sizeof(ffi.typeof(array).item)
+        if name.endswith("_views"):
+            size = 16 * n
+        elif name.endswith("_valid"):
+            size = (n + 7) // 8
+        else:
+            size = n * item
+        view = memoryview(ffi.buffer(array, size))
+        return view.cast("q") if item == 8 else view.cast("i" if item == 4 else "B")
 
 
 SCAN_FIELDS: int = lib.SHMB_SCAN_FIELDS
@@ -487,8 +559,11 @@ class RingMap:
             _APPEND_RETRY,
         )
 
-    def append_batch(self, batch: bytes, flags: int, timeout_ms: int) -> int:
-        args = (self._ptr, batch, len(batch), flags)
+    def append_batch(
+        self, batch: bytes | memoryview, flags: int, timeout_ms: int
+    ) -> int:
+        data = batch if isinstance(batch, bytes) else ffi.from_buffer(batch)
+        args = (self._ptr, data, len(batch), flags)
         first = _first_slice(timeout_ms)
         rc = int(lib.shmb_ring_append_batch(*args, first))
         if rc >= 0:
@@ -605,6 +680,16 @@ class RingMap:
 
     def mark_deleted(self) -> None:
         _check(lib.shmb_ring_mark_deleted(self._ptr), "mark ring deleted")
+
+    # one load each, for the readers that want only these: stat() costs ~10 us more
+    def high_watermark(self) -> int:
+        return int(lib.shmb_ring_high_watermark(self._ptr))
+
+    def log_start_offset(self) -> int:
+        return int(lib.shmb_ring_log_start_offset(self._ptr))
+
+    def tail_position(self) -> int:
+        return int(lib.shmb_ring_tail_position(self._ptr))
 
     def stat(self) -> dict[str, int]:
         s = ffi.new("shmb_ring_stat_t *")

@@ -1,26 +1,29 @@
 """Per-record sends gathered into batches, as Kafka's producer does (its
-RecordAccumulator): `send` only queues the record in Python lists; one C call appends
-all queued records to the ring as one batch when `batch_records` or `batch_bytes` are
-reached, or on `flush`. A cffi call costs more than queueing a record, so this is the
-per-record path that runs at batch speed; `Ring.append` is the one that returns each
-record's offset at once.
+RecordAccumulator): `send` encodes the record into the open batch in C, one call
+(`_native.BatchBuilder`, csrc/shmb_py.c), and the batch is sealed and appended to
+the ring when it holds `batch_records` records or `batch_bytes` bytes, or on `flush`.
+A value alone sent into the middle of a batch needs no Python at all beyond the call
+(`BatchBuilder.append_value`: the producer's per-record path, ~100 ns). `Ring.append`
+is the path that returns each record's offset at once.
 
 No batch is larger than `max_batch_bytes` (the topic's max.message.bytes, counted on the
-encoded batch, header, keys and headers included, as Kafka counts it): a queue that a
-record would take over it is appended first, `append_now` cuts a long list into batches
-that fit, and a record whose batch alone is over it is refused with RecordTooLarge
-before anything is appended. With a `compression_type` codec, batches are encoded,
-compressed and appended as they are; the limit applies to the compressed batch, and a
-batch of records within the codec's worst case always fits it, so only a record alone
-is ever compressed to find out.
+encoded batch, header, keys and headers included, as Kafka counts it): a record that
+would take the open batch over it goes into the next one, `append_now` cuts a long
+list into batches that fit, and a record whose batch alone is over it is refused with
+RecordTooLarge before anything is appended. With a `compression_type` codec, batches
+are sealed, compressed and appended as they are; the limit applies to the compressed
+batch, and a batch of records within the codec's worst case always fits it, so only a
+record alone is ever compressed to find out.
 
-Records sent without a timestamp get the wall clock when their batch is appended.
+Records sent without a timestamp get the wall clock when their batch is sealed (or,
+in a batch where some record came with one, when they are sent).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shmbroker import _native, compression, errors
 from shmbroker.records import Header
@@ -76,11 +79,11 @@ def single_record_batch_bytes(
 
 
 class RecordAccumulator:
-    """Queues records for one ring and appends them in batches. Not thread-safe.
-
-    Keys, timestamps and headers are columns made on first use in a batch, so a
-    value-only send is one list append and two checks. `what` names the ring in
-    errors (the producer passes its topic and partition)."""
+    """Encodes records for one ring into its open batch and appends the batches.
+    `send` and `flush` are not thread-safe (the producer holds its lock around them);
+    `open.append_value` is, on its own. `what` names the ring in errors (the
+    producer passes its topic and partition). future_type: what `open.append_value`
+    returns, made of (the open batch's token, the record's index)."""
 
     def __init__(
         self,
@@ -92,6 +95,7 @@ class RecordAccumulator:
         max_batch_bytes: int | None = None,
         compression_type: str = "none",
         what: str | None = None,
+        future_type: type | None = None,
     ) -> None:
         self.ring = ring
         self.what = f"ring {ring.name}" if what is None else what
@@ -101,8 +105,8 @@ class RecordAccumulator:
         )
         self.compression_type = compression_type
         self.compressed = compression.codec_bits(compression_type) != 0
-        # the records' bytes (record_bound() each) that a batch may hold, so that
-        # it fits max_batch_bytes, compressed too
+        # the records' bytes a batch may hold, so that it fits max_batch_bytes,
+        # compressed too
         self.room = (
             compression.max_uncompressed_bytes(compression_type, self.max_batch_bytes)
             - _native.BATCH_HEADER_BYTES
@@ -111,15 +115,16 @@ class RecordAccumulator:
         self.batch_bytes = min(batch_bytes, self.room)
         self.timeout = timeout
         self.since = 0.0  # time.monotonic() of the first queued record (linger.ms)
-        self._new_batch()
+        self.open = _native.BatchBuilder(
+            batch_records, self.batch_bytes, self.room, future_type, self.next_token()
+        )
+        self.sent_to: Any = None  # the token of the batch the last send went to
+        self._list: Any = None  # append_now's BatchBuilder, made on first use
 
-    def _new_batch(self) -> None:
-        self._values: list[bytes | None] = []
-        self._keys: list[bytes | None] | None = None
-        self._timestamps: list[int] | None = None
-        self._headers: list[Sequence[Header]] | None = None
-        self._columns = False  # any of the three exists
-        self._bytes = 0  # record_bound() of every queued record
+    def next_token(self) -> object:
+        """What the futures of the next batch's records point at (the producer's
+        _Batch); called as each batch opens."""
+        return None
 
     def send(
         self,
@@ -128,43 +133,58 @@ class RecordAccumulator:
         timestamp: int | None = None,
         headers: Sequence[Header] | None = None,
     ) -> int:
-        """Queue one record; returns its index in the batch being queued. Appends
-        the batch when it is full; if that append fails (RingFull after the
-        timeout), this record is not queued and the error is raised; the records
-        queued before it stay queued for the next flush. RecordTooLarge, and
-        nothing queued, if the record's batch alone is over max_batch_bytes."""
-        size = record_bound(value, key, headers)
-        if self._bytes + size > self.room:
-            self._make_room(value, key, headers, size)
-        values = self._values
-        index = len(values)
+        """Encode one record into the open batch; returns its index there (its
+        token is `sent_to`). Appends the batch when it is full; if that append
+        fails (RingFull after the timeout), this record is not queued and the error
+        is raised; the records queued before it stay queued for the next flush.
+        RecordTooLarge, and nothing queued, if the record's batch alone is over
+        max_batch_bytes."""
+        batch = self.open
+        hs = headers or None
+        index = batch.append(value, key, timestamp, hs)
+        if index < 0:  # it does not fit the open batch: that one goes first
+            if not self.compressed:  # unless it fits no batch: nothing goes then
+                self.check_alone(value, key, headers)
+            self.flush()
+            index = batch.append(value, key, timestamp, hs)  # alone: taken if < 2 GiB
+            if index < 0:
+                size = single_record_batch_bytes(value, key, headers)
+                raise self.too_large(size, value, key, headers)
+        self.sent_to = batch.token
         if not index:
             self.since = time.monotonic()
-        values.append(value)
-        if key is not None or timestamp is not None or headers or self._columns:
-            self._add_columns(index, key, timestamp, headers)
-        self._bytes += size
-        if index >= self.batch_records - 1 or self._bytes >= self.batch_bytes:
+            if batch.records_bytes > self.room:  # alone over the worst-case bound
+                self._check_alone(value, key, headers)
+        # full: no other thread's append_value goes in before the flush (it
+        # refuses the record that fills a batch), so drop_last drops this one
+        if index >= self.batch_records - 1 or batch.records_bytes >= self.batch_bytes:
             try:
                 self.flush()
             except BaseException:
-                self._unqueue_last(size)  # so that a caller who retries sends once
+                batch.drop_last()  # so that a caller who retries sends once
                 raise
-        return index
+        return int(index)
 
-    def _make_room(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        headers: Sequence[Header] | None,
-        size: int,
+    def _check_alone(
+        self, value: bytes | None, key: bytes | None, headers: Sequence[Header] | None
     ) -> None:
-        """The record does not fit the queued batch: check that it fits a batch of
-        its own, then append the queued ones. (Compressed, only compressing it can
-        tell: the flush right after it is queued does, in append.)"""
-        if size > self.room and not self.compressed:  # maybe not: size it exactly
-            self.check_alone(value, key, headers)
-        self.flush()
+        """The open batch holds only this record, over room: RecordTooLarge (and the
+        record dropped) if its batch, compressed with a codec, is over the limit."""
+        batch = self.open
+        view = batch.seal()
+        try:
+            size = len(view)
+            how = ""
+            if self.compressed:
+                plain = size
+                size = len(compression.compress_batch(view, self.compression_type))
+                how = f" compressed with {self.compression_type} ({plain} uncompressed)"
+        finally:
+            view.release()
+            batch.unseal()
+        if size > self.max_batch_bytes:
+            batch.drop_last()
+            raise self.too_large(size, value, key, headers, how)
 
     def check_alone(
         self, value: bytes | None, key: bytes | None, headers: Sequence[Header] | None
@@ -191,56 +211,36 @@ class RecordAccumulator:
             f"smaller records"
         )
 
-    def _add_columns(
-        self,
-        index: int,
-        key: bytes | None,
-        timestamp: int | None,
-        headers: Sequence[Header] | None,
-    ) -> None:
-        if key is not None and self._keys is None:
-            self._keys = [None] * index
-        if timestamp is not None and self._timestamps is None:
-            self._timestamps = [_native.TIMESTAMP_NOW] * index
-        if headers and self._headers is None:
-            self._headers = [()] * index
-        self._columns = True
-        if self._keys is not None:
-            self._keys.append(key)
-        if self._timestamps is not None:
-            self._timestamps.append(
-                _native.TIMESTAMP_NOW if timestamp is None else timestamp
-            )
-        if self._headers is not None:
-            self._headers.append(headers or ())
-
-    def _unqueue_last(self, size: int) -> None:
-        self._values.pop()
-        for column in (self._keys, self._timestamps, self._headers):
-            if column is not None:
-                column.pop()
-        self._bytes -= size
-
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self.open)
 
     def flush(self) -> int:
-        """Append what is queued; returns the offset of the next record to be sent
-        (-1 if nothing was queued)."""
-        values = self._values
-        if not values:
+        """Append the open batch; returns the offset of the next record to be sent
+        (-1 if nothing was queued). If the append fails, the records stay queued."""
+        batch = self.open
+        if not len(batch):
             return -1
-        keys = self._keys
-        base = self.append(
-            values,
-            keys if keys is not None and any(k is not None for k in keys) else None,
-            self._timestamps,
-            _native.TIMESTAMP_NOW,
-            self._headers,
-        )
-        n = len(values)
-        self._new_batch()
+        view = batch.seal()  # appends refuse from here until clear or unseal
+        n = len(batch)
+        try:
+            if self.compressed:
+                base = self.append_encoded(
+                    compression.compress_batch(view, self.compression_type)
+                )
+            else:
+                base = self.append_encoded(view)
+        except BaseException:
+            batch.unseal()
+            raise
+        finally:
+            view.release()
+        batch.clear(self.batch_appended(base, n))
         return base + n
+
+    def batch_appended(self, base_offset: int, records: int) -> object:
+        """The open batch went to the ring at base_offset; returns the next batch's
+        token (appends still refuse: the producer settles its futures here)."""
+        return self.next_token()
 
     def append(
         self,
@@ -265,11 +265,36 @@ class RecordAccumulator:
         arrays = _native.RecordArrays(values, keys, timestamps, timestamp, headers)
         return self.append_encoded(self._compress(arrays, values, keys, headers))
 
-    def append_encoded(self, batch: bytes) -> int:
-        # records need no check: we encoded them, and a compressed batch's are not
-        # parsed anyway (the C validator looks at its header and CRC)
+    def _append_built(
+        self,
+        values: Sequence[bytes | None],
+        keys: Sequence[bytes | None] | None,
+        timestamp: int | None,
+    ) -> int | None:
+        """The records as one batch encoded in C, one call for all (no list of
+        lengths, as RecordArrays makes): its base offset, or None, with nothing
+        appended, if they do not fit one batch (the builder counts exact sizes)."""
+        if self._list is None:  # a builder of its own: send's open batch stays open
+            self._list = _native.BatchBuilder(2**31 - 1, 2**62, self.room)
+        batch = self._list
+        try:
+            if batch.extend(values, keys, timestamp) != len(values):
+                return None
+            if batch.records_bytes > self.room:  # one record alone over the limit
+                return None
+            view = batch.seal()
+            try:
+                return self.append_encoded(view)
+            finally:
+                view.release()
+        finally:
+            batch.clear(None)
+
+    def append_encoded(self, batch: bytes | memoryview) -> int:
+        # records and CRC need no check: we encoded them and computed it (the
+        # seal, or the codec), as shmb_ring_append_records does in place
         return self.ring.append_encoded(
-            batch, timeout=self.timeout, validate_records=False
+            batch, timeout=self.timeout, validate_records=False, sealed=True
         )
 
     def _compress(
@@ -311,8 +336,12 @@ class RecordAccumulator:
                 raise errors.InvalidArgument(
                     f"send to {self.what}: {len(column)} {name} for {n} values"
                 )
+        if headers is None and not self.compressed:  # the common call
+            base = self._append_built(values, keys, timestamp)
+            if base is not None:
+                return [(base, n)]
         ts = _native.TIMESTAMP_NOW if timestamp is None else timestamp
-        if _payload_bound(values, keys, headers) <= self.room:  # the common call
+        if _payload_bound(values, keys, headers) <= self.room:
             return [(self.append(values, keys, None, ts, headers), n)]
         spans: list[tuple[int, int]] = []
         for lo, hi, alone in self._cut(values, keys, headers, ts):

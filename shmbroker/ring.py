@@ -209,14 +209,18 @@ class Ring:
 
     def append_encoded(
         self,
-        batch: bytes,
+        batch: bytes | memoryview,
         *,
         timeout: float | None = None,
         validate_records: bool = True,
+        sealed: bool = False,
     ) -> int:
         """Append one pre-encoded RecordBatch v2 as is (baseOffset and
-        partitionLeaderEpoch patched); returns its base offset."""
+        partitionLeaderEpoch patched); returns its base offset. sealed: this
+        process just computed its CRC32C (a producer's own batch): not again."""
         flags = _native.VALIDATE_RECORDS if validate_records else 0
+        if sealed:
+            flags |= _native.VALIDATE_SEALED
         rc = self.native.append_batch(batch, flags, _timeout_ms(timeout))
         if rc < 0:
             raise self._append_error(rc, timeout, len(batch))
@@ -341,6 +345,14 @@ class Ring:
     def stat(self) -> RingStat:
         return RingStat(**self.native.stat())
 
+    def high_watermark(self) -> int:
+        """The offset the next appended record gets (stat().next_offset, cheaply)."""
+        return self.native.high_watermark()
+
+    def log_start_offset(self) -> int:
+        """The first offset retention keeps (stat().log_start_offset, cheaply)."""
+        return self.native.log_start_offset()
+
     # ---- reads -----------------------------------------------------------------------
 
     def seek(self, offset: int) -> int:
@@ -367,7 +379,7 @@ class Ring:
         """A reader from offset (None: from the tail, i.e. only new records)."""
         reader = RingReader(
             self,
-            self.stat().tail_position,
+            self.native.tail_position(),
             topic=self.name if topic is None else topic,
             partition=partition,
             spin=spin,

@@ -52,6 +52,20 @@ def test_offsets_are_dense_across_record_and_batch_appends(ring):
     assert ring.stat().next_offset == 7
 
 
+def test_high_watermark_and_log_start_offset_read_what_stat_reads(ring_name):
+    ring = Ring.create(ring_name, 1 << 16, base_offset=40)
+    try:
+        assert (ring.high_watermark(), ring.log_start_offset()) == (40, 40)
+        ring.append_batch([b"a", b"b", b"c"])
+        ring.set_log_start_offset(41)
+        s = ring.stat()
+        assert (ring.high_watermark(), ring.log_start_offset()) == (43, 41)
+        assert (s.next_offset, s.log_start_offset) == (43, 41)
+    finally:
+        ring.unlink()
+        ring.close()
+
+
 def test_record_fields_round_trip(ring):
     ring.append(b"v", b"k", timestamp=-1234)
     ring.append(None, None, timestamp=2**62)
@@ -167,6 +181,13 @@ def test_corrupted_crc_is_refused_and_nothing_is_appended(ring):
     with pytest.raises(CorruptError, match="corrupt record batch"):
         ring.append_encoded(bytes(batch))
     assert ring.stat().tail_position == 0
+    # sealed=True: the caller computed the CRC from these bytes (a producer's own
+    # batch), so the ring does not compute it again; length and magic still count
+    batch[-1] ^= 0xFF
+    batch[batch.rindex(b"b")] = ord("c")  # a value changed: only the CRC can tell
+    assert ring.append_encoded(bytes(batch), sealed=True) == 0
+    with pytest.raises(CorruptError, match="corrupt record batch"):
+        ring.append_encoded(bytes(batch[:-1]), sealed=True)
 
 
 def test_batch_with_malformed_records_is_refused(ring):

@@ -486,7 +486,7 @@ class Supervisor:
             raise errors.UnknownTopic(
                 f"topic {tp.topic!r} has no partition {tp.partition}"
             )
-        return partition_log.ring.stat().next_offset
+        return partition_log.ring.high_watermark()
 
     def _connection_closed(self, conn: ControlConnection) -> None:
         if self.coordinator is not None:

@@ -31,7 +31,7 @@ from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
 from shmbroker.client.metrics import RECORDS_CONSUMED, TopicCounters
 from shmbroker.log.reader import LogReader, PartitionReader
-from shmbroker.records import PartitionKey, Record, TopicPartition
+from shmbroker.records import PartitionKey, Record, RecordColumns, TopicPartition
 from shmbroker.ring import DEFAULT_IDLE
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,24 @@ class _Assigned:
         self.log_reader: LogReader | None = None
         self.buffer: list[Record] = []  # fetched, not yet returned, in order
         self.at = 0  # index of the next record in buffer to return
+        self.columns: RecordColumns | None = None  # poll_columns' read ahead
         self.paused = False
 
     def seek(self, offset: int) -> None:
         self.log_reader = self.reader.reader(offset, check_crcs=self.check_crcs)
-        self.buffer, self.at = [], 0
+        self.buffer, self.at, self.columns = [], 0, None
 
     @property
     def position(self) -> int:
         if self.at < len(self.buffer):
             return self.buffer[self.at].offset
+        if self.columns is not None:
+            return int(self.columns.offsets[0])
         return self.require_reader().offset
+
+    def read_ahead(self) -> bool:
+        """Records were read ahead by the other kind of poll than this one."""
+        return self.at < len(self.buffer) or self.columns is not None
 
     def require_reader(self) -> LogReader:
         if self.log_reader is None:  # auto.offset.reset none, and no seek yet
@@ -494,12 +501,9 @@ class Consumer:
 
         def take(ready: bytes, wait: float | None) -> list[Record] | None:
             out: list[Record] = []
-            order = self._order
-            n = len(order)
-            start = self._next
-            for k in range(n):
-                i = (start + k) % n
-                a = order[i]
+            for i, a in self._in_turn():
+                if a.columns is not None:  # poll_columns read ahead: from the first
+                    a.seek(a.position)
                 if a.at >= len(a.buffer):
                     if not ready[i]:
                         continue
@@ -511,8 +515,44 @@ class Consumer:
                 part = a.buffer[a.at : a.at + limit - len(out)]
                 a.at += len(part)
                 out += part
-                self._next = (i + 1) % n  # the next call starts after this one
+                self._served(i)
                 if len(out) >= limit:
+                    break
+            return out
+
+        return self._visit(take, timeout) or []
+
+    def poll_columns(
+        self, max_records: int | None = None, timeout: float | None = 0
+    ) -> list[RecordColumns]:
+        """As poll_batch, but each partition's records as one RecordColumns (offsets,
+        timestamps, keys and values as columns over one buffer; `to_arrow()`
+        without a copy): no Python object per record. [] if none came within
+        timeout (None: wait)."""
+        limit = self.max_poll_records if max_records is None else max_records
+        if limit < 1:
+            raise errors.InvalidArgument(f"max_records must be >= 1, not {limit}")
+
+        def take(ready: bytes, wait: float | None) -> list[RecordColumns] | None:
+            out: list[RecordColumns] = []
+            count = 0
+            for i, a in self._in_turn():
+                if a.at < len(a.buffer):  # poll_batch read ahead: from the first
+                    a.seek(a.position)
+                columns = a.columns
+                if columns is None:
+                    if not ready[i]:
+                        continue
+                    columns = self._read(a, LogReader.poll_columns, wait)
+                    if not columns:  # none, or control batches only
+                        continue
+                    self.records_consumed.add(a.reader.topic, len(columns))
+                part, rest = columns.split(limit - count)
+                a.columns = rest if len(rest) else None
+                out.append(part)
+                count += len(part)
+                self._served(i)
+                if count >= limit:
                     break
             return out
 
@@ -529,23 +569,31 @@ class Consumer:
         def take(
             ready: bytes, wait: float | None
         ) -> tuple[TopicPartition, bytes] | None:
-            order = self._order
-            n = len(order)
-            start = self._next
-            for k in range(n):
-                i = (start + k) % n
-                a = order[i]
-                if a.at < len(a.buffer):  # records polled ahead: go on from the first
+            for i, a in self._in_turn():
+                if a.read_ahead():  # records polled ahead: go on from the first
                     a.seek(a.position)
                 elif not ready[i]:
                     continue
                 data = self._read(a, LogReader.read_batches, wait)
                 if data:
-                    self._next = (i + 1) % n
+                    self._served(i)
                     return TopicPartition(a.reader.topic, a.reader.partition), data
             return None
 
         return self._visit(take, timeout)
+
+    def _in_turn(self) -> Iterator[tuple[int, _Assigned]]:
+        """The unpaused partitions with their index in self._order, in turn: from
+        the one after the partition the last call served last (_served)."""
+        order = self._order
+        n, start = len(order), self._next
+        for k in range(n):
+            i = (start + k) % n
+            yield i, order[i]
+
+    def _served(self, i: int) -> None:
+        """Records of partition i were returned: the next call starts after it."""
+        self._next = (i + 1) % len(self._order)
 
     def _visit(
         self, take: Callable[[bytes, float | None], T | None], timeout: float | None

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import msgspec
 
 from shmbroker import _native, compression, errors, protocol
-from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
+from shmbroker.accumulator import RecordAccumulator
 from shmbroker.client.connection import Connection
 from shmbroker.client.metrics import RECORDS_SENT, TopicCounters
 from shmbroker.config import TopicConfig
@@ -84,41 +84,47 @@ class RecordFuture(msgspec.Struct, frozen=True, gc=False):
 class _PartitionQueue(RecordAccumulator):
     def __init__(self, producer: Producer, ring: Ring, topic: _Topic, partition: int,
                  batch_bytes: int) -> None:  # fmt: skip
+        self.producer = producer
+        self.topic = topic
+        self.partition = partition
+        self.next_offset = -1  # one past the last record appended
+        self.appended_at = 0.0  # time.monotonic() of the last append
         super().__init__(
             ring,
-            batch_records=producer.batch_records,
+            # linger.ms 0: every send appends its record at once (the open batch
+            # takes no record without the producer's lock then)
+            batch_records=producer.batch_records if producer.linger else 1,
             batch_bytes=batch_bytes,
             timeout=producer.max_block_ms / 1000,
             max_batch_bytes=topic.max_message_bytes,
             compression_type=producer.compression_type,
             what=f"topic {topic.name!r} partition {partition}",
+            future_type=RecordFuture,
         )
-        self.producer = producer
-        self.topic = topic
-        self.partition = partition
-        self.batch = _Batch(self)
-        self.next_offset = -1  # one past the last record appended
-        self.appended_at = 0.0  # time.monotonic() of the last append
 
-    def flush(self) -> int:
-        n = len(self)
-        next_offset = super().flush()
-        if n:
-            self.producer.records_sent.add(self.topic.name, n)
-            self.appended(next_offset)
-            self.batch.base_offset = next_offset - n
-            self.batch.appended_at = self.appended_at
-            self.batch = _Batch(self)
-            if self.topic.sticky is self:
-                self.topic.stick_elsewhere()
-        return next_offset
+    @property
+    def batch(self) -> _Batch:
+        """The open batch's: its records' futures point at it."""
+        batch: _Batch = self.open.token
+        return batch
+
+    def next_token(self) -> _Batch:
+        return _Batch(self)
+
+    def batch_appended(self, base_offset: int, records: int) -> _Batch:
+        self.appended(base_offset + records)
+        self.producer.records_sent.add(self.topic.name, records)
+        self.batch.base_offset = base_offset
+        self.batch.appended_at = self.appended_at
+        if self.topic.sticky is self:
+            self.topic.stick_elsewhere()
+        return _Batch(self)
 
     def fail(self, error: errors.ShmbrokerError) -> None:
         """The queued records can never be appended (their topic was deleted):
         drop them; their futures raise error."""
         self.batch.error = error
-        self.batch = _Batch(self)
-        self._new_batch()
+        self.open.clear(_Batch(self))
 
     def appended(self, next_offset: int) -> None:
         self.next_offset = next_offset
@@ -303,40 +309,24 @@ class Producer:
         RecordTooLarge, and nothing queued, if its batch alone (key, value and
         headers; compressed, with compression_type) is over max.message.bytes."""
         t = self._topics.get(topic) or self._topic(topic)
-        # what the accumulator counts for a value-only record; a large one never
-        # takes the short cut below, so the accumulator checks it against the limit
-        size = RECORD_BOUND if value is None else RECORD_BOUND + len(value)
+        if key is None and partition is None and timestamp is None and not headers:
+            # the commonest send: a value into the middle of the sticky partition's
+            # batch, one C call and no lock (it holds the GIL); None: the slow way
+            future: RecordFuture | None = t.sticky.open.append_value(value)
+            if future is not None:
+                return future
         if t.log_append_time:
             timestamp = None  # the append stamps it
-        lock = self._lock
-        lock.acquire()  # not `with`: half the cost, and this is the per-record path
-        try:
-            if key is None and partition is None:
-                queue = t.sticky
-                values = queue._values
-                index = len(values)
-                if (  # the commonest send: a value into the middle of a batch
-                    index
-                    and timestamp is None
-                    and not headers
-                    and not queue._columns
-                    and index < queue.batch_records - 1
-                    and queue._bytes + size < queue.batch_bytes
-                ):
-                    values.append(value)
-                    queue._bytes += size
-                    return RecordFuture(queue.batch, index)
-            else:
+        with self._lock:
+            try:
                 queue = self._queue(t, key, partition)
-            batch = queue.batch
-            index = queue.send(value, key, timestamp, headers)
-            if not self.linger:
-                queue.flush()
-        except errors.UnknownTopic:
-            self._forget(topic)
-            raise
-        finally:
-            lock.release()
+                index = queue.send(value, key, timestamp, headers)
+                batch = queue.sent_to
+                if not self.linger:
+                    queue.flush()
+            except errors.UnknownTopic:
+                self._forget(topic)
+                raise
         return RecordFuture(batch, index)
 
     def send_batch(

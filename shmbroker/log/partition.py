@@ -259,7 +259,7 @@ class PartitionLog:
     @property
     def high_watermark(self) -> int:
         """One past the last offset appended (in the ring, maybe not yet spilled)."""
-        return self.ring.stat().next_offset
+        return self.ring.high_watermark()
 
     def segments(self) -> list[LogSegment]:
         with self._lock:

@@ -19,7 +19,7 @@ from typing import NamedTuple, Protocol
 
 from shmbroker import _native, errors
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment, file_name
-from shmbroker.records import Record, decode_records
+from shmbroker.records import Record, RecordColumns, decode_columns, decode_records
 from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
 
 LAST = _native.LAST_OFFSET
@@ -138,11 +138,11 @@ class PartitionReader:
 
     @property
     def log_start_offset(self) -> int:
-        return self.ring.stat().log_start_offset
+        return self.ring.log_start_offset()
 
     @property
     def high_watermark(self) -> int:
-        return self.ring.stat().next_offset
+        return self.ring.high_watermark()
 
     def spilled_offset(self) -> int:
         return self.ring.spilled_offset()
@@ -220,6 +220,7 @@ class LogReader:
         self._next: SegmentPosition | None = None  # after the last segment read
         self._scan = _native.Scan()
         self._decoded = _native.Decoded()
+        self._records_read = 0  # in the batches of the last read
 
     def seek(self, offset: int) -> None:
         """Go on from offset (the next read starts at the batch holding it)."""
@@ -230,7 +231,11 @@ class LogReader:
     def read_batches(self, timeout: float | None = 0) -> bytes:
         """Whole batches, the first holding self.offset (it may start before it);
         b'' when there is nothing new within timeout."""
-        return bytes(self._read(timeout, self.max_bytes))
+        view = self._read(timeout, self.max_bytes)
+        whole = view.obj
+        if type(whole) is bytes and len(whole) == len(view):
+            return whole  # a segment read's own bytes: no copy of them
+        return bytes(view)
 
     def read_slice(self, offset: int, max_bytes: int) -> memoryview:
         """Whole batches from the one holding offset, at most max_bytes unless the
@@ -283,15 +288,22 @@ class LogReader:
 
     def _advance(self, data: memoryview, source: str) -> memoryview:
         """Move self.offset past the whole batches of data, which must hold one."""
-        rows = self._scan.scan(data, 0, len(data))
-        if not rows or self._scan.bytes_consumed != len(data):
+        scan, at, records, last = self._scan, 0, 0, -1
+        while at < len(data):  # a scan's rows hold 4096 batches: several scans
+            rows = scan.scan(data, at, len(data))
+            if not rows:
+                break
+            records += sum(rows[_native.RECORDS :: F])
+            last = rows[-F + LAST]
+            at += scan.bytes_consumed
+        if last < 0 or at != len(data):
             raise errors.CorruptError(
                 f"partition {self.log.name}: {len(data)} bytes read from the "
                 f"{source} at offset {self.offset} are not whole batches (whole: "
-                f"{self._scan.bytes_consumed} bytes); they begin "
-                f"{bytes(data[:32]).hex()}"
+                f"{at} bytes); they begin {bytes(data[:32]).hex()}"
             )
-        self.offset = max(self.offset, rows[-F + LAST] + 1)
+        self.offset = max(self.offset, last + 1)
+        self._records_read = records  # what a columnar poll of them decodes, at most
         return data
 
     def poll(self, timeout: float | None = 0) -> list[Record]:
@@ -315,14 +327,9 @@ class LogReader:
                     self.check_crcs,
                 )
             except errors.CorruptError as exc:
-                # which batch: the ones before it are good, and are returned first
-                self._scan.scan(data, at, len(data), verify=True)
-                bad = at + self._scan.bytes_consumed
-                if bad >= len(data):  # CRCs fine: a compressed payload that is not
-                    bad = at  # what its codec says; blame the batch that raised
-                base = int.from_bytes(data[bad : bad + 8], "big")
+                bad, damage = self._damaged(data, at, exc)
                 if records or bad > at:
-                    self.seek(base)  # the next poll starts at it, and raises
+                    self.seek(int.from_bytes(data[bad : bad + 8], "big"))
                     while at < bad:  # the good batches before it
                         got, consumed = decode_records(
                             self._decoded, data, data, at, bad, log.topic,
@@ -331,11 +338,7 @@ class LogReader:
                         records += got
                         at += consumed
                     break
-                raise errors.CorruptError(
-                    f"partition {log.name}: the batch at offset {base} ({bad} bytes "
-                    f"into what was read from {self._source}) fails its CRC32C or "
-                    f"record checks: {exc}"
-                ) from exc
+                raise damage from exc
             if not consumed:  # whole batches by _advance: cannot happen
                 raise errors.CorruptError(
                     f"partition {log.name}: no record batch decodes at byte "
@@ -347,6 +350,46 @@ class LogReader:
         if records and records[0].offset < first:
             records = [r for r in records if r.offset >= first]
         return records
+
+    def poll_columns(self, timeout: float | None = 0) -> RecordColumns | None:
+        """The next records from self.offset on as columns (no Python object per
+        record), or None after timeout; CRCs checked and a damaged batch handled
+        as poll does (the good batches before it come first)."""
+        first = self.offset
+        data = self.read_batches(timeout)
+        if not data:
+            return None
+        log = self.log
+        try:
+            return decode_columns(
+                data, self._records_read, log.topic, log.partition, first,
+                self.check_crcs,
+            )  # fmt: skip
+        except errors.CorruptError as exc:
+            bad, damage = self._damaged(data, 0, exc)
+            if not bad:
+                raise damage from exc
+            self.seek(int.from_bytes(data[bad : bad + 8], "big"))
+            return decode_columns(
+                data[:bad], self._records_read, log.topic, log.partition, first,
+                self.check_crcs,
+            )  # fmt: skip
+
+    def _damaged(
+        self, data: bytes, at: int, exc: errors.CorruptError
+    ) -> tuple[int, errors.CorruptError]:
+        """Where the damaged batch of data[at:] begins (the ones before it are good,
+        and are returned first), and the error that names it."""
+        self._scan.scan(data, at, len(data), verify=True)
+        bad = at + self._scan.bytes_consumed
+        if bad >= len(data):  # CRCs fine: a compressed payload that is not
+            bad = at  # what its codec says; blame the batch that raised
+        base = int.from_bytes(data[bad : bad + 8], "big")
+        return bad, errors.CorruptError(
+            f"partition {self.log.name}: the batch at offset {base} ({bad} bytes "
+            f"into what was read from {self._source}) fails its CRC32C or "
+            f"record checks: {exc}"
+        )
 
 
 def offset_for_time(view: PartitionView, timestamp: int) -> int | None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -507,3 +509,42 @@ def test_acks_all_names_a_failing_spill_after_delivery_timeout(
 def test_delivery_timeout_must_be_positive(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"delivery\.timeout\.ms: 0"):
         Producer(str(tmp_path), delivery_timeout_ms=0)
+
+
+def test_futures_of_threads_sending_at_once_name_their_own_records(
+    broker: EmbeddedBroker,
+) -> None:
+    """If several threads send value-only records at once (the per-record path that
+    takes no lock) while batches fill and the linger thread appends them, then every
+    future names the offset that holds its own value, and every value is there once."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("threads", 1)
+    futures: dict[bytes, object] = {}
+    with Producer(broker.data_dir, batch_records=7, linger_ms=1) as producer:
+
+        def sender(t: int) -> None:
+            for i in range(3000):
+                value = b"%d-%d" % (t, i)
+                futures[value] = producer.send("threads", value)
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # threads switch as often as they can
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        producer.flush()
+        where = {value: f.get(timeout=10).offset for value, f in futures.items()}
+    with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
+        consumer.assign([("threads", 0)])
+        stored: dict[int, bytes | None] = {}
+        while len(stored) < len(where):
+            records = consumer.poll_batch(5000, timeout=5)
+            assert records, f"{len(stored)} of {len(where)} records read"
+            stored.update((r.offset, r.value) for r in records)
+    assert sorted(stored) == list(range(12_000))
+    assert all(stored[offset] == value for value, offset in where.items())

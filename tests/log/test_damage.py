@@ -227,3 +227,16 @@ def test_a_bit_flipped_below_the_recovery_point_is_caught_by_consumers(broker):
     assert [r.offset for r in got] == list(range(batch))  # those before it first
     values = [r.value for r in read_all(check_crcs=False)]
     assert values[55] == b"value-000055".replace(b"55", b"5u")
+
+    offsets = []  # columnar polls check CRCs the same way
+
+    def read_columns():
+        with Consumer(broker.data_dir, auto_offset_reset="earliest") as c:
+            c.assign([("bits", 0)])
+            while len(offsets) < 1000:
+                for cols in c.poll_columns(1000, timeout=5):
+                    offsets.extend(cols.offsets.tolist())
+
+    with pytest.raises(CorruptError, match=rf"the batch at offset {batch} \("):
+        read_columns()
+    assert offsets == list(range(batch))

@@ -132,6 +132,23 @@ def check_slice(view, offset, max_bytes):
     return batches[-1].last_offset + 1
 
 
+def test_a_read_of_more_than_4096_batches_is_whole_batches(open_log):
+    """If more batches wait than one scan holds rows for (4096: a producer with
+    linger.ms 0 writes one a record), then a read returns them all as whole
+    batches, not a CorruptError about the first 4096 (bench_consumer_wait found
+    it)."""
+    log = open_log(TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 20))
+    for i in range(5000):
+        log.ring.append(b"v%d" % i)
+    reader = LogReader(log, 0)
+    records = reader.poll(0)
+    assert [r.value for r in records] == [b"v%d" % i for i in range(5000)]
+    assert reader.offset == 5000
+    columns = LogReader(log, 0).poll_columns(0)
+    assert columns is not None
+    assert columns.offsets.tolist() == list(range(5000))
+
+
 @pytest.mark.parametrize("where", ["segments", "ring"])
 def test_read_slice_returns_whole_batches_within_max_bytes(open_log, where):
     """If a Fetch asks for an offset inside a batch, then read_slice starts at that

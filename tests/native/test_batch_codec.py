@@ -317,6 +317,61 @@ def test_kafka_python_batch_decodes_natively(data: Any, base_offset: int) -> Non
     )
 
 
+def columns_read(data: bytes, min_offset: int = -1) -> list[Any]:
+    """shmb_batches_columns' view of the batches, as native_read's tuples without
+    headers (offset, timestamp, key, value)."""
+    columns = _native.Columns(4096, min_offset)
+    columns.decode(data, 0, len(data), verify_crc=True)
+    assert columns.bytes_consumed == len(data)
+    col = columns.column
+
+    def cell(pos: int, n: int) -> bytes | None:
+        return None if n < 0 else data[pos : pos + n]
+
+    keys = [cell(p, n) for p, n in zip(col("key_pos"), col("key_lens"), strict=True)]
+    values = [
+        cell(p, n) for p, n in zip(col("value_pos"), col("value_lens"), strict=True)
+    ]
+    rows = zip(col("offsets"), col("timestamps"), keys, values, strict=True)
+    return [list(row) for row in rows]
+
+
+@settings(deadline=None)
+@given(timestamped_records(), base_offsets, st.integers(0, 30))
+def test_columns_hold_what_kafka_pythons_batches_hold(
+    data: Any, base_offset: int, skip: int
+) -> None:
+    """If a kafka-python batch (twice in a row) is decoded into columns from an
+    offset inside it, then each column holds what kafka-python wrote from there."""
+    recs, timestamps = data
+    batch = kafka_build(recs, timestamps, base_offset)
+    more = kafka_build(recs, timestamps, base_offset + len(recs))
+    want = [
+        [offset, ts, key, value]
+        for offset, ts, key, value, _ in (
+            expected(recs, timestamps, base_offset)
+            + expected(recs, timestamps, base_offset + len(recs))
+        )
+    ]
+    assert columns_read(batch + more, base_offset + skip) == want[skip:]
+
+
+def test_columns_carry_arrow_views_and_validity_bits() -> None:
+    batch = encode(
+        [(None, b"short", []), (b"k", None, []), (None, b"x" * 20, [])], [5] * 3
+    )
+    columns = _native.Columns(3)
+    assert columns.decode(batch, 0, len(batch), verify_crc=True) == 3
+    views = columns.column("value_views").tobytes()
+    assert views[:16] == struct.pack("<i", 5) + b"short" + bytes(7)  # inline
+    assert views[16:32] == bytes(16)  # a null: length 0
+    at = batch.index(b"x" * 20)
+    assert views[32:48] == struct.pack("<i4sii", 20, b"xxxx", 0, at)  # buffer 0, at
+    assert columns.column("value_valid").tolist() == [0b101]
+    assert columns.column("key_valid").tolist() == [0b010]
+    assert (columns.null_keys, columns.null_values) == (2, 1)
+
+
 def test_log_append_time_batch_gives_every_record_the_max_timestamp() -> None:
     recs: list[Any] = [(None, b"a", []), (None, b"b", []), (None, b"c", [])]
     batch = with_attributes(encode(recs, [10, 30, 20]), ATTR_LOG_APPEND_TIME)
