@@ -9,24 +9,23 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from shmbroker import Admin, InvalidArgument, TopicPartition, UnknownTopic
+from shmbroker import InvalidArgument, TopicPartition, UnknownTopic
 from shmbroker.cli.options import echo_json, format_option
 from shmbroker.cli.target import Target, target_options
-from shmbroker.client.admin import GroupInfo, MemberInfo
+
+if TYPE_CHECKING:
+    from shmbroker.cli.target import AnyAdmin
+from shmbroker.client.admin import GroupInfo
 from shmbroker.errors import GroupError, GroupIdNotFound, GroupNotEmpty
 
 MISSING = "-"  # Kafka's MISSING_COLUMN_VALUE
 # Kafka's ConsumerGroupState names, in its order (for the --list --state error)
 GROUP_STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
-# The coordinator is the supervisor: one per data directory, reached by its control
-# socket, not by a TCP port. Kafka's "host:port (id)" becomes this fixed Node; id 0
-# as `topics describe` calls the one broker "Leader: 0".
-COORDINATOR_HOST, COORDINATOR_PORT, COORDINATOR_ID = "localhost", 0, 0
 GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets")
 RESET_SPECS = (
     "to_earliest",
@@ -243,7 +242,7 @@ def _group_states(value: str) -> set[str]:
     return states
 
 
-def _list_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _list_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     listings = admin.list_groups()
     if cmd.state is not None:
         wanted = _group_states(cmd.state)
@@ -287,7 +286,7 @@ class _OffsetRow(NamedTuple):
     client_id: str | None
 
 
-def _describe_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _describe_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     """Each group in turn (sorted, as Kafka's TreeMap); an unknown one is an error
     after the others are shown."""
     documents: list[dict[str, Any]] = []
@@ -313,34 +312,32 @@ def _describe_groups(admin: Admin, cmd: _GroupsCommand) -> None:
 
 
 def _describe_offsets(
-    admin: Admin, info: GroupInfo, cmd: _GroupsCommand
+    admin: AnyAdmin, info: GroupInfo, cmd: _GroupsCommand
 ) -> dict[str, Any]:
     """Kafka's rows: members with partitions (most partitions first), each's
     partitions in order, then the partitions with an offset and no owner."""
-    committed = admin.list_group_offsets(info.group_id)
-    owned: list[tuple[TopicPartition, MemberInfo | None]] = []
-    for m in sorted(info.members, key=lambda m: -len(m.assignment)):
-        owned += [(tp, m) for tp in sorted(set(m.assignment))]
-    taken = {tp for tp, _ in owned}
-    owned += [(tp, None) for tp in sorted(committed) if tp not in taken]
-    rows = []
-    for tp, member in owned:
-        c = committed.get(tp)
-        current = None if c is None else c.offset
-        end = _log_end_offset(admin, tp)
-        rows.append(
-            _OffsetRow(
-                info.group_id,
-                tp.topic,
-                tp.partition,
-                current,
-                end,
-                None if current is None or end is None else end - current,
-                None if member is None else member.member_id,
-                None if member is None else member.host,
-                None if member is None else member.client_id,
-            )
+    lag = {TopicPartition(r.topic, r.partition): r for r in admin.lag(info.group_id)}
+    order = [
+        tp
+        for m in sorted(info.members, key=lambda m: -len(m.assignment))
+        for tp in sorted(set(m.assignment))
+        if tp in lag
+    ]
+    order += [tp for tp, r in sorted(lag.items()) if r.member_id is None]
+    rows = [
+        _OffsetRow(
+            info.group_id,
+            tp.topic,
+            tp.partition,
+            lag[tp].committed,
+            lag[tp].log_end_offset,
+            lag[tp].lag,
+            lag[tp].member_id,
+            lag[tp].host,
+            lag[tp].client_id,
         )
+        for tp in order
+    ]
     if cmd.fmt == "text":
         _state_notice(info.group_id, info.state)
         if rows:
@@ -379,14 +376,6 @@ def _describe_offsets(
         "state": info.state,
         "offsets": [row._asdict() for row in rows],
     }
-
-
-def _log_end_offset(admin: Admin, tp: TopicPartition) -> int | None:
-    """The high watermark; None (`-`, Kafka's Unknown) if the partition is gone."""
-    try:
-        return admin.list_offsets({tp: "latest"})[tp]
-    except UnknownTopic:
-        return None
 
 
 def _assignment_text(assignment: Sequence[TopicPartition]) -> str:
@@ -455,7 +444,8 @@ def _describe_members(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
 
 
 def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
-    coordinator = f"{COORDINATOR_HOST}:{COORDINATOR_PORT} ({COORDINATOR_ID})"
+    node = info.coordinator
+    coordinator = f"{node.host}:{node.port} ({node.id})"
     if cmd.fmt == "text":
         _state_notice(info.group_id, info.state)
         widths = [max(15, len(info.group_id)), max(25, len(coordinator)), 20, 20, None]
@@ -477,11 +467,7 @@ def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
         click.echo(_columns(row, widths))
     return {
         "group": info.group_id,
-        "coordinator": {
-            "host": COORDINATOR_HOST,
-            "port": COORDINATOR_PORT,
-            "id": COORDINATOR_ID,
-        },
+        "coordinator": {"host": node.host, "port": node.port, "id": node.id},
         "assignment_strategy": info.assignor or None,
         "state": info.state,
         "members": len(info.members),
@@ -493,7 +479,7 @@ def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
 # ---- --reset-offsets
 
 
-def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
+def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     """Kafka's resetOffsets: only for a group that is Empty (or unknown: Dead);
     a dry run unless --execute."""
     if not cmd.execute and not cmd.dry_run:
@@ -552,7 +538,7 @@ def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
         raise click.ClickException("\n".join(refused))
 
 
-def _group_state(admin: Admin, group: str) -> str:
+def _group_state(admin: AnyAdmin, group: str) -> str:
     try:
         return admin.describe_group(group).state
     except GroupIdNotFound:
@@ -567,7 +553,7 @@ def _not_inactive(group: str, state: str) -> str:
 
 
 def _partitions_to_reset(
-    admin: Admin, group: str, cmd: _GroupsCommand
+    admin: AnyAdmin, group: str, cmd: _GroupsCommand
 ) -> list[TopicPartition]:
     """--all-topics: the partitions the group has offsets for; --topic t: all of
     t's partitions, --topic t:0,2: those."""
@@ -606,7 +592,7 @@ def _partitions_to_reset(
 
 
 def _new_offsets(
-    admin: Admin,
+    admin: AnyAdmin,
     group: str,
     partitions: Sequence[TopicPartition],
     cmd: _GroupsCommand,
@@ -640,7 +626,7 @@ def _new_offsets(
 
 
 def _within_log(
-    admin: Admin, wanted: Mapping[TopicPartition, int]
+    admin: AnyAdmin, wanted: Mapping[TopicPartition, int]
 ) -> dict[TopicPartition, int]:
     """Kafka's checkOffsetsRange: an offset past the log end becomes the log end,
     one before the log start the log start, each with a warning."""
@@ -671,7 +657,7 @@ def _within_log(
 
 
 def _offsets_at(
-    admin: Admin, partitions: Sequence[TopicPartition], timestamp_ms: int
+    admin: AnyAdmin, partitions: Sequence[TopicPartition], timestamp_ms: int
 ) -> dict[TopicPartition, int]:
     """The first offset at or after the time; the log end where no record is that
     new (Kafka warns "is empty" then, as here)."""
@@ -770,7 +756,7 @@ def _duration_ms(value: str) -> int:
 # ---- --delete
 
 
-def _delete_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _delete_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     deleted, failed = [], {}
     for group in dict.fromkeys(cmd.groups):
         try:

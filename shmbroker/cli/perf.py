@@ -55,17 +55,17 @@ def perf_produce(
                 f"{w.max_latency_ms:.1f} ms max latency."
             )
 
-    r = measure.produce(
-        target.data_dir,
-        topic,
-        num_records,
-        record_size,
-        throughput=throughput,
-        batch=batch,
-        acks=acks,
-        partition=partition,
-        on_window=window,
-    )
+    with target.producer(acks=acks, client_id="perf-producer-client") as producer:
+        r = measure.produce(
+            producer,
+            topic,
+            num_records,
+            record_size,
+            throughput=throughput,
+            batch=batch,
+            partition=partition,
+            on_window=window,
+        )
     ms, us = r.percentiles_ms, r.percentiles_us
     if fmt == "json":
         echo_json(
@@ -120,13 +120,13 @@ def perf_consume(
     columns."""
     if fmt == "text" and not hide_header:
         click.echo(PERF_HEADER)  # first, as Kafka: the run may take a while
-    r = measure.consume(
-        target.data_dir,
-        topic,
-        messages,
-        timeout_ms=timeout,
-        from_latest=from_latest,
-    )
+    with target.admin() as admin:
+        partitions = admin.topic(topic).partitions
+    with target.consumer(
+        auto_offset_reset="latest" if from_latest else "earliest",
+        client_id="perf-consumer-client",
+    ) as consumer:
+        r = measure.consume(consumer, topic, partitions, messages, timeout_ms=timeout)
     if fmt == "json":
         echo_json(
             {

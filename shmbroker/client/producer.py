@@ -349,7 +349,8 @@ class Producer:
         """Append the records to one partition now, as one batch (the fast path),
         or as several in order when they are over the topic's max.message.bytes;
         returns the first record's metadata. Keys do not choose the partition here:
-        pass partition, or the topic's sticky partition is used. RecordTooLarge,
+        pass partition, or the topic's sticky partition is used (and the next
+        batch goes to another). RecordTooLarge,
         and nothing sent, if one record's batch alone is over the limit."""
         t = self._topics.get(topic) or self._topic(topic)
         with self._lock:
@@ -368,6 +369,8 @@ class Producer:
             last_base, last_count = spans[-1]
             queue.appended(last_base + last_count)
             end, appended_at = queue.next_offset, queue.appended_at
+            if partition is None:
+                t.stick_elsewhere()  # KIP-480: a batch went, the next goes elsewhere
         if self.durable:
             queue.wait_durable(end, None, appended_at)
         return RecordMetadata(topic, queue.partition, spans[0][0])
