@@ -85,7 +85,7 @@ def check(
         uid,
         findings,
     )
-    _check_data_dir(data_dir, uid, findings)
+    findings.extend(check_data_dir(data_dir, uid))
     findings.extend(registry_findings)
     _check_data_disk(config, topics, data_dir, free_space, findings)
     _check_control_socket(os.path.abspath(config.control_socket), uid, findings)
@@ -473,12 +473,23 @@ def _check_registry(
     return topics
 
 
+def check_data_dir(data_dir: str, uid: int) -> list[Finding]:
+    """Whether the broker can make and use the data directory: `serve` asks this
+    before it starts, and says the first error in one line."""
+    findings: list[Finding] = []
+    _check_data_dir(data_dir, uid, findings)
+    return findings
+
+
 def _check_data_dir(data_dir: str, uid: int, findings: list[Finding]) -> None:
     try:
         st = os.stat(data_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        blocker = _creation_blocker(data_dir, uid)
         findings.append(
-            Finding(
+            Finding("data-dir", "error", blocker)
+            if blocker
+            else Finding(
                 "data-dir",
                 "warn",
                 f"{data_dir} does not exist yet: `shmbroker serve` creates it with "
@@ -498,6 +509,16 @@ def _check_data_dir(data_dir: str, uid: int, findings: list[Finding]) -> None:
                 "error",
                 f"{data_dir} is not a directory: move it away or use another "
                 f"--data-dir",
+            )
+        )
+        return
+    if uid == os.geteuid() and not _can_write(data_dir):
+        findings.append(
+            Finding(
+                "data-dir",
+                "error",
+                f"uid {uid} cannot write in {data_dir}: use another --data-dir, or "
+                f"give uid {uid} the directory (chown -R {uid} {data_dir})",
             )
         )
         return
@@ -534,6 +555,35 @@ def _check_data_dir(data_dir: str, uid: int, findings: list[Finding]) -> None:
         )
     else:
         findings.append(Finding("data-dir-mode", "ok", f"{data_dir} has mode 0700"))
+
+
+def _can_write(directory: str) -> bool:
+    """Whether this process (its effective uid, as the broker will use it) can make
+    files in the directory."""
+    return os.access(
+        directory,
+        os.R_OK | os.W_OK | os.X_OK,
+        effective_ids=os.access in os.supports_effective_ids,
+    )
+
+
+def _creation_blocker(data_dir: str, uid: int) -> str | None:
+    """Why a data directory that is not there cannot be made (its nearest existing
+    ancestor is a file, or not writable), or None."""
+    ancestor = os.path.dirname(data_dir)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return (
+            f"{data_dir} cannot be created: {ancestor} is a file, not a directory; "
+            f"use another --data-dir"
+        )
+    if uid == os.geteuid() and not _can_write(ancestor):
+        return (
+            f"{data_dir} cannot be created: uid {uid} cannot write in {ancestor}; "
+            f"use another --data-dir"
+        )
+    return None
 
 
 def _check_data_disk(

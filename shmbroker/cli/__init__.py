@@ -1,6 +1,7 @@
 """The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
-flag names and output layouts (`topics`, `produce`, `consume`, `consumer-groups`,
-`get-offsets`, `perf`) and host checks (`gc`, `doctor`), one module per command
+flag names and output layouts (`topics`, `configs`, `produce`, `consume`,
+`consumer-groups`, `get-offsets`, `perf`), on a data directory or over the Kafka
+protocol (target.py), and host checks (`gc`, `doctor`); one module per command
 group. Commands parse, call the clients, and print; a user's mistake is one line on
 stderr (exit 1, or 2 for a bad flag), never a traceback.
 """
@@ -11,8 +12,18 @@ from typing import Any
 
 import click
 
-from shmbroker import ShmbrokerError
-from shmbroker.cli import consume, groups, host, inspect, offsets, perf, produce, topics
+from shmbroker import ShmbrokerError, __version__
+from shmbroker.cli import (
+    configs,
+    consume,
+    groups,
+    host,
+    inspect,
+    offsets,
+    perf,
+    produce,
+    topics,
+)
 
 
 class _Commands(click.Group):
@@ -26,6 +37,7 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
+@click.version_option(__version__, "--version", prog_name="shmbroker")
 def main() -> None:
     """shmbroker: Kafka's model on one host, at shared-memory speed."""
 
@@ -36,6 +48,7 @@ for command in (
     host.gc,
     host.doctor,
     topics.topics,
+    configs.configs,
     produce.produce,
     consume.consume,
     groups.consumer_groups,

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
@@ -28,6 +30,7 @@ GROUP_STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
 GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets")
 RESET_SPECS = (
+    "from_file",
     "to_earliest",
     "to_latest",
     "to_offset",
@@ -37,14 +40,16 @@ RESET_SPECS = (
 )
 GROUP_OPTIONS = {  # what each action takes besides --data-dir and --format
     "do_list": ("state",),
-    "describe": ("groups", "members", "offsets", "state", "verbose"),
-    "delete": ("groups",),
+    "describe": ("groups", "all_groups", "members", "offsets", "state", "verbose"),
+    "delete": ("groups", "all_groups"),
     "reset_offsets": (
         "groups",
+        "all_groups",
         "topics",
         "all_topics",
         "dry_run",
         "execute",
+        "export",
         *RESET_SPECS,
     ),
 }
@@ -60,6 +65,7 @@ class _GroupsCommand:
     reset_offsets: bool
     delete: bool
     groups: tuple[str, ...]
+    all_groups: bool
     members: bool
     offsets: bool
     state: str | None  # None: no --state; "": --state without a value
@@ -72,8 +78,10 @@ class _GroupsCommand:
     shift_by: int | None
     to_datetime: str | None
     by_duration: str | None
+    from_file: str | None
     dry_run: bool
     execute: bool
+    export: bool
     fmt: str
 
     def given(self, name: str) -> bool:
@@ -98,6 +106,8 @@ def _flag_name(name: str) -> str:
 @click.option("--delete", is_flag=True, help="delete inactive groups and their offsets")
 @click.option("--group", "groups", multiple=True, metavar="GROUP",
               help="the group to act on; repeatable")  # fmt: skip
+@click.option("--all-groups", is_flag=True,
+              help="--describe, --delete, --reset-offsets: every group")  # fmt: skip
 @click.option("--members", is_flag=True, help="--describe: one row per member")
 @click.option("--offsets", is_flag=True,
               help="--describe: one row per partition (the default)")  # fmt: skip
@@ -122,8 +132,15 @@ def _flag_name(name: str) -> str:
               "it ends in Z, +hh, +hhmm or +hh:mm)")  # fmt: skip
 @click.option("--by-duration", metavar="PnDTnHnMnS",
               help="reset to the first record at or after this long ago")  # fmt: skip
+@click.option("--from-file", metavar="CSV",
+              help="reset to the offsets of a file as --export writes it: "
+              "topic,partition,offset lines (group,topic,partition,offset for "
+              "several groups)")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="only show the new offsets (the default)")
 @click.option("--execute", is_flag=True, help="commit the new offsets")
+@click.option("--export", is_flag=True,
+              help="--reset-offsets: print the new offsets as CSV, for "
+              "--from-file")  # fmt: skip
 @format_option
 def consumer_groups(**options: Any) -> None:
     """List, describe, reset and delete consumer groups (kafka-consumer-groups), in
@@ -132,6 +149,9 @@ def consumer_groups(**options: Any) -> None:
     cmd = _GroupsCommand(**options)
     _check_groups_command(cmd)
     with cmd.target.admin() as admin:
+        if cmd.all_groups:
+            listed = tuple(g.group_id for g in admin.list_groups())
+            cmd = dataclasses.replace(cmd, groups=listed)
         if cmd.do_list:
             _list_groups(admin, cmd)
         elif cmd.describe:
@@ -165,8 +185,15 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
         raise click.UsageError(
             f"Option {_flag_name(name)} can't be used with option {_flag_name(action)}"
         )
-    if action != "do_list" and not cmd.groups:
-        raise click.UsageError(f"Option {_flag_name(action)} takes the option --group")
+    if cmd.groups and cmd.all_groups:
+        raise click.UsageError("Option --all-groups can't be used with option --group")
+    if action != "do_list" and not cmd.groups and not cmd.all_groups:
+        takes = "--all-groups, --group" if "all_groups" in GROUP_OPTIONS[action] else ""
+        raise click.UsageError(
+            f"Option {_flag_name(action)} takes one of these options: {takes}"
+            if takes
+            else f"Option {_flag_name(action)} takes the option --group"
+        )
     if action == "describe":
         if sum([cmd.members, cmd.offsets, cmd.state is not None]) > 1:
             raise click.UsageError(
@@ -197,7 +224,9 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
             _datetime_ms(cmd.to_datetime)
         if cmd.by_duration is not None:
             _duration_ms(cmd.by_duration)
-        if not cmd.topics and not cmd.all_topics:
+        if cmd.export and cmd.fmt == "json":
+            raise click.UsageError("Option --export can't be used with --format json")
+        if cmd.from_file is None and not cmd.topics and not cmd.all_topics:
             raise click.UsageError(
                 "One of the reset scopes should be defined: --all-topics, --topic."
             )
@@ -490,14 +519,20 @@ def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
         )
     planned: dict[str, dict[TopicPartition, int]] = {}
     refused = []
+    from_file = {}
+    if cmd.from_file is not None:
+        from_file = _read_offsets(cmd.from_file, cmd.groups)
     for group in sorted(set(cmd.groups)):
         state = _group_state(admin, group)
         if state not in ("Empty", "Dead"):
             refused.append(_not_inactive(group, state))
             continue
-        offsets = _new_offsets(
-            admin, group, _partitions_to_reset(admin, group, cmd), cmd
-        )
+        if cmd.from_file is not None:
+            offsets = _within_log(admin, from_file.get(group, {}))
+        else:
+            offsets = _new_offsets(
+                admin, group, _partitions_to_reset(admin, group, cmd), cmd
+            )
         if cmd.execute:
             try:
                 # a new dict: Mapping's key type is invariant, so mypy rejects
@@ -522,6 +557,13 @@ def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
                 ],
             }
         )
+    elif cmd.export:  # Kafka's CSV: without the group column for one group
+        single = len(set(cmd.groups)) == 1
+        for g, topic, partition, offset in rows:
+            cells = (
+                (topic, partition, offset) if single else (g, topic, partition, offset)
+            )
+            click.echo(",".join(str(v) for v in cells))
     elif planned:
         widths = [
             max([15, *(len(g) for g in planned)]),
@@ -536,6 +578,37 @@ def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
             click.echo(_columns(row, widths))
     if refused:
         raise click.ClickException("\n".join(refused))
+
+
+def _read_offsets(
+    path: str, groups: Sequence[str]
+) -> dict[str, dict[TopicPartition, int]]:
+    """--from-file: topic,partition,offset lines for the one group, or
+    group,topic,partition,offset lines (what --export writes)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--from-file"
+        ) from None
+    out: dict[str, dict[TopicPartition, int]] = {}
+    for number, line in enumerate(lines, 1):
+        cells = [c.strip() for c in line.split(",")]
+        if not line.strip():
+            continue
+        if len(cells) == 3 and len(set(groups)) == 1:
+            cells = [groups[0], *cells]
+        try:
+            group, topic, partition, offset = cells
+            tp = TopicPartition(topic, int(partition))
+            out.setdefault(group, {})[tp] = int(offset)
+        except ValueError:
+            columns = "topic" if len(set(groups)) == 1 else "group,topic"
+            raise click.BadParameter(
+                f"{path} line {number}: {line!r} is not {columns},partition,offset",
+                param_hint="--from-file",
+            ) from None
+    return out
 
 
 def _group_state(admin: AnyAdmin, group: str) -> str:

@@ -3,6 +3,8 @@ supervisor), `gateway`, `gc`, `doctor`."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from typing import Any
 
@@ -11,6 +13,7 @@ import msgspec
 
 from shmbroker import ShmbrokerError, protocol, shm
 from shmbroker.cli.options import (
+    F,
     data_dir_option,
     echo_json,
     format_option,
@@ -18,6 +21,20 @@ from shmbroker.cli.options import (
     resolve_data_dir,
 )
 from shmbroker.config import BrokerConfig
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level_option(f: F) -> F:
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="INFO",
+        show_default=True,
+        callback=lambda ctx, param, value: value.upper(),
+        help="the least severe messages logged on stderr",
+    )(f)
 
 
 @click.command()
@@ -40,6 +57,7 @@ from shmbroker.config import BrokerConfig
               help="the address Metadata gives clients [the bound one]")  # fmt: skip
 @click.option("--gateway-processes", type=click.IntRange(min=1),
               help="gateway processes sharing the port (SO_REUSEPORT) [1]")  # fmt: skip
+@log_level_option
 def serve(
     data_dir: str | None,
     config_file: str | None,
@@ -51,6 +69,7 @@ def serve(
     no_gateway: bool,
     advertised_listener: str | None,
     gateway_processes: int | None,
+    log_level: str,
 ) -> None:
     """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
     with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
@@ -69,7 +88,19 @@ def serve(
         advertised_listeners=advertised_listener,
         gateway_processes=gateway_processes,
     )
+    _refuse_unusable_data_dir(config.data_dir)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)  # the gateway's too
     run(config)
+
+
+def _refuse_unusable_data_dir(data_dir: str) -> None:
+    """A data directory serve cannot make or write: one line, as doctor says it."""
+    from shmbroker.broker.doctor import check_data_dir
+
+    path = os.path.abspath(data_dir)
+    for finding in check_data_dir(path, os.geteuid()):
+        if finding.status == "error":
+            raise click.ClickException(f"cannot serve {path}: {finding.message}")
 
 
 @click.command()
@@ -100,6 +131,7 @@ def serve(
 @click.option("--socket-request-max-bytes", type=click.IntRange(min=1))
 @click.option("--acks-all-fsync/--acks-all-at-append", default=None,
               help="acks=all answers once fsynced, or at append [fsynced]")  # fmt: skip
+@log_level_option
 def gateway(
     data_dir: str | None,
     config_file: str | None,
@@ -111,17 +143,13 @@ def gateway(
     max_connections: int | None,
     socket_request_max_bytes: int | None,
     acks_all_fsync: bool | None,
+    log_level: str,
 ) -> None:
     """Run one Kafka protocol gateway process for the broker on a data directory
     (`serve` starts and watches one itself) until SIGTERM or Ctrl-C."""
-    import logging
-
     from shmbroker.gateway.server import serve as run_gateway
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
     config = BrokerConfig.load(
         config_file,
         data_dir=data_dir,

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import msgspec
 
-from shmbroker import Ring, ShmbrokerError, protocol, shm
+from shmbroker import Admin, Ring, ShmbrokerError, protocol, shm
 from shmbroker.cli.options import (
     data_dir_option,
     echo_json,
@@ -134,10 +134,23 @@ def dump_log(args: tuple[str, ...]) -> None:
 
 
 @click.command("ring-stat")
-@click.argument("name")
+@click.argument("name", required=False)
+@data_dir_option
+@click.option("--topic", help="the ring of this topic's --partition (instead of NAME)")
+@click.option("--partition", type=click.IntRange(min=0), default=0, show_default=True)
 @format_option
-def ring_stat(name: str, fmt: str) -> None:
-    """Cursors, offsets and counters of a ring (like Aeron's AeronStat)."""
+def ring_stat(
+    name: str | None, data_dir: str | None, topic: str | None, partition: int, fmt: str
+) -> None:
+    """Cursors, offsets and counters of a ring (like Aeron's AeronStat): the ring
+    NAME (/shmb....), or the ring of --topic T --partition P of the broker on
+    --data-dir."""
+    if (name is None) == (topic is None):
+        raise click.UsageError("give a ring NAME or --topic (and --partition)")
+    if name is None:
+        assert topic is not None
+        with Admin(resolve_data_dir(data_dir)) as admin:
+            name = admin.ring_name(topic, partition)
     with Ring.open(name) as ring:
         stat: dict[str, Any] = msgspec.structs.asdict(ring.stat())
         stat["damage"] = ring.check()

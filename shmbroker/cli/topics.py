@@ -3,13 +3,13 @@ and kafka-configs for a topic's configs)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
 import msgspec
 
 from shmbroker import TopicExists, UnknownTopic, protocol
+from shmbroker.cli.configs import alter_topic_configs
 from shmbroker.cli.options import KafkaActions, echo_json, format_option, key_values
 from shmbroker.cli.target import Target, target_options
 
@@ -159,11 +159,6 @@ def topics_delete(target: Target, topic: str, if_exists: bool) -> None:
                 raise
 
 
-def _config_list(values: Sequence[str]) -> list[str]:
-    """kafka-configs takes comma-separated lists as well as repeated flags."""
-    return [item.strip() for value in values for item in value.split(",") if item]
-
-
 @topics.command("alter")
 @target_options
 @click.option("--topic", required=True)
@@ -184,20 +179,14 @@ def topics_alter(
 ) -> None:
     """Change a topic's configs (kafka-configs --alter: prints `Completed updating
     config for topic T.`) and/or grow its partitions (kafka-topics --alter)."""
-    to_set = key_values(_config_list(add), "--add-config")
-    to_delete = _config_list(delete)
-    if not (to_set or to_delete or partitions):
+    if not (add or delete or partitions):
         raise click.UsageError(
             "nothing to alter: give --add-config, --delete-config or --partitions"
         )
-    both = sorted(set(to_set) & set(to_delete))
-    if both:
-        raise click.UsageError(f"--add-config and --delete-config both name {both}")
     with target.admin() as admin:
         try:
-            if to_set or to_delete:
-                admin.alter_configs(topic, to_set, to_delete)
-                click.echo(f"Completed updating config for topic {topic}.")
+            if add or delete:
+                alter_topic_configs(admin, topic, add, delete)
             if partitions is not None:
                 admin.create_partitions(topic, partitions)
         except UnknownTopic:

@@ -142,6 +142,20 @@ class Admin:
         does not exist and the broker creates topics on first use."""
         return self.connection.topic(name, auto_create)
 
+    def ring_name(self, topic: str, partition: int) -> str:
+        """The shared-memory name of a partition's ring (`shmbroker ring-stat`)."""
+        return self.connection.ring_name(self._partition(topic, partition), partition)
+
+    def _partition(self, topic: str, partition: int) -> protocol.TopicMetadata:
+        """The topic's metadata; UnknownTopic if it has no such partition."""
+        meta = self.connection.topic(topic)
+        if not 0 <= partition < meta.partitions:
+            raise errors.UnknownTopic(
+                f"topic {topic!r} has partitions 0..{meta.partitions - 1}, not "
+                f"{partition}"
+            )
+        return meta
+
     def describe_configs(self, name: str) -> list[ConfigEntry]:
         """Every config of the topic with its value and source: a topic override,
         the broker's default for topics (its config file), or the default."""
@@ -191,12 +205,7 @@ class Admin:
         out: dict[TopicPartition, int | None] = {}
         for key, spec in specs.items():
             tp = TopicPartition(*key)
-            meta = self.connection.topic(tp.topic)
-            if not 0 <= tp.partition < meta.partitions:
-                raise errors.UnknownTopic(
-                    f"topic {tp.topic!r} has partitions 0..{meta.partitions - 1}, "
-                    f"not {tp.partition}"
-                )
+            meta = self._partition(*tp)
             at = {"earliest": EARLIEST, "latest": LATEST}.get(str(spec))
             reader = PartitionReader.open(
                 self.connection.partition_dir(*tp),

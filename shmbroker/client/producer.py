@@ -32,7 +32,7 @@ from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
 from shmbroker.client.connection import Connection
 from shmbroker.config import TopicConfig
 from shmbroker.records import Header, RecordMetadata
-from shmbroker.ring import Ring
+from shmbroker.ring import Ring, partition_label
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,10 @@ class _Topic:
         self.queues: list[_PartitionQueue] = []
         try:
             for p in range(meta.partitions):
-                ring = Ring.open(producer.connection.ring_name(meta, p))
+                ring = Ring.open(
+                    producer.connection.ring_name(meta, p),
+                    label=partition_label(meta.name, p),
+                )
                 self.queues.append(
                     _PartitionQueue(producer, ring, self, p, batch_bytes)
                 )
@@ -194,7 +197,10 @@ class _Topic:
     def grow(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
         """The topic got more partitions (CreatePartitions): map their rings."""
         for p in range(len(self.queues), meta.partitions):
-            ring = Ring.open(producer.connection.ring_name(meta, p))
+            ring = Ring.open(
+                producer.connection.ring_name(meta, p),
+                label=partition_label(meta.name, p),
+            )
             self.queues.append(
                 _PartitionQueue(producer, ring, self, p, self.batch_bytes)
             )

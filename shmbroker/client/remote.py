@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 from confluent_kafka import (
@@ -56,6 +56,7 @@ from shmbroker.kafka.errors import error_for
 from shmbroker.records import Header, PartitionKey, Record, TopicPartition
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUEST_TIMEOUT = 30.0  # seconds an admin request may take before BrokerUnavailable
 ZERO_TOPIC_ID = "0" * 32  # Kafka's Uuid.ZERO_UUID: the broker gave no topic id
@@ -101,6 +102,14 @@ def _result(future: concurrent.futures.Future[Any]) -> Any:
         raise errors.BrokerUnavailable(
             f"no answer within {REQUEST_TIMEOUT:.0f} s"
         ) from None
+
+
+def _make(kind: Callable[[dict[str, Any]], T], config: dict[str, Any]) -> T:
+    """A librdkafka client; a property it refuses is a ConfigError naming it."""
+    try:
+        return kind(config)
+    except KafkaException as exc:
+        raise errors.ConfigError(exc.args[0].str()) from None
 
 
 def client_config(
@@ -151,8 +160,10 @@ class RemoteAdmin:
         *,
         client_id: str = "shmbroker-admin",
     ) -> None:
-        self.config = client_config(bootstrap_servers, properties or {}, client_id)
-        self.client = AdminClient(self.config)
+        self.bootstrap_servers = bootstrap_servers
+        self.properties = dict(properties or {})
+        self.config = client_config(bootstrap_servers, self.properties, client_id)
+        self.client = _make(AdminClient, self.config)
 
     # ---- topics ---------------------------------------------------------------------
 
@@ -186,7 +197,7 @@ class RemoteAdmin:
         Metadata request, which creates it if the broker creates topics on first
         use."""
         if auto_create:
-            KafkaProducer(self.config).list_topics(name, timeout=REQUEST_TIMEOUT)
+            _make(KafkaProducer, self.config).list_topics(name, timeout=REQUEST_TIMEOUT)
         return self._metadata([name])[name]
 
     def list_topics(self) -> dict[str, protocol.TopicMetadata]:
@@ -434,6 +445,36 @@ class RemoteAdmin:
         ).values()
         _result(future)
 
+    def delete_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> list[TopicPartition]:
+        """Kafka's OffsetDelete: the partitions whose offsets stay, as a live member
+        subscribes to their topic. confluent-kafka has no call for it, so this one
+        goes through kafka-python's admin client."""
+        import kafka
+        from kafka.errors import GroupSubscribedToTopicError, NoError
+
+        client = kafka.KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id=self.config["client.id"],
+            **{k.replace(".", "_"): v for k, v in self.properties.items()},
+        )
+        try:
+            results = client.delete_group_offsets(
+                group_id, [kafka.TopicPartition(t, p) for t, p in partitions]
+            )
+        except kafka.errors.KafkaError as exc:
+            raise error_for(getattr(exc, "errno", -1), str(exc)) from None
+        finally:
+            client.close()
+        kept = []
+        for ktp, error in results.items():
+            if error is GroupSubscribedToTopicError:
+                kept.append(TopicPartition(ktp.topic, ktp.partition))
+            elif error is not NoError:
+                raise error_for(error.errno, error.message)
+        return sorted(kept)
+
     def lag(self, group_id: str) -> list[PartitionLag]:
         return group_lag(self, group_id)
 
@@ -462,13 +503,14 @@ class RemoteProducer:
         self.durable = str(acks) in ("-1", "all")
         config = client_config(bootstrap_servers, properties or {}, client_id)
         self.admin = RemoteAdmin(bootstrap_servers, properties, client_id=client_id)
-        self.producer = KafkaProducer(
+        self.producer = _make(
+            KafkaProducer,
             {
                 "acks": str(acks),
                 "partitioner": "murmur2_random",
                 "linger.ms": 5,
                 **config,
-            }
+            },
         )
         self._limits: dict[str, int] = {}
         self._errors: list[KafkaError] = []
@@ -595,7 +637,8 @@ class RemoteConsumer:
         config = client_config(bootstrap_servers, properties or {}, client_id)
         self.reset = auto_offset_reset
         self.grouped = group_id is not None
-        self.consumer = KafkaConsumer(
+        self.consumer = _make(
+            KafkaConsumer,
             {
                 # librdkafka wants a group id even to only assign; without one we
                 # never commit, so the id is never used
@@ -604,7 +647,7 @@ class RemoteConsumer:
                 "auto.offset.reset": auto_offset_reset,
                 "enable.partition.eof": False,
                 **config,
-            }
+            },
         )
         self._starts: dict[TopicPartition, int] = {}
         self._polled = False
