@@ -13,11 +13,11 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-from shmbroker import errors, shm
+from shmbroker import errors, protocol, shm
 from shmbroker.broker import registry
 from shmbroker.broker.registry import TopicEntry
 from shmbroker.config import BrokerConfig
@@ -50,6 +50,25 @@ def disk_space(path: str) -> tuple[int, int]:
     """(size, free bytes for an unprivileged writer) of the filesystem holding path."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def config_for(
+    data_dir: str, config_file: str | None = None, shm_prefix: str | None = None
+) -> BrokerConfig:
+    """The config of the broker of a data directory as `doctor` checks it: its
+    config file, the prefix and topic defaults its registry wrote, then the
+    given prefix."""
+    defaults: dict[str, Any] = {}
+    try:  # the broker's own prefix and topic defaults, if its registry says
+        written = protocol.load_registry(data_dir)
+        defaults = {"shm_prefix": written.shm_prefix}
+        if written.topic_defaults:
+            defaults["topic_defaults"] = written.topic_defaults
+    except (errors.ShmbrokerError, OSError):  # the registry check reports it
+        pass
+    if shm_prefix is not None:
+        defaults["shm_prefix"] = shm_prefix
+    return BrokerConfig.load(config_file, data_dir=data_dir, **defaults)
 
 
 def check(

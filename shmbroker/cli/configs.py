@@ -115,6 +115,20 @@ def config_list(values: Sequence[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item]
 
 
+def alter_options(f: Any) -> Any:
+    """--add-config, --delete-config and --if-exists (kafka-configs --alter)."""
+    for option in (
+        click.option("--if-exists", is_flag=True,
+                     help="no error if there is no such topic"),
+        click.option("--delete-config", "delete", multiple=True, metavar="KEY[,...]",
+                     help="return topic configs to the broker's default"),
+        click.option("--add-config", "add", multiple=True, metavar="KEY=VALUE[,...]",
+                     help="set topic configs (repeatable, or comma-separated)"),
+    ):  # fmt: skip
+        f = option(f)
+    return f
+
+
 def alter_topic_configs(
     admin: AnyAdmin, topic: str, add: Sequence[str], delete: Sequence[str]
 ) -> None:
@@ -132,11 +146,7 @@ def alter_topic_configs(
 @configs.command("alter")
 @target_options
 @entity_options
-@click.option("--add-config", "add", multiple=True, metavar="KEY=VALUE[,...]",
-              help="set topic configs (repeatable, or comma-separated)")  # fmt: skip
-@click.option("--delete-config", "delete", multiple=True, metavar="KEY[,...]",
-              help="return topic configs to the broker's default")  # fmt: skip
-@click.option("--if-exists", is_flag=True, help="no error if there is no such topic")
+@alter_options
 def configs_alter(
     target: Target,
     topic: str | None,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
 
 import click
 import msgspec
 
-from shmbroker import ShmbrokerError, protocol, shm
+from shmbroker import shm
 from shmbroker.cli.options import (
     F,
     data_dir_option,
@@ -219,18 +218,7 @@ def doctor(
     finds an error."""
     from shmbroker.broker import doctor as checks
 
-    directory = resolve_data_dir(data_dir)
-    defaults: dict[str, Any] = {}
-    try:  # the broker's own prefix and topic defaults, if its registry says
-        written = protocol.load_registry(directory)
-        defaults = {"shm_prefix": written.shm_prefix}
-        if written.topic_defaults:
-            defaults["topic_defaults"] = written.topic_defaults
-    except (ShmbrokerError, OSError):  # the registry check reports it
-        pass
-    if shm_prefix is not None:
-        defaults["shm_prefix"] = shm_prefix
-    config = BrokerConfig.load(config_file, data_dir=directory, **defaults)
+    config = checks.config_for(resolve_data_dir(data_dir), config_file, shm_prefix)
     findings = checks.check(config)
     if fmt == "json":
         echo_json([msgspec.structs.asdict(f) for f in findings])

@@ -9,13 +9,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
 
-from shmbroker import Admin, Ring, ShmbrokerError, protocol, shm
+from shmbroker import Admin, Ring, shm
 from shmbroker.cli.options import (
     data_dir_option,
     echo_json,
@@ -33,20 +32,9 @@ def verify(data_dir: str | None, topics: tuple[str, ...], fmt: str) -> None:
     it (length, CRC32C, records), dense offsets within and across segments, and
     every index entry (Kafka's kafka-dump-log --deep-iteration over whole logs).
     Prints each problem with the repair it suggests; exit status 1 if any."""
-    from shmbroker.log.verify import verify_partition
+    from shmbroker.log.verify import verify_data_dir
 
-    directory = Path(resolve_data_dir(data_dir))
-    registry = protocol.load_registry(directory)
-    for name in topics:
-        if name not in registry.topics:
-            raise ShmbrokerError(f"topic {name!r} does not exist in {directory}")
-    reports = [
-        verify_partition(directory / f"{name}-{p}")
-        for name, entry in sorted(registry.topics.items())
-        if not topics or name in topics
-        for p in range(entry.partitions)
-        if (directory / f"{name}-{p}").is_dir()
-    ]
+    reports = verify_data_dir(resolve_data_dir(data_dir), topics)
     problems = [p for r in reports for p in r.problems]
     if fmt == "json":
         echo_json(msgspec.to_builtins(reports))

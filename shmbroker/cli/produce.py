@@ -8,7 +8,7 @@ import os
 import select
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 import click
 
@@ -179,57 +179,63 @@ class _LineSender:
 
     def send_plain(self, lines: list[bytes], first_line: int) -> None:
         """Lines as values, no keys."""
-        self._send_batch(lines, None, None, first_line)
+        self._send_batch(_Lines(lines, None, None, first_line))
 
     def send_parsed(self, parsed: _Parsed, with_headers: bool, first_line: int) -> None:
-        values, keys = parsed.values, parsed.keys
-        headers = parsed.headers if with_headers else None
-        if self.partition is None and any(k is not None for k in keys):
-            self._send_each(values, keys, headers, first_line)  # keys choose
+        lines = _Lines(
+            parsed.values,
+            parsed.keys,
+            parsed.headers if with_headers else None,
+            first_line,
+        )
+        if self.partition is None and any(k is not None for k in parsed.keys):
+            self._send_each(lines)  # keys choose the partitions
         else:
-            self._send_batch(values, keys, headers, first_line)
+            self._send_batch(lines)
 
-    def _send_batch(
-        self,
-        values: Sequence[bytes | None],
-        keys: Sequence[bytes | None] | None,
-        headers: Sequence[list[Header]] | None,
-        first_line: int,
-    ) -> None:
+    def _send_batch(self, lines: _Lines) -> None:
         try:
             self.producer.send_batch(
-                self.topic, values, keys, partition=self.partition, headers=headers
+                self.topic,
+                lines.values,
+                lines.keys,
+                partition=self.partition,
+                headers=lines.headers,
             )
-            self.sent += len(values)
+            self.sent += len(lines.values)
         except RecordTooLarge:  # one alone is over the limit, and nothing went
-            self._send_each(values, keys, headers, first_line)
+            self._send_each(lines)
 
-    def _send_each(
-        self,
-        values: Sequence[bytes | None],
-        keys: Sequence[bytes | None] | None,
-        headers: Sequence[list[Header]] | None,
-        first_line: int,
-    ) -> None:
-        for i, value in enumerate(values):
-            key = None if keys is None else keys[i]
+    def _send_each(self, lines: _Lines) -> None:
+        for i, value in enumerate(lines.values):
+            key = None if lines.keys is None else lines.keys[i]
             try:
                 self.producer.send(
                     self.topic,
                     value,
                     key,
-                    None if headers is None else headers[i],
+                    None if lines.headers is None else lines.headers[i],
                     self.partition,
                 )
                 self.sent += 1
             except RecordTooLarge as exc:
                 self.failed += 1
                 click.echo(
-                    f"Error when sending line {first_line + i} to topic {self.topic} "
-                    f"with key: {_size(key)}, value: {_size(value)} with error: {exc}",
+                    f"Error when sending line {lines.first_line + i} to topic "
+                    f"{self.topic} with key: {_size(key)}, value: {_size(value)} "
+                    f"with error: {exc}",
                     err=True,
                 )
         self.producer.flush()
+
+
+class _Lines(NamedTuple):
+    """Records of consecutive lines, the first of them numbered first_line."""
+
+    values: Sequence[bytes | None]
+    keys: Sequence[bytes | None] | None
+    headers: Sequence[list[Header]] | None
+    first_line: int
 
 
 def _size(data: bytes | None) -> str:

@@ -9,7 +9,7 @@ import click
 import msgspec
 
 from shmbroker import TopicExists, UnknownTopic, protocol
-from shmbroker.cli.configs import alter_topic_configs
+from shmbroker.cli.configs import alter_options, alter_topic_configs
 from shmbroker.cli.options import KafkaActions, echo_json, format_option, key_values
 from shmbroker.cli.target import Target, target_options
 
@@ -162,13 +162,9 @@ def topics_delete(target: Target, topic: str, if_exists: bool) -> None:
 @topics.command("alter")
 @target_options
 @click.option("--topic", required=True)
-@click.option("--add-config", "add", multiple=True, metavar="KEY=VALUE[,...]",
-              help="set topic configs (repeatable, or comma-separated)")  # fmt: skip
-@click.option("--delete-config", "delete", multiple=True, metavar="KEY[,...]",
-              help="return topic configs to the broker's default")  # fmt: skip
+@alter_options
 @click.option("--partitions", type=click.IntRange(min=1),
               help="the new partition count (only grows)")  # fmt: skip
-@click.option("--if-exists", is_flag=True, help="no error if there is no such topic")
 def topics_alter(
     target: Target,
     topic: str,
