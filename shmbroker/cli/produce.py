@@ -15,6 +15,7 @@ import click
 from shmbroker import RecordTooLarge, ShmbrokerError
 from shmbroker.cli.options import is_true, kafka_properties
 from shmbroker.cli.target import Target, target_options
+from shmbroker.client.partitioner import partition_for_key
 
 if TYPE_CHECKING:
     from shmbroker.cli.target import AnyProducer
@@ -157,8 +158,9 @@ def _split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 class _LineSender:
-    """Sends parsed lines through the producer, whose partitioner places them: as
-    one batch when keys need not choose partitions, else record by record. A record
+    """Sends parsed lines: keyless ones as one batch to the producer's sticky
+    partition, keyed ones as a batch per partition by Kafka's partitioner (the
+    library's), a mix record by record through the producer, in order. A record
     over the topic's max.message.bytes is reported and the others go on, as Kafka's
     console producer does."""
 
@@ -167,10 +169,11 @@ class _LineSender:
     ) -> None:
         self.producer = producer
         self.topic = topic
-        partitions = len(producer.partitions_for(topic))  # auto-creates it
-        if partition is not None and not 0 <= partition < partitions:
+        self.partitions = len(producer.partitions_for(topic))  # auto-creates it
+        if partition is not None and not 0 <= partition < self.partitions:
             raise click.BadParameter(
-                f"topic {topic!r} has partitions 0..{partitions - 1}, not {partition}",
+                f"topic {topic!r} has partitions 0..{self.partitions - 1}, not "
+                f"{partition}",
                 param_hint="--partition",
             )
         self.partition = partition
@@ -188,18 +191,43 @@ class _LineSender:
             parsed.headers if with_headers else None,
             first_line,
         )
-        if self.partition is None and any(k is not None for k in parsed.keys):
-            self._send_each(lines)  # keys choose the partitions
-        else:
+        keyless = parsed.keys.count(None)
+        if self.partition is not None or keyless == len(parsed.keys):
             self._send_batch(lines)
+        elif not keyless:  # keys choose: a batch per partition
+            self._send_by_key(lines)
+        else:  # keyed and keyless lines: each through the producer, in order
+            self._send_each(lines)
 
-    def _send_batch(self, lines: _Lines) -> None:
+    def _send_by_key(self, lines: _Lines) -> None:
+        """Every line keyed: one batch per partition, lines in order in each."""
+        n, known = self.partitions, dict[bytes | None, int]()
+        groups: dict[int, tuple[list[bytes | None], list[bytes | None], list[int]]] = {}
+        assert lines.keys is not None
+        for i, (key, value) in enumerate(zip(lines.keys, lines.values, strict=True)):
+            p = known.get(key)
+            if p is None:
+                assert key is not None
+                p = known[key] = partition_for_key(key, n)
+            group = groups.get(p)
+            if group is None:
+                group = groups[p] = ([], [], [])
+            group[0].append(value)
+            group[1].append(key)
+            group[2].append(i)
+        headers = lines.headers
+        for p, (values, keys, rows) in groups.items():
+            picked = None if headers is None else [headers[i] for i in rows]
+            # errors number lines from the chunk's first line
+            self._send_batch(_Lines(values, keys, picked, lines.first_line), p)
+
+    def _send_batch(self, lines: _Lines, partition: int | None = None) -> None:
         try:
             self.producer.send_batch(
                 self.topic,
                 lines.values,
                 lines.keys,
-                partition=self.partition,
+                partition=self.partition if partition is None else partition,
                 headers=lines.headers,
             )
             self.sent += len(lines.values)

@@ -239,6 +239,27 @@ def test_keys_go_to_kafkas_partitions_and_null_prints_null(
     ]
 
 
+def test_keyed_and_keyless_lines_keep_their_order_in_a_partition(
+    broker: EmbeddedBroker,
+) -> None:
+    """A null key (null.marker) goes stickily, the keyed ones by murmur2; within a
+    partition the records are in line order whichever way each went."""
+    ok(cli(broker, "topics", "create", "--topic", "mix", "--partitions", "2"))
+    lines = [
+        b"NULL\t%d" % i if i % 3 == 0 else b"k%d\t%d" % (i % 5, i) for i in range(60)
+    ]
+    text = b"\n".join(lines) + b"\n"
+    ok(cli(broker, "produce", "--topic", "mix", "--property", "parse.key=true",
+           "--property", "null.marker=NULL", input=text))  # fmt: skip
+    for p in range(2):
+        out = cli(broker, "consume", "--topic", "mix", "--partition", str(p),
+                  "--offset", "earliest", "--timeout-ms", "500")  # fmt: skip
+        values = [int(v) for v in ok(out).split()]
+        assert values == sorted(values)
+    total = ok(cli(broker, "get-offsets", "--topic", "mix")).split()
+    assert sum(int(line.rsplit(":", 1)[1]) for line in total) == 60
+
+
 def test_headers_round_trip(broker: EmbeddedBroker) -> None:
     ok(cli(broker, "produce", "--topic", "h", "--property", "parse.headers=true",
            "--property", "parse.key=true",
