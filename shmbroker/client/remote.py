@@ -84,8 +84,8 @@ def error_from(error: KafkaError) -> errors.ShmbrokerError:
     """Our exception for a Kafka client's error: the broker's code through the one
     table, librdkafka's own (negative) codes by what they mean."""
     code, message = error.code(), error.str()
-    if code >= 0:
-        return error_for(code, message)
+    if code >= 0:  # the class by the table, the words as the broker said them
+        return type(error_for(code))(message)
     if code in UNREACHABLE:
         return errors.BrokerUnavailable(message)
     if code in (KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION):
@@ -190,7 +190,10 @@ class RemoteAdmin:
         (future,) = self.client.delete_topics(
             [name], request_timeout=REQUEST_TIMEOUT
         ).values()
-        _result(future)
+        try:
+            _result(future)
+        except errors.UnknownTopic:  # DeleteTopics v1 carries no message
+            raise errors.UnknownTopic(f"topic {name!r} does not exist") from None
 
     def topic(self, name: str, auto_create: bool = False) -> protocol.TopicMetadata:
         """The topic's partition count and configs; auto_create: a producer's
@@ -218,11 +221,8 @@ class RemoteAdmin:
         }
 
     def _partition_counts(self, names: list[str] | None) -> dict[str, int]:
-        try:
-            if names is not None and len(names) == 1:
-                md = self.client.list_topics(names[0], timeout=REQUEST_TIMEOUT)
-            else:
-                md = self.client.list_topics(timeout=REQUEST_TIMEOUT)
+        try:  # every topic: a Metadata request naming one may create it
+            md = self.client.list_topics(timeout=REQUEST_TIMEOUT)
         except KafkaException as exc:
             raise error_from(exc.args[0]) from None
         out = {}

@@ -108,6 +108,34 @@ def test_topics_both_ways(broker: EmbeddedBroker) -> None:
     assert remote(broker, f"topics delete --topic {b} --if-exists") == ""
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "topics create --topic {topic}",
+        "topics describe --topic nope-{topic}",
+        "topics delete --topic nope-{topic}",
+        "topics alter --topic nope-{topic} --add-config retention.ms=1",
+        "topics alter --topic {topic} --add-config bogus=1",
+        "topics alter --topic {topic} --partitions 1",
+        "topics create --topic 'bad name!'",
+        "configs --describe --topic nope-{topic}",
+        "get-offsets --topic {topic} --partitions 5",
+        "perf consume --topic nope-{topic} --messages 1 --hide-header",
+    ],
+)
+def test_errors_are_the_same_both_ways(broker: EmbeddedBroker, command: str) -> None:
+    """The broker's own words reach the Kafka client; a missing topic is never
+    created by looking at it."""
+    command = command.format(topic=new_topic(broker))
+    here = run(broker, command, remote=False)
+    there = run(broker, command, remote=True)
+    assert here.exit_code == there.exit_code == 1, (here.output, there.output)
+    assert there.stderr == here.stderr
+    assert here.stderr.startswith("Error: ")
+    assert len(here.stderr.splitlines()) == 1
+    assert not [t for t in local(broker, "topics list").split() if t.startswith("nope")]
+
+
 def test_configs_with_sources_both_ways(broker: EmbeddedBroker) -> None:
     topic = new_topic(broker, "--config retention.ms=90000")
     lines = both(broker, f"configs --describe --all --topic {topic}").splitlines()
