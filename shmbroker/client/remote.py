@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -352,18 +353,28 @@ class RemoteAdmin:
     # ---- consumer groups ------------------------------------------------------------
 
     def list_groups(self) -> list[protocol.GroupListing]:
-        result = _result(self.client.list_consumer_groups())
-        return sorted(
-            (
-                protocol.GroupListing(
-                    g.group_id,
-                    GROUP_STATES.get(g.state.name, g.state.name),
-                    "" if g.is_simple_consumer_group else "consumer",
-                )
-                for g in result.valid
-            ),
+        """Sorted by id; a state ListGroups did not carry (before v4) is asked of
+        DescribeGroups."""
+        listed = sorted(
+            _result(self.client.list_consumer_groups()).valid,
             key=lambda g: g.group_id,
         )
+        unknown = [g.group_id for g in listed if g.state.name == "UNKNOWN"]
+        states = {}
+        if unknown:
+            futures = self.client.describe_consumer_groups(
+                unknown, request_timeout=REQUEST_TIMEOUT
+            )
+            states = {group: _result(f).state.name for group, f in futures.items()}
+        return [
+            protocol.GroupListing(
+                g.group_id,
+                GROUP_STATES.get(name, name),
+                "" if g.is_simple_consumer_group else "consumer",
+            )
+            for g in listed
+            for name in [states.get(g.group_id, g.state.name)]
+        ]
 
     def describe_group(self, group_id: str) -> GroupInfo:
         """GroupIdNotFound if the broker knows no such group (Kafka says Dead)."""
@@ -451,8 +462,10 @@ class RemoteAdmin:
         """Kafka's OffsetDelete: the partitions whose offsets stay, as a live member
         subscribes to their topic. confluent-kafka has no call for it, so this one
         goes through kafka-python's admin client."""
-        import kafka
-        from kafka.errors import GroupSubscribedToTopicError, NoError
+        with warnings.catch_warnings():  # its import uses a deprecated importlib
+            warnings.simplefilter("ignore", DeprecationWarning)  # call: not ours
+            import kafka
+            from kafka.errors import GroupSubscribedToTopicError, NoError
 
         client = kafka.KafkaAdminClient(
             bootstrap_servers=self.bootstrap_servers,
