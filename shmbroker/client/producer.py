@@ -375,8 +375,8 @@ class Producer:
             last_base, last_count = spans[-1]
             queue.appended(last_base + last_count)
             end, appended_at = queue.next_offset, queue.appended_at
-            if partition is None:
-                t.stick_elsewhere()  # KIP-480: a batch went, the next goes elsewhere
+            if t.sticky is queue:  # KIP-480: a batch went, the next goes elsewhere
+                t.stick_elsewhere()  # (as flush() does when a send()'s batch goes)
         if self.durable:
             queue.wait_durable(end, None, appended_at)
         return RecordMetadata(topic, queue.partition, spans[0][0])

@@ -239,6 +239,20 @@ def test_keys_go_to_kafkas_partitions_and_null_prints_null(
     ]
 
 
+def test_keyless_lines_go_stickily_to_one_partition_then_another(
+    broker: EmbeddedBroker,
+) -> None:
+    """Each read of stdin is one batch to the producer's sticky partition; the
+    next read goes to another (Kafka's sticky partitioner, KIP-480)."""
+    ok(cli(broker, "topics", "create", "--topic", "sticky", "--partitions", "2"))
+    lines = b"".join(b"%07d\n" % i for i in range(100_000))  # 800 KB: 7 reads
+    ok(cli(broker, "produce", "--topic", "sticky", input=lines))
+    with Admin(broker.data_dir) as admin:
+        ends = admin.list_offsets({("sticky", p): "latest" for p in range(2)})
+    assert sum(n or 0 for n in ends.values()) == 100_000
+    assert all(ends.values()), ends  # both partitions got some
+
+
 def test_keyed_and_keyless_lines_keep_their_order_in_a_partition(
     broker: EmbeddedBroker,
 ) -> None:
