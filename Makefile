@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 CFLAGS_BENCH := -std=c11 -O2 -Wall -Wextra -Icsrc
 CSRC := csrc/shmb_ring.c csrc/shmb_batch.c csrc/shmb_crc32c.c csrc/shmb_murmur2.c
 
-.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean kcat fuzz redis
+.PHONY: dev build run test test-system soak test-sanitize lint typecheck check bench bench-smoke clean kcat kafkajs fuzz redis
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,16 @@ kcat:
 		$(SUDO) apt-get install -y -q kcat >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q kcat; }; }
 
+# kafkajs (Node.js) is one of the gateway's test clients: node from apt if missing,
+# kafkajs from npm into the venv
+KAFKAJS := $(VENV)/node/node_modules/kafkajs
+kafkajs: $(KAFKAJS)
+$(KAFKAJS): | $(BIN)/python
+	@command -v npm >/dev/null 2>&1 || { echo "installing node and npm with apt"; \
+		$(SUDO) apt-get install -y -q nodejs npm >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q nodejs npm; }; }
+	npm install -q --no-audit --no-fund --prefix $(VENV)/node kafkajs@2.2.4
+
 # bench_gateway's baseline: Redis Streams (the server from apt, redis-py from PyPI)
 redis: $(STAMP)
 	@command -v redis-server >/dev/null 2>&1 || { echo "installing redis-server with apt"; \
@@ -50,7 +60,7 @@ redis: $(STAMP)
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; }; }
 	@$(BIN)/python -c "import redis" 2>/dev/null || $(BIN)/pip install -q "redis>=5"
 
-test: $(STAMP) kcat
+test: $(STAMP) kcat kafkajs
 	$(BIN)/pytest -q tests
 
 # the gateway's bad-input fuzz at length (make test runs 150 examples a test)
@@ -58,7 +68,7 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: $(STAMP)
 	GATEWAY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q tests/gateway/test_fuzz.py
 
-test-system: $(STAMP) kcat
+test-system: $(STAMP) kcat kafkajs
 	$(BIN)/pytest -q -m system tests
 
 # The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s).
@@ -106,6 +116,7 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
 	$(BIN)/python benchmarks/bench_gateway.py --smoke
+	$(BIN)/python benchmarks/bench_group_failover.py --smoke
 
 clean:
 	rm -rf build *.egg-info shmbroker/_shmb*.so shmbroker/_shmb.c benchmarks/bench_ring_c

@@ -574,7 +574,10 @@ def in_process(n: int) -> dict[str, dict[str, float]]:
     prefix = f"{SHM_PREFIX}inproc."
     with tempfile.TemporaryDirectory(prefix="bench-groups-") as tmp:
         supervisor = Supervisor(
-            BrokerConfig(data_dir=str(Path(tmp) / "data"), shm_prefix=prefix)
+            # no /metrics: 9644 may be a running broker's
+            BrokerConfig(
+                data_dir=str(Path(tmp) / "data"), shm_prefix=prefix, metrics_listener=""
+            )
         )
         supervisor.start()
         try:

@@ -10,6 +10,7 @@ CLI flag > SHMBROKER_* environment > TOML file > default.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
 import re
 import sys
@@ -156,24 +157,60 @@ class Listener(NamedTuple):
     port: int
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SSL_CLIENT_AUTH = ("none", "requested", "required")  # Kafka's ssl.client.auth
+DEFAULT_PROTOCOL_MAP = ",".join(f"{p}:{p}" for p in SECURITY_PROTOCOLS)
+
+
 def parse_listener(text: str, key: str = "listeners") -> Listener:
-    """Kafka's `PLAINTEXT://HOST:PORT` (or plain `HOST:PORT`) as (host, port); one
-    listener, PLAINTEXT only (TLS and SASL are not served yet)."""
+    """Kafka's `NAME://HOST:PORT` (or plain `HOST:PORT`) as (host, port); one
+    listener (its security protocol: `listener_protocol`)."""
+    return _split_listener(text, key)[1]
+
+
+def _split_listener(text: str, key: str) -> tuple[str, Listener]:
     value = text.strip()
-    scheme, sep, rest = value.partition("://")
+    name, sep, rest = value.partition("://")
     if sep:
-        if scheme.upper() != "PLAINTEXT":
-            raise ConfigError(
-                f"{key}: {text!r}: only PLAINTEXT listeners are served, not {scheme}"
-            )
         value = rest
+    else:
+        name = ""
     if "," in value:
         raise ConfigError(f"{key}: {text!r}: one listener only")
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{key}: {text!r} is not HOST:PORT (port 0 to 65535)")
-    return Listener(host or "0.0.0.0", int(port))
+    return (name.upper() if name else "PLAINTEXT"), Listener(
+        host or "0.0.0.0", int(port)
+    )
+
+
+def parse_protocol_map(text: str) -> dict[str, str]:
+    """Kafka's listener.security.protocol.map: `NAME:PROTOCOL,...`."""
+    out: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, sep, protocol = item.partition(":")
+        if not sep or protocol.upper() not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"listener.security.protocol.map: {item!r} is not NAME:PROTOCOL "
+                f"(a protocol of {', '.join(SECURITY_PROTOCOLS)})"
+            )
+        out[name.strip().upper()] = protocol.upper()
+    return out
+
+
+def listener_protocol(text: str, protocol_map: str = DEFAULT_PROTOCOL_MAP) -> str:
+    """The security protocol of listener text, by its name and the map."""
+    name, _ = _split_listener(text, "listeners")
+    protocols = parse_protocol_map(protocol_map)
+    if name not in protocols:
+        raise ConfigError(
+            f"listeners: {text!r}: listener name {name} is not in "
+            f"listener.security.protocol.map ({protocol_map})"
+        )
+    return protocols[name]
 
 
 @dataclass(frozen=True)
@@ -186,6 +223,11 @@ class BrokerConfig:
     # topic configs (Kafka's names) for topics that do not set them: lets a host with
     # a small /dev/shm default to small rings
     topic_defaults: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # a member's session.timeout.ms must lie within these (Kafka's keys). Kafka's
+    # minimum is 6000; ours is lower: local members die with their control
+    # connection anyway, and remote ones may choose to be detected quickly
+    group_min_session_timeout_ms: int = 100
+    group_max_session_timeout_ms: int = 30 * 60 * 1000  # Kafka's default
     # ---- the Kafka protocol gateway (Kafka's key names where Kafka has one) ----
     # where the gateway listens: PLAINTEXT://HOST:PORT (port 0: any free one);
     # "" runs no gateway
@@ -198,13 +240,76 @@ class BrokerConfig:
     # fsync at once, shared by concurrent ones); false: at append, as Kafka with one
     # replica does
     gateway_acks_all_fsync: bool = True
+    # where the supervisor serves Prometheus text at /metrics (Redpanda's admin
+    # port): HOST:PORT (port 0: any free one); "" serves none
+    metrics_listener: str = "127.0.0.1:9644"
+    # ---- gateway security (Kafka's names) ----
+    # a listener's name (`NAME://`) -> its security protocol
+    listener_security_protocol_map: str = DEFAULT_PROTOCOL_MAP
+    # what SASL_* listeners offer; users and their credentials: `shmbroker users`
+    sasl_enabled_mechanisms: str = "SCRAM-SHA-256,SCRAM-SHA-512"
+    # SSL/SASL_SSL listeners: the certificate (PEM, chain first) and its private key
+    # (PEM; ssl.key.password if encrypted)
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    ssl_key_password: str = ""
+    ssl_client_auth: str = "none"  # client certificates: none | requested | required
+    ssl_ca_location: str = ""  # PEM CAs that sign client certificates
+    # an authenticated session lasts this long before the client must log in again
+    # (KIP-368: SaslAuthenticate v1 tells it); 0: no limit
+    connections_max_reauth_ms: int = 0
+    # requests before authentication larger than this close the connection (Kafka)
+    sasl_server_max_receive_size: int = 512 << 10
+    # ---- local access for other users ----
+    # a Unix group that may use the broker too: data directory 0750, control socket
+    # and shared memory 0660, owned by it; "": the owner only (0700 / 0600)
+    access_group: str = ""
 
     def __post_init__(self) -> None:
         if self.listeners:
             parse_listener(self.listeners)
+            protocol = self.security_protocol
+            if protocol in ("SSL", "SASL_SSL") and not (
+                self.ssl_certificate_location and self.ssl_key_location
+            ):
+                raise ConfigError(
+                    f"listeners: {self.listeners!r} is {protocol}: it needs "
+                    f"ssl.certificate.location and ssl.key.location (PEM files)"
+                )
+            if protocol.startswith("SASL_") and not self.sasl_mechanisms:
+                raise ConfigError(
+                    f"listeners: {self.listeners!r} is {protocol}, but "
+                    f"sasl.enabled.mechanisms is empty"
+                )
+        for mechanism in self.sasl_mechanisms:
+            if mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"sasl.enabled.mechanisms: {mechanism!r} is not served; "
+                    f"known: {', '.join(SASL_MECHANISMS)}"
+                )
+        if self.ssl_client_auth not in SSL_CLIENT_AUTH:
+            raise ConfigError(
+                f"ssl.client.auth: {self.ssl_client_auth!r} is not one of "
+                f"{', '.join(SSL_CLIENT_AUTH)}"
+            )
+        if self.ssl_client_auth != "none" and not self.ssl_ca_location:
+            raise ConfigError(
+                f"ssl.client.auth={self.ssl_client_auth} needs ssl.ca.location (the "
+                f"PEM CAs that sign client certificates)"
+            )
+        if self.connections_max_reauth_ms < 0:
+            raise ConfigError(
+                f"connections.max.reauth.ms: {self.connections_max_reauth_ms} must "
+                f"be >= 0"
+            )
+        if self.metrics_listener:
+            parse_listener(self.metrics_listener, "metrics.listener")
         if self.advertised_listeners:
             parse_listener(self.advertised_listeners, "advertised.listeners")
-        for key in ("gateway_processes", "socket_request_max_bytes", "max_connections"):
+        for key in (
+            "gateway_processes", "socket_request_max_bytes", "max_connections",
+            "sasl_server_max_receive_size",
+        ):  # fmt: skip
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(
@@ -212,6 +317,12 @@ class BrokerConfig:
                 )
         if self.num_partitions < 1:
             raise ConfigError(f"num.partitions: {self.num_partitions} must be >= 1")
+        low, high = self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+        if not 1 <= low <= high:
+            raise ConfigError(
+                f"group.min.session.timeout.ms ({low}) must be >= 1 and at most "
+                f"group.max.session.timeout.ms ({high})"
+            )
         if self.control_max_connections < 1:
             raise ConfigError(
                 f"control.max.connections: {self.control_max_connections} must be >= 1"
@@ -228,6 +339,55 @@ class BrokerConfig:
     def listener(self) -> Listener | None:
         """Where the gateway listens; None: no gateway."""
         return parse_listener(self.listeners) if self.listeners else None
+
+    def access_gid(self) -> int | None:
+        """The gid of access.group, None without one; ConfigError if this host
+        has no such group."""
+        if not self.access_group:
+            return None
+        try:
+            return grp.getgrnam(self.access_group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                f"access.group: no group {self.access_group!r} on this host "
+                f"(groupadd it, or leave the key out)"
+            ) from None
+
+    @property
+    def listener_name(self) -> str:
+        """The listener's name (`NAME://`; PLAINTEXT when not given)."""
+        return _split_listener(self.listeners, "listeners")[0]
+
+    def security_environment(self) -> dict[str, str]:
+        """The security keys as SHMBROKER_* variables: how the supervisor hands
+        them to its gateway processes (not on a command line, which `ps` shows)."""
+        return {
+            "SHMBROKER_" + f.name.upper(): str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.name in _SECURITY_KEYS
+        }
+
+    @property
+    def security_protocol(self) -> str:
+        """The listener's: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+        if not self.listeners:
+            return "PLAINTEXT"
+        return listener_protocol(self.listeners, self.listener_security_protocol_map)
+
+    @property
+    def sasl_mechanisms(self) -> list[str]:
+        return [
+            m.strip().upper()
+            for m in self.sasl_enabled_mechanisms.split(",")
+            if m.strip()
+        ]
+
+    @property
+    def metrics_address(self) -> Listener | None:
+        """Where the supervisor serves /metrics; None: nowhere."""
+        if not self.metrics_listener:
+            return None
+        return parse_listener(self.metrics_listener, "metrics.listener")
 
     @property
     def advertised_listener(self) -> Listener | None:
@@ -283,6 +443,14 @@ class BrokerConfig:
             if isinstance(value, str) and field.type in ("int", "bool"):
                 values[field.name] = _parse(field.name, value, field.type)
         return cls(**values)
+
+
+_SECURITY_KEYS = (
+    "listener_security_protocol_map", "sasl_enabled_mechanisms",
+    "ssl_certificate_location", "ssl_key_location", "ssl_key_password",
+    "ssl_client_auth", "ssl_ca_location", "connections_max_reauth_ms",
+    "sasl_server_max_receive_size",
+)  # fmt: skip
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

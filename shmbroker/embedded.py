@@ -140,6 +140,23 @@ class EmbeddedBroker:
                 )
             time.sleep(0.01)
 
+    def metrics_url(self, timeout: float | None = None) -> str:
+        """http://HOST:PORT/metrics of the supervisor, once it serves it."""
+        deadline = time.monotonic() + (
+            self.startup_timeout if timeout is None else timeout
+        )
+        while True:
+            state = protocol.load_metrics_state(self.data_dir)
+            process = self.process
+            if state is not None and process is not None and state.pid == process.pid:
+                return state.url
+            if time.monotonic() > deadline:
+                raise errors.BrokenError(
+                    f"no metrics served within {self.startup_timeout}s: "
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.01)
+
     @property
     def gateway_port(self) -> int:
         return self.gateway_address()[1]

@@ -118,3 +118,8 @@ class GroupNotEmpty(GroupError):
 
 class GroupIdNotFound(GroupError):
     """No such group (Kafka's GROUP_ID_NOT_FOUND)."""
+
+
+class InvalidSessionTimeout(GroupError, InvalidArgument):
+    """A join's session.timeout.ms outside the broker's group.min.session.timeout.ms
+    and group.max.session.timeout.ms (Kafka's INVALID_SESSION_TIMEOUT)."""

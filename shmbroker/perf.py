@@ -19,6 +19,7 @@ from shmbroker.errors import InvalidArgument
 from shmbroker.records import Record
 
 REPORT_INTERVAL = 5.0  # seconds between progress windows (Kafka's reportingInterval)
+PROGRESS_INTERVAL = 0.1  # seconds between calls of on_progress (a progress bar)
 SAMPLE_RECORDS = 16  # time one send per this many records at least: two clock reads
 # cost ~5% of a one-record append, nothing next to a batch of 16
 MAX_SAMPLES = 500_000  # latency samples kept for the percentiles (Kafka keeps 500k)
@@ -136,10 +137,12 @@ def produce(
     batch: int = 1000,
     partition: int | None = None,
     on_window: Callable[[Window], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ProduceResult:
     """Send num_records values of record_size bytes in batches of `batch` records,
     at most `throughput` records/s (-1: as fast as possible). Without a partition, the
-    batches go round the topic's partitions. Calls on_window every REPORT_INTERVAL."""
+    batches go round the topic's partitions. Calls on_window every REPORT_INTERVAL,
+    on_progress (records sent since its last call) every PROGRESS_INTERVAL."""
     if num_records <= 0:
         raise InvalidArgument(f"--num-records: {num_records} must be greater than 0")
     if record_size <= 0:
@@ -153,7 +156,8 @@ def produce(
     total, window = _Latencies(), _Latencies()
     window_sent = 0
     sent, i = 0, 0
-    start = window_start = time.perf_counter()
+    start = window_start = progress_at = time.perf_counter()
+    progress_sent = 0
     while sent < num_records:
         n = min(batch, num_records - sent)
         values = full if n == batch else full[:n]
@@ -176,6 +180,9 @@ def produce(
             if ahead > 0:
                 time.sleep(ahead)  # pacing the load, not synchronising
                 now = time.perf_counter()
+        if on_progress is not None and now - progress_at >= PROGRESS_INTERVAL:
+            on_progress(sent - progress_sent)  # not per batch: a bar costs time
+            progress_at, progress_sent = now, sent
         if on_window is not None and now - window_start >= REPORT_INTERVAL:
             on_window(
                 Window(
@@ -188,6 +195,8 @@ def produce(
             )
             window, window_sent, window_start = _Latencies(), 0, now
     elapsed = time.perf_counter() - start
+    if on_progress is not None:
+        on_progress(sent - progress_sent)
     return ProduceResult(
         records=sent,
         bytes=sent * record_size,
@@ -243,10 +252,11 @@ def consume(
     messages: int,
     *,
     timeout_ms: int = 10_000,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ConsumeResult:
     """Read up to `messages` records from every partition of the topic (from where
     the consumer's auto_offset_reset says); stop early when timeout_ms passes
-    without a record."""
+    without a record. on_progress gets the count of each poll's records."""
     if messages <= 0:
         raise InvalidArgument(f"--messages: {messages} must be greater than 0")
     start_ms = time.time_ns() // 1_000_000
@@ -260,6 +270,8 @@ def consume(
             timed_out = True
             break
         count += len(records)
+        if on_progress is not None:
+            on_progress(len(records))
         size += sum([len(r.value) for r in records if r.value is not None])
         size += sum([len(r.key) for r in records if r.key is not None])
     end_ms = time.time_ns() // 1_000_000

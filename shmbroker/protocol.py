@@ -74,6 +74,12 @@ class JoinGroup(msgspec.Struct, tag=True, frozen=True):
     rebalance_timeout_ms: int  # the consumer's max.poll.interval.ms
     group_instance_id: str | None = None  # static membership
     client_id: str = ""
+    client_host: str = ""  # a Kafka client's address ("" : the process's pid)
+    # a Kafka client's (through the gateway): it lives by session.timeout.ms and
+    # heartbeats, not by this control connection, which is the gateway's
+    remote: bool = False
+    # JoinGroup v4+ (KIP-394): a first join gets a member id to rejoin with
+    require_member_id: bool = False
 
 
 class SyncGroup(msgspec.Struct, tag=True, frozen=True):
@@ -127,6 +133,13 @@ class DeleteGroup(msgspec.Struct, tag=True, frozen=True):
     group_id: str
 
 
+class DeleteGroupOffsets(msgspec.Struct, tag=True, frozen=True):
+    """Kafka's OffsetDelete: refused for the topics a live member subscribes to."""
+
+    group_id: str
+    partitions: list[tuple[str, int]]
+
+
 class AlterGroupOffsets(msgspec.Struct, tag=True, frozen=True):
     """Set a group's offsets: refused while it has live members, as in Kafka."""
 
@@ -151,6 +164,7 @@ Request = (
     | ListGroups
     | DescribeGroup
     | DeleteGroup
+    | DeleteGroupOffsets
     | AlterGroupOffsets
 )
 
@@ -213,6 +227,8 @@ class JoinResult(msgspec.Struct, tag=True, frozen=True):
     leader: str
     member_id: str
     members: list[MemberMetadata]  # for the leader only: everyone's subscription
+    # JoinGroup v4+: no join yet; rejoin with member_id (Kafka's MEMBER_ID_REQUIRED)
+    member_id_required: bool = False
 
 
 class SyncResult(msgspec.Struct, tag=True, frozen=True):
@@ -221,6 +237,10 @@ class SyncResult(msgspec.Struct, tag=True, frozen=True):
 
 class OffsetFetchReply(msgspec.Struct, tag=True, frozen=True):
     offsets: list[CommittedOffset]
+
+
+class DeleteGroupOffsetsReply(msgspec.Struct, tag=True, frozen=True):
+    subscribed: list[tuple[str, int]]  # kept: a live member subscribes to the topic
 
 
 class GroupListing(msgspec.Struct, frozen=True):
@@ -269,6 +289,7 @@ Reply = (
     | JoinResult
     | SyncResult
     | OffsetFetchReply
+    | DeleteGroupOffsetsReply
     | ListGroupsReply
     | GroupDescription
     | Done
@@ -405,6 +426,13 @@ def load_registry(data_dir: str | os.PathLike[str]) -> RegistryFile:
         raw = path.read_bytes()
     except FileNotFoundError:
         return RegistryFile()
+    except PermissionError as exc:  # another user's broker
+        raise PermissionError(
+            exc.errno,
+            f"no access to the broker of {data_dir} for uid {os.getuid()}: "
+            f"{exc.strerror} reading {path}; its owner may open it to a group of "
+            f"this user with `shmbroker serve --group NAME` (access.group)",
+        ) from exc
     try:
         registry = msgspec.json.decode(raw, type=RegistryFile)
     except msgspec.DecodeError as exc:
@@ -415,3 +443,29 @@ def load_registry(data_dir: str | os.PathLike[str]) -> RegistryFile:
             f"reads version {REGISTRY_VERSION}"
         )
     return registry
+
+
+# ---- where the supervisor serves /metrics (broker/metrics.py writes it) ------------
+
+METRICS_FILE = "metrics.json"
+
+
+class MetricsState(msgspec.Struct, frozen=True):
+    pid: int
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+
+def load_metrics_state(data_dir: str | os.PathLike[str]) -> MetricsState | None:
+    """Where the supervisor of data_dir serves metrics; None if it serves none (or
+    is not running: the file goes when it stops)."""
+    try:
+        return msgspec.json.decode(
+            (Path(data_dir) / METRICS_FILE).read_bytes(), type=MetricsState
+        )
+    except (OSError, msgspec.DecodeError):
+        return None

@@ -76,6 +76,11 @@ def create(name: str, size_bytes: int, mode: int = 0o600) -> int:
     return fd
 
 
+def path_of(name: str) -> str:
+    """The object's file in /dev/shm (for its owner, group and mode)."""
+    return os.path.join(SHM_DIR, validate_name(name)[1:])
+
+
 def open_fd(name: str) -> int:
     """Open an existing object read-write; returns its fd (the caller closes it)."""
     name = validate_name(name)
@@ -112,11 +117,13 @@ def list_names(prefix: str = NAME_PREFIX) -> Iterator[str]:
 # named by its topic's id (not its name: a deleted and re-created topic gets new rings,
 # and topic names can be longer than a shm name may be) and partition. The broker's
 # info object holds the data directory, so that `shmbroker gc` can tell whether a
-# ring's broker and topic still exist.
+# ring's broker and topic still exist. `<base>c<pid>` is a process's counter page
+# (counters.py), garbage once that process is gone.
 BROKER_ID_CHARS = 12
 _BROKER_NAME = re.compile(
     r"^/(?P<prefix>shmb\..*?)b(?P<broker_id>[0-9a-f]{12})\."
-    r"(?:(?P<info>broker)|(?P<topic_id>[0-9a-f]{32})\.(?P<partition>\d+))$"
+    r"(?:(?P<info>broker)|(?P<topic_id>[0-9a-f]{32})\.(?P<partition>\d+)"
+    r"|c(?P<pid>\d+))$"
 )
 
 
@@ -141,6 +148,6 @@ def broker_info_name(base: str) -> str:
 
 
 def parse_broker_name(name: str) -> re.Match[str] | None:
-    """Groups prefix, broker_id, and info or (topic_id, partition); None if the name
-    is not one a broker made."""
+    """Groups prefix, broker_id, and info, (topic_id, partition) or pid (a counter
+    page); None if the name is not one a broker made."""
     return _BROKER_NAME.match(name)

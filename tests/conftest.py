@@ -19,6 +19,9 @@ from shmbroker import EmbeddedBroker, Ring, shm
 # start it by hand get none (a shared port), those that want one ask for a free port
 # (EmbeddedBroker(gateway=True) passes --gateway-listen, which beats this)
 os.environ["SHMBROKER_LISTENERS"] = ""
+# ... and /metrics on 127.0.0.1:9644: tests' brokers serve theirs on a free port
+# (the supervisor writes it to <data-dir>/metrics.json)
+os.environ["SHMBROKER_METRICS_LISTENER"] = "127.0.0.1:0"
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
@@ -66,7 +69,9 @@ def no_shm_left_by_this_session() -> Iterator[None]:
     mine = [
         n
         for n in shm.list_names()
-        if f".{os.getpid()}." in n or n.startswith(f"/{shm.NAME_PREFIX}t{os.getpid()}.")
+        if f".{os.getpid()}." in n
+        or n.startswith(f"/{shm.NAME_PREFIX}t{os.getpid()}.")
+        or n.endswith(f".c{os.getpid()}")  # a counter page of ours (counters.py)
     ]
     for name in mine:
         shm.unlink(name)

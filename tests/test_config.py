@@ -134,7 +134,8 @@ def test_gateway_keys_use_kafkas_names(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "match"),
     [
-        ("SSL://host:9093", "only PLAINTEXT"),
+        ("SSL://host:9093", "needs ssl.certificate.location and ssl.key.location"),
+        ("EXTERNAL://host:9093", "EXTERNAL is not in listener.security.protocol.map"),
         ("host", "HOST:PORT"),
         ("host:70000", "HOST:PORT"),
         ("PLAINTEXT://a:1,PLAINTEXT://b:2", "one listener"),
@@ -148,3 +149,42 @@ def test_bad_listeners_are_refused_by_name(value: str, match: str) -> None:
 def test_gateway_limits_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"max\.connections: 0"):
         BrokerConfig(max_connections=0)
+
+
+def test_security_keys_use_kafkas_names(tmp_path: Path) -> None:
+    file = tmp_path / "broker.toml"
+    file.write_text(
+        'listeners = "EXTERNAL://0.0.0.0:9094"\n'
+        'listener.security.protocol.map = "EXTERNAL:SASL_SSL"\n'
+        'sasl.enabled.mechanisms = "PLAIN,SCRAM-SHA-512"\n'
+        'ssl.certificate.location = "/etc/broker.pem"\n'
+        'ssl.key.location = "/etc/broker.key"\n'
+        'ssl.client.auth = "requested"\nssl.ca.location = "/etc/ca.pem"\n'
+        'connections.max.reauth.ms = 60000\naccess.group = "agents"\n'
+    )
+    config = BrokerConfig.load(file, env={})
+    assert config.security_protocol == "SASL_SSL"
+    assert config.listener == Listener("0.0.0.0", 9094)
+    assert config.sasl_mechanisms == ["PLAIN", "SCRAM-SHA-512"]
+    assert config.connections_max_reauth_ms == 60000
+    assert config.access_group == "agents"
+    assert BrokerConfig().security_protocol == "PLAINTEXT"  # the default
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ({"sasl_enabled_mechanisms": "GSSAPI"}, "sasl.enabled.mechanisms: 'GSSAPI'"),
+        (
+            {"listeners": "SASL_PLAINTEXT://h:1", "sasl_enabled_mechanisms": ""},
+            "sasl.enabled.mechanisms is empty",
+        ),
+        ({"ssl_client_auth": "maybe"}, "ssl.client.auth: 'maybe'"),
+        ({"ssl_client_auth": "required"}, "needs ssl.ca.location"),
+        ({"connections_max_reauth_ms": -1}, "connections.max.reauth.ms: -1"),
+        ({"listener_security_protocol_map": "A:TLS"}, "'A:TLS' is not NAME:PROTOCOL"),
+    ],
+)
+def test_bad_security_keys_are_refused_by_name(values: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        BrokerConfig(**values)

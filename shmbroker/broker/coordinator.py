@@ -11,8 +11,12 @@ to PreparingRebalance when members come, go or change what they subscribe to):
   clients do); each member receives its own. The group is Stable.
 - heartbeat: tells a member to rejoin when a rebalance starts. It may wait (a long
   poll), so members learn of a rebalance at once instead of at their next interval.
-- liveness: a member whose control connection closes is gone at once (its process
-  died); one that stops heartbeating goes after session.timeout.ms.
+- liveness: a local member whose control connection closes is gone at once (its
+  process died); a remote one (a Kafka client through the gateway, whose control
+  connection is the gateway's) lives by heartbeats alone, as in Kafka; any member
+  that stops heartbeating goes after session.timeout.ms.
+- member ids: a JoinGroup v4+ client first gets one to rejoin with (KIP-394's
+  MEMBER_ID_REQUIRED); the id waits session.timeout.ms for that rejoin.
 - commits are accepted only from members of the current generation (or, for a group
   without members, from anyone), so two consumers never both own a partition.
 
@@ -31,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from shmbroker import errors
 from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
+from shmbroker.kafka.consumer_protocol import PROTOCOL_TYPE, decode_subscription
 from shmbroker.protocol import (
     GroupDescription,
     GroupListing,
@@ -43,7 +48,7 @@ from shmbroker.records import TopicPartition
 log = logging.getLogger(__name__)
 
 REAPER_INTERVAL = 0.05  # seconds between session-timeout and rebalance-timeout checks
-MIN_SESSION_TIMEOUT_MS = 100
+MIN_SESSION_TIMEOUT_MS = 100  # the config's defaults (group.min/max.session...)
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
 
 
@@ -66,6 +71,7 @@ class _Member:
         session_timeout_ms: int,
         rebalance_timeout_ms: int,
         protocols: list[tuple[str, bytes]],
+        remote: bool,
     ) -> None:
         self.member_id = member_id
         self.group_instance_id = group_instance_id
@@ -75,13 +81,16 @@ class _Member:
         self.session_timeout_ms = session_timeout_ms
         self.rebalance_timeout_ms = rebalance_timeout_ms
         self.protocols = protocols
+        self.remote = remote  # lives by heartbeats only, not by conn_id
         self.assignment = b""
         self.joined = False  # has (re)joined in the rebalance under way
         self.join_result: JoinResult | None = None
         self.last_heartbeat = time.monotonic()
 
     def metadata(self, protocol: str) -> bytes:
-        return next(m for name, m in self.protocols if name == protocol)
+        """Its subscription for protocol; b"" if it does not name it (it joined
+        during a rebalance that may move the group to another protocol)."""
+        return next((m for name, m in self.protocols if name == protocol), b"")
 
 
 class _Group:
@@ -94,6 +103,8 @@ class _Group:
         self.leader = ""
         self.members: dict[str, _Member] = {}
         self.static: dict[str, str] = {}  # group.instance.id -> member id
+        # member ids given out (MEMBER_ID_REQUIRED) -> when they expire unused
+        self.pending: dict[str, float] = {}
         self.rebalance_deadline = 0.0
 
     def candidates(self) -> set[str]:
@@ -109,9 +120,14 @@ class GroupCoordinator:
         self,
         store: OffsetStore,
         high_watermark: Callable[[TopicPartition], int],
+        *,
+        min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS,
+        max_session_timeout_ms: int = MAX_SESSION_TIMEOUT_MS,
     ) -> None:
         """high_watermark raises UnknownTopic for a partition that does not exist."""
         self.store = store
+        self.min_session_timeout_ms = min_session_timeout_ms
+        self.max_session_timeout_ms = max_session_timeout_ms
         self._high_watermark = high_watermark
         self._groups: dict[str, _Group] = {}
         self._lock = threading.Lock()
@@ -137,15 +153,21 @@ class GroupCoordinator:
         client_id: str = "",
         client_host: str = "",
         conn_id: int = 0,
+        remote: bool = False,
+        require_member_id: bool = False,
     ) -> JoinResult:
-        """Join (or rejoin) and wait for the join phase to end."""
+        """Join (or rejoin) and wait for the join phase to end. remote: the member
+        lives by heartbeats, not by conn_id. require_member_id: a first join (no
+        member id, not static) only gets an id to rejoin with (member_id_required)."""
         _check_group_id(group_id)
         if not protocols:
             raise errors.InconsistentGroupProtocol("a join needs at least one protocol")
-        if not MIN_SESSION_TIMEOUT_MS <= session_timeout_ms <= MAX_SESSION_TIMEOUT_MS:
-            raise errors.InvalidArgument(
-                f"session.timeout.ms {session_timeout_ms} is outside "
-                f"[{MIN_SESSION_TIMEOUT_MS}, {MAX_SESSION_TIMEOUT_MS}]"
+        low, high = self.min_session_timeout_ms, self.max_session_timeout_ms
+        if not low <= session_timeout_ms <= high:
+            raise errors.InvalidSessionTimeout(
+                f"group {group_id!r}: session.timeout.ms {session_timeout_ms} is "
+                f"outside the broker's [{low}, {high}] (group.min.session.timeout.ms, "
+                f"group.max.session.timeout.ms)"
             )
         with self._lock:
             group = self._groups.get(group_id)
@@ -189,14 +211,19 @@ class GroupCoordinator:
                     return JoinResult(
                         group.generation, group.protocol_name, group.leader, old, []
                     )
-            if member_id and member_id not in group.members:
+            if not member_id and require_member_id and group_instance_id is None:
+                member_id = f"{client_id or 'member'}-{uuid.uuid4()}"
+                group.pending[member_id] = time.monotonic() + session_timeout_ms / 1000
+                return JoinResult(-1, "", "", member_id, [], member_id_required=True)
+            given = group.pending.pop(member_id, None) is not None
+            if member_id and member_id not in group.members and not given:
                 raise errors.UnknownMemberId(
                     f"group {group_id!r} has no member {member_id}: rejoin without it"
                 )
             member = group.members.get(member_id) if member_id else None
             if member is None:
                 member = _Member(
-                    f"{client_id or 'member'}-{uuid.uuid4()}",
+                    member_id if given else f"{client_id or 'member'}-{uuid.uuid4()}",
                     group_instance_id,
                     client_id,
                     client_host,
@@ -204,6 +231,7 @@ class GroupCoordinator:
                     session_timeout_ms,
                     rebalance_timeout_ms,
                     list(protocols),
+                    remote,
                 )
                 group.members[member.member_id] = member
                 if group_instance_id is not None:
@@ -219,6 +247,7 @@ class GroupCoordinator:
             else:
                 member.protocols = list(protocols)
                 member.conn_id = conn_id
+                member.remote = remote
                 member.session_timeout_ms = session_timeout_ms
                 member.rebalance_timeout_ms = rebalance_timeout_ms
             if group.state is not GroupState.PREPARING_REBALANCE:
@@ -391,14 +420,17 @@ class GroupCoordinator:
             self._after_removal(group, f"member {member_id} left")
 
     def connection_closed(self, conn_id: int) -> None:
-        """The process behind a control connection is gone: its dynamic members
-        leave at once (static ones keep their place until session.timeout.ms)."""
+        """The process behind a control connection is gone: its dynamic local
+        members leave at once (static ones keep their place until
+        session.timeout.ms; remote ones live by heartbeats, as in Kafka)."""
         with self._lock:
             for group in list(self._groups.values()):
                 gone = [
                     m
                     for m in group.members.values()
-                    if m.conn_id == conn_id and m.group_instance_id is None
+                    if m.conn_id == conn_id
+                    and m.group_instance_id is None
+                    and not m.remote
                 ]
                 for m in gone:
                     log.info(
@@ -444,6 +476,9 @@ class GroupCoordinator:
                 self._changed.wait(REAPER_INTERVAL)
                 now = time.monotonic()
                 for group in list(self._groups.values()):
+                    for member_id, until in list(group.pending.items()):
+                        if now > until:  # the id was given, no rejoin came with it
+                            del group.pending[member_id]
                     expired = [
                         m
                         for m in group.members.values()
@@ -584,6 +619,25 @@ class GroupCoordinator:
             self._groups.pop(group_id, None)
             self.store.delete_group(group_id)
 
+    def delete_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> list[TopicPartition]:
+        """Kafka's OffsetDelete: forget the group's offsets of partitions, except
+        those of topics a live member subscribes to, which are returned (Kafka's
+        GROUP_SUBSCRIBED_TO_TOPIC)."""
+        with self._lock:
+            group = self._groups.get(group_id)
+            live = group is not None and bool(group.members)
+            if not live and group_id not in self.store.groups():
+                raise errors.GroupIdNotFound(f"no group {group_id!r}")
+            subscribed = _subscribed_topics(group) if group is not None else set()
+            wanted = [TopicPartition(*tp) for tp in partitions]
+            kept = [tp for tp in wanted if tp.topic in subscribed]
+            self.store.delete_offsets(
+                group_id, [tp for tp in wanted if tp.topic not in subscribed]
+            )
+            return kept
+
     def require_empty(self, group_id: str, action: str) -> None:
         with self._lock:
             group = self._groups.get(group_id)
@@ -593,6 +647,21 @@ class GroupCoordinator:
                     f"{len(group.members)} live members (state {group.state.value}); "
                     f"stop them first"
                 )
+
+
+def _subscribed_topics(group: _Group) -> set[str]:
+    """The topics a consumer group's members subscribe to (what their JoinGroup
+    metadata says; a member of another protocol type subscribes to none)."""
+    topics: set[str] = set()
+    if group.protocol_type != PROTOCOL_TYPE:
+        return topics
+    for m in group.members.values():
+        for _, metadata in m.protocols[:1]:  # every protocol names the same topics
+            try:
+                topics.update(decode_subscription(metadata).topics)
+            except (errors.ProtocolError, ValueError):
+                continue  # not ours to judge: it subscribes to nothing we know of
+    return topics
 
 
 def _check_group_id(group_id: str) -> None:

@@ -53,11 +53,14 @@ def disk_space(path: str) -> tuple[int, int]:
 
 
 def config_for(
-    data_dir: str, config_file: str | None = None, shm_prefix: str | None = None
+    data_dir: str,
+    config_file: str | None = None,
+    shm_prefix: str | None = None,
+    access_group: str | None = None,
 ) -> BrokerConfig:
     """The config of the broker of a data directory as `doctor` checks it: its
     config file, the prefix and topic defaults its registry wrote, then the
-    given prefix."""
+    given prefix and access group."""
     defaults: dict[str, Any] = {}
     try:  # the broker's own prefix and topic defaults, if its registry says
         written = protocol.load_registry(data_dir)
@@ -68,7 +71,9 @@ def config_for(
         pass
     if shm_prefix is not None:
         defaults["shm_prefix"] = shm_prefix
-    return BrokerConfig.load(config_file, data_dir=data_dir, **defaults)
+    return BrokerConfig.load(
+        config_file, data_dir=data_dir, access_group=access_group, **defaults
+    )
 
 
 def check(
@@ -90,12 +95,13 @@ def check(
     data_dir = os.path.abspath(config.data_dir)
     base = shm.broker_base(config.shm_prefix, shm.broker_id(data_dir))
     findings: list[Finding] = []
+    gid = _check_access_group(config, findings)
     registry_findings: list[Finding] = []
     topics = _check_registry(config, data_dir, registry_findings)
     if _check_shm_dir(shm_dir, findings):
         _check_tmpfs(shm_dir, os.fspath(mounts_path), findings)
         _check_shm_space(config, topics, shm_dir, base, free_space, findings)
-        _check_shm_objects(shm_dir, base, uid, findings)
+        _check_shm_objects(shm_dir, base, uid, gid, findings)
         if os.path.realpath(shm_dir) == os.path.realpath(shm.SHM_DIR):
             _check_ring_headers(shm_dir, base, findings)
     _check_remove_ipc(
@@ -104,10 +110,10 @@ def check(
         uid,
         findings,
     )
-    findings.extend(check_data_dir(data_dir, uid))
+    findings.extend(check_data_dir(data_dir, uid, gid))
     findings.extend(registry_findings)
     _check_data_disk(config, topics, data_dir, free_space, findings)
-    _check_control_socket(os.path.abspath(config.control_socket), uid, findings)
+    _check_control_socket(os.path.abspath(config.control_socket), uid, gid, findings)
     return findings
 
 
@@ -269,10 +275,37 @@ def _ring_object_bytes(config: BrokerConfig, overrides: dict[str, str]) -> int:
     return config.topic_config(overrides).ring_bytes + mmap.PAGESIZE
 
 
+def _check_access_group(config: BrokerConfig, findings: list[Finding]) -> int | None:
+    """access.group's gid (None without one, or if the host has no such group)."""
+    try:
+        gid = config.access_gid()
+    except ConfigError as exc:
+        findings.append(Finding("access-group", "error", str(exc)))
+        return None
+    if gid is not None:
+        findings.append(
+            Finding(
+                "access-group",
+                "ok",
+                f"group {config.access_group} (gid {gid}) may use the broker: data "
+                f"directory 0750, control socket and shared memory 0660",
+            )
+        )
+    return gid
+
+
+def _expected(gid: int | None, private: int, shared: int) -> tuple[int, str]:
+    """The mode to expect, and how to say it (with the group when there is one)."""
+    if gid is None:
+        return private, f"{private:04o}"
+    return shared, f"{shared:04o} with gid {gid}"
+
+
 def _check_shm_objects(
-    shm_dir: str, base: str, uid: int, findings: list[Finding]
+    shm_dir: str, base: str, uid: int, gid: int | None, findings: list[Finding]
 ) -> None:
     names = sorted(n for n in os.listdir(shm_dir) if n.startswith(base[1:]))
+    expected, said = _expected(gid, 0o600, 0o660)
     wrong = []
     for name in names:
         try:
@@ -280,8 +313,13 @@ def _check_shm_objects(
         except FileNotFoundError:
             continue
         mode = stat.S_IMODE(st.st_mode)
-        if st.st_uid != uid or mode != 0o600:
-            wrong.append(f"{name} (uid {st.st_uid}, mode {mode:04o})")
+        if (
+            st.st_uid != uid
+            or mode != expected
+            or (gid is not None and st.st_gid != gid)
+        ):
+            group = "" if gid is None else f", gid {st.st_gid}"
+            wrong.append(f"{name} (uid {st.st_uid}{group}, mode {mode:04o})")
     if wrong:
         more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
         shown = ", ".join(wrong[:5]) + more
@@ -290,8 +328,9 @@ def _check_shm_objects(
                 "shm-objects",
                 "warn",
                 f"{len(wrong)} of this broker's objects in {shm_dir} are not uid "
-                f"{uid}'s with mode 0600: {shown}; other users may read or change "
-                f"them: chmod 0600 and chown them, or stop the broker and run "
+                f"{uid}'s with mode {said}: {shown}; other users may read or change "
+                f"them (or the group cannot use them): chmod {expected:04o} and chown "
+                f"them, or restart the broker (it sets them), or stop it and run "
                 f"`shmbroker gc`",
             )
         )
@@ -301,7 +340,7 @@ def _check_shm_objects(
                 "shm-objects",
                 "ok",
                 f"{len(names)} objects of this broker in {shm_dir}, all uid {uid}'s "
-                f"with mode 0600",
+                f"with mode {said}",
             )
         )
     else:
@@ -492,15 +531,17 @@ def _check_registry(
     return topics
 
 
-def check_data_dir(data_dir: str, uid: int) -> list[Finding]:
+def check_data_dir(data_dir: str, uid: int, gid: int | None = None) -> list[Finding]:
     """Whether the broker can make and use the data directory: `serve` asks this
     before it starts, and says the first error in one line."""
     findings: list[Finding] = []
-    _check_data_dir(data_dir, uid, findings)
+    _check_data_dir(data_dir, uid, gid, findings)
     return findings
 
 
-def _check_data_dir(data_dir: str, uid: int, findings: list[Finding]) -> None:
+def _check_data_dir(
+    data_dir: str, uid: int, gid: int | None, findings: list[Finding]
+) -> None:
     try:
         st = os.stat(data_dir)
     except (FileNotFoundError, NotADirectoryError):
@@ -554,6 +595,22 @@ def _check_data_dir(data_dir: str, uid: int, findings: list[Finding]) -> None:
     else:
         findings.append(Finding("data-dir", "ok", f"{data_dir} is uid {uid}'s"))
     mode = stat.S_IMODE(st.st_mode)
+    if gid is not None:
+        if mode != 0o750 or st.st_gid != gid:
+            findings.append(
+                Finding(
+                    "data-dir-mode",
+                    "warn",
+                    f"{data_dir} has mode {mode:04o} and gid {st.st_gid}, not 0750 "
+                    f"and gid {gid} (access.group): restart the broker, which sets "
+                    f"them, or chgrp {gid} {data_dir} && chmod 0750 {data_dir}",
+                )
+            )
+        else:
+            findings.append(
+                Finding("data-dir-mode", "ok", f"{data_dir} has mode 0750, gid {gid}")
+            )
+        return
     if mode & 0o077:
         findings.append(
             Finding(
@@ -643,7 +700,9 @@ def _check_data_disk(
         )
 
 
-def _check_control_socket(path: str, uid: int, findings: list[Finding]) -> None:
+def _check_control_socket(
+    path: str, uid: int, gid: int | None, findings: list[Finding]
+) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -671,19 +730,21 @@ def _check_control_socket(path: str, uid: int, findings: list[Finding]) -> None:
         )
         return
     mode = stat.S_IMODE(st.st_mode)
-    if mode != 0o600 or st.st_uid != uid:
+    expected, said = _expected(gid, 0o600, 0o660)
+    if mode != expected or st.st_uid != uid or (gid is not None and st.st_gid != gid):
         findings.append(
             Finding(
                 "control-socket",
                 "warn",
-                f"{path} has mode {mode:04o} and uid {st.st_uid}, not 0600 and uid "
-                f"{uid}: whoever may connect can create and delete topics; "
-                f"chmod 0600 {path}, or restart the broker, which makes it 0600",
+                f"{path} has mode {mode:04o} and uid {st.st_uid} (gid {st.st_gid}), "
+                f"not {said} and uid {uid}: whoever may connect can create and delete "
+                f"topics (or the group cannot); chmod {expected:04o} {path}, or "
+                f"restart the broker, which sets it",
             )
         )
     else:
         findings.append(
-            Finding("control-socket", "ok", f"{path} is a socket with mode 0600")
+            Finding("control-socket", "ok", f"{path} is a socket with mode {said}")
         )
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 import msgspec
 
-from shmbroker import shm
+from shmbroker import counters, shm
 from shmbroker.broker import registry
 from shmbroker.broker.registry import BrokerInfo, TopicEntry
 from shmbroker.errors import ConfigError, CorruptError, InvalidArgument
@@ -51,6 +51,17 @@ def orphans(base: str, topics: Mapping[str, TopicEntry]) -> list[Removal]:
         size = _size(name)
         if reason is not None and size is not None:
             found.append(Removal(name, reason, size))
+    return found
+
+
+def dead_counter_pages(names: Iterable[str]) -> list[Removal]:
+    """The counter pages (counters.py) among names whose process is gone."""
+    found = []
+    for name in names:
+        reason = counters.dead_owner(name)
+        size = _size(name)
+        if reason is not None and size is not None:
+            found.append(Removal(name, f"a counter page: {reason}", size))
     return found
 
 
@@ -91,6 +102,7 @@ def collect(dry_run: bool = False, prefix: str = shm.NAME_PREFIX) -> list[Remova
     found: list[Removal] = []
     for base, names in brokers.items():
         found += _broker_garbage(base, names, infos[base])
+        found += dead_counter_pages(n for n, m in names if m["pid"] is not None)
     if not dry_run:
         for removal in found:
             if shm.unlink(removal.name):

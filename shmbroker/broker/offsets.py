@@ -13,9 +13,11 @@ an append log of commits and tombstones, compacted now and then into a snapshot.
     |       |   2 topic delete  [2, generation, topic]   (from every group)      |
     |       |   3 snapshot      [3, format version, generation, [[group,         |
     |       |                    [entry, ...]], ...]]                            |
+    |       |   4 offset delete [4, generation, group, [[topic, partition], ..]] |
     |       | entry = [topic, partition, offset, metadata, commit ts ms, epoch]  |
 
-The log holds only tags 0-2; the snapshot is one tag-3 frame, written atomically.
+The log holds only tags 0-2 and 4 (older versions do not read 4); the snapshot is
+one tag-3 frame, written atomically.
 Invariant: the snapshot of generation S holds the effect of every log frame of
 generation <= S, so recovery replays only frames above S, wherever they sit in the
 log. Compaction writes the snapshot of the current generation G, then moves to
@@ -39,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -84,13 +86,19 @@ class TopicDelete(msgspec.Struct, tag=2, array_like=True, frozen=True):
     topic: str
 
 
+class OffsetDelete(msgspec.Struct, tag=4, array_like=True, frozen=True):
+    generation: int
+    group: str
+    partitions: list[tuple[str, int]]
+
+
 class Snapshot(msgspec.Struct, tag=3, array_like=True, frozen=True):
     version: int
     generation: int
     groups: list[tuple[str, list[Entry]]]
 
 
-LogRecord = Commit | GroupDelete | TopicDelete
+LogRecord = Commit | GroupDelete | TopicDelete | OffsetDelete
 Table = dict[str, dict[TopicPartition, OffsetAndMetadata]]
 RawTable = dict[str, dict[tuple[str, int], Entry]]  # recovery's: objects made once
 K = TypeVar("K", bound=tuple[str, int])
@@ -170,6 +178,21 @@ def _drop_topic(table: dict[str, dict[K, V]], topic: str) -> None:
             del offsets[tp]
         if not offsets:
             del table[group]
+
+
+def _drop_offsets(
+    table: dict[str, Any],
+    group: str,
+    partitions: Iterable[tuple[str, int]],
+) -> None:
+    """Remove the group's partitions, and the group if it is left with none."""
+    offsets = table.get(group)
+    if offsets is None:
+        return
+    for tp in partitions:
+        offsets.pop(tp, None)  # a TopicPartition equals its plain tuple
+    if not offsets:
+        del table[group]
 
 
 class OffsetStore:
@@ -270,6 +293,18 @@ class OffsetStore:
             if group in self._table:
                 self._append(encode_frame(GroupDelete(self._generation, group)))
                 del self._table[group]
+
+    def delete_offsets(self, group: str, partitions: Iterable[TopicPartition]) -> None:
+        """Forget group's offsets of partitions (one tombstone frame; Kafka's
+        OffsetDelete); those it has none for are ignored."""
+        with self._lock:
+            self._check_open()
+            table = self._table.get(group, {})
+            doomed = [(tp[0], tp[1]) for tp in partitions if tp in table]
+            if not doomed:
+                return
+            self._append(encode_frame(OffsetDelete(self._generation, group, doomed)))
+            _drop_offsets(self._table, group, doomed)
 
     def delete_partitions(self, topic: str) -> None:
         """Forget topic's offsets in every group (one tombstone frame), as when the
@@ -558,6 +593,8 @@ class OffsetStore:
                 raw.pop(record.group, None)
             elif type(record) is TopicDelete:
                 _drop_topic(raw, record.topic)
+            elif type(record) is OffsetDelete:
+                _drop_offsets(raw, record.group, record.partitions)
         if pos < size:
             log.warning(
                 "recovery of %s: %s at position %d, dropping %d bytes",

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -29,10 +30,12 @@ from typing import Any
 import psutil
 
 from shmbroker import errors, protocol, shm
-from shmbroker.broker import gc, registry
+from shmbroker.broker import gc, handlers, registry, systemd
 from shmbroker.broker.control import ControlConnection, ControlServer
 from shmbroker.broker.coordinator import GroupCoordinator
-from shmbroker.broker.offsets import OffsetAndMetadata, OffsetStore
+from shmbroker.broker.metrics import MetricsServer
+from shmbroker.broker.offsets import OffsetStore
+from shmbroker.broker.progress import StartProgress
 from shmbroker.config import BrokerConfig, Listener, TopicConfig, validate_topic_name
 from shmbroker.log.partition import PartitionLog
 from shmbroker.records import TopicPartition
@@ -67,7 +70,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock_fd: int | None = None
         self._server: ControlServer | None = None
+        self._gid: int | None = None  # access.group's: it may use the broker too
         self.coordinator: GroupCoordinator | None = None
+        self.metrics: MetricsServer | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -75,6 +80,9 @@ class Supervisor:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._take_lock()
         try:
+            self._gid = self.config.access_gid()
+            if self._gid is not None:
+                _share(self.data_dir, self._gid, 0o750)
             self.broker_id = shm.broker_id(self.data_dir)
             self.shm_base = shm.broker_base(self.config.shm_prefix, self.broker_id)
             registry.write_broker_info(
@@ -83,6 +91,7 @@ class Supervisor:
                     str(self.data_dir.resolve()), os.getpid(), int(time.time() * 1000)
                 ),
             )
+            _share(shm.path_of(shm.broker_info_name(self.shm_base)), self._gid)
             self.topics = registry.load(self.data_dir)
             self._save_registry()  # records this broker's shm prefix for clients
             for doomed in self.data_dir.glob("*-delete"):
@@ -91,11 +100,19 @@ class Supervisor:
             for removal in gc.orphans(self.shm_base, self.topics):
                 log.warning("removing ring %s: %s", removal.name, removal.reason)
                 shm.unlink(removal.name)
+            progress = StartProgress(
+                "recovery", sum(e.partitions for e in self.topics.values())
+            )
             for name, entry in self.topics.items():
                 for p in range(entry.partitions):
                     self._open_partition(name, entry, p)
+                    progress.step(f"{name}-{p}")
+            progress.finish()
             self.coordinator = GroupCoordinator(
-                OffsetStore(self.data_dir / OFFSETS_DIR), self._high_watermark
+                OffsetStore(self.data_dir / OFFSETS_DIR),
+                self._high_watermark,
+                min_session_timeout_ms=self.config.group_min_session_timeout_ms,
+                max_session_timeout_ms=self.config.group_max_session_timeout_ms,
             )
             self._server = ControlServer(
                 self.config.control_socket,
@@ -103,8 +120,13 @@ class Supervisor:
                 self._connection_closed,
                 max_connections=self.config.control_max_connections,
             )
+            if self._gid is not None:  # created 0600: then opened to the group
+                _share(self.config.control_socket, self._gid, 0o660)
             if self.gateways is not None:  # it asks the control socket first
                 self.gateways.start()
+            if self.config.metrics_address is not None:
+                self.metrics = MetricsServer(self, self.config.metrics_address)
+                self.metrics.start()
         except BaseException:
             self.stop()
             raise
@@ -135,10 +157,13 @@ class Supervisor:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
-    def serve_forever(self, start: bool = False) -> None:
+    def serve_forever(
+        self, start: bool = False, ready: Callable[[], object] | None = None
+    ) -> None:
         """Serve until SIGTERM/SIGINT (or request_stop), then stop gracefully.
         start: start() first, with the signals already taken: the control socket
-        answers before start() returns, and a stop sent then must be graceful too."""
+        answers before start() returns, and a stop sent then must be graceful too.
+        ready: called once serving (systemd's READY=1)."""
         previous = {
             sig: signal.signal(sig, self._on_signal)
             for sig in (signal.SIGTERM, signal.SIGINT)
@@ -146,6 +171,8 @@ class Supervisor:
         try:
             if start:
                 self.start()
+            if ready is not None:
+                ready()
             while not self._stop.wait(1.0):
                 pass
         finally:
@@ -163,6 +190,9 @@ class Supervisor:
     def stop(self) -> None:
         """Stop serving, spill and fsync every partition, release the data directory.
         The rings stay: attached clients keep working, and the next start finds them."""
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         if self.gateways is not None:  # first: its requests in flight still get answers
             self.gateways.stop()
         if self._server is not None:
@@ -208,6 +238,7 @@ class Supervisor:
         )
         partition_log.start()
         self.logs[topic, p] = partition_log
+        _share(shm.path_of(partition_log.ring.name), self._gid)
 
     def _save_registry(self) -> None:
         registry.save(
@@ -433,30 +464,21 @@ class Supervisor:
     def handle(
         self, request: protocol.Request, conn: ControlConnection
     ) -> protocol.Reply:
-        if isinstance(request, protocol.Hello):
-            return protocol.HelloReply(
-                protocol.PROTOCOL_VERSION,
-                self.broker_id,
-                self.shm_base,
-                str(self.data_dir.resolve()),
-                os.getpid(),
+        """Answer a control request through the handler its type is registered
+        with (broker/handlers.py)."""
+        handler = handlers.HANDLERS.get(type(request))
+        if handler is None:
+            raise errors.ProtocolError(
+                f"unknown control request {type(request).__name__}"
             )
-        if isinstance(request, protocol.Metadata):
-            return self.metadata(request.topics, request.auto_create)
-        if isinstance(request, protocol.CreateTopic):
-            return self.create_topic(
-                request.name, request.partitions, request.configs, request.validate_only
-            )
-        if isinstance(request, protocol.DeleteTopic):
-            self.delete_topic(request.name)
-            return protocol.Done()
-        if isinstance(request, protocol.AlterConfigs):
-            return self.alter_configs(request.name, request.set, request.delete)
-        if isinstance(request, protocol.CreatePartitions):
-            return self.create_partitions(request.name, request.total)
-        if isinstance(request, protocol.DescribeTopics):
-            return self.describe(request.names)
-        return self._handle_group(request, conn)
+        return handler(self, request, conn)
+
+    def group_coordinator(self) -> GroupCoordinator:
+        """The coordinator, or BrokerUnavailable while the supervisor stops."""
+        c = self.coordinator
+        if c is None:
+            raise errors.BrokerUnavailable("the supervisor is stopping")
+        return c
 
     def _high_watermark(self, tp: TopicPartition) -> int:
         partition_log = self.logs.get((tp.topic, tp.partition))
@@ -470,103 +492,35 @@ class Supervisor:
         if self.coordinator is not None:
             self.coordinator.connection_closed(conn.conn_id)
 
-    def _handle_group(
-        self, request: protocol.Request, conn: ControlConnection
-    ) -> protocol.Reply:
-        c = self.coordinator
-        if c is None:
-            raise errors.BrokerUnavailable("the supervisor is stopping")
-        if isinstance(request, protocol.JoinGroup):
-            return c.join(
-                request.group_id,
-                request.member_id,
-                protocol_type=request.protocol_type,
-                protocols=request.protocols,
-                session_timeout_ms=request.session_timeout_ms,
-                rebalance_timeout_ms=request.rebalance_timeout_ms,
-                group_instance_id=request.group_instance_id,
-                client_id=request.client_id or conn.client_id,
-                client_host=f"pid-{conn.pid}",  # no space: awk-friendly tables
-                conn_id=conn.conn_id,
-            )
-        if isinstance(request, protocol.SyncGroup):
-            assignment = c.sync(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                request.assignments,
-            )
-            return protocol.SyncResult(assignment)
-        if isinstance(request, protocol.Heartbeat):
-            c.heartbeat(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                request.wait_ms / 1000,
-            )
-            return protocol.Done()
-        if isinstance(request, protocol.LeaveGroup):
-            c.leave(request.group_id, request.member_id)
-            return protocol.Done()
-        if isinstance(request, protocol.OffsetCommit):
-            c.commit(
-                request.group_id,
-                request.generation,
-                request.member_id,
-                _offsets(request.offsets),
-            )
-            return protocol.Done()
-        if isinstance(request, protocol.AlterGroupOffsets):
-            c.require_empty(request.group_id, "alter the offsets")
-            c.commit(request.group_id, -1, "", _offsets(request.offsets))
-            return protocol.Done()
-        if isinstance(request, protocol.OffsetFetch):
-            partitions = (
-                None
-                if request.partitions is None
-                else [TopicPartition(*tp) for tp in request.partitions]
-            )
-            fetched = c.fetch(request.group_id, partitions)
-            return protocol.OffsetFetchReply(
-                [
-                    protocol.CommittedOffset(
-                        tp.topic, tp.partition, om.offset, om.metadata,
-                        om.commit_timestamp_ms,
-                    )
-                    for tp, om in sorted(fetched.items())
-                ]
-            )  # fmt: skip
-        if isinstance(request, protocol.ListGroups):
-            return protocol.ListGroupsReply(c.list_groups())
-        if isinstance(request, protocol.DescribeGroup):
-            return c.describe(request.group_id)
-        if isinstance(request, protocol.DeleteGroup):
-            c.delete_group(request.group_id)
-            return protocol.Done()
-        raise errors.ProtocolError(f"unknown control request {type(request).__name__}")
 
-
-def _offsets(
-    offsets: list[protocol.CommittedOffset],
-) -> dict[TopicPartition, OffsetAndMetadata]:
-    now = int(time.time() * 1000)  # as Kafka: the coordinator stamps the commit
-    return {
-        TopicPartition(o.topic, o.partition): OffsetAndMetadata(
-            o.offset, o.metadata, now
-        )
-        for o in offsets
-    }
+def _share(path: Path | str, gid: int | None, mode: int | None = None) -> None:
+    """Give path to access.group with mode (default: 0660, or 0600 without a
+    group: a ring or the broker info object)."""
+    if mode is None:
+        mode = 0o600 if gid is None else 0o660
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except PermissionError as exc:
+        raise errors.ConfigError(
+            f"access.group (gid {gid}): cannot give {path} to it: the broker's user "
+            f"(uid {os.getuid()}) must be a member of that group: {exc.strerror}"
+        ) from exc
 
 
 def serve(config: BrokerConfig) -> None:
-    """`shmbroker serve`: log to stderr, start (with the gateway), serve until a
-    signal, stop."""
+    """`shmbroker serve`: log to stderr, start (with the gateway), tell systemd if
+    it started us, serve until a signal, stop."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     supervisor = Supervisor(config, run_gateway=True)
-    supervisor.serve_forever(start=True)
+    supervisor.serve_forever(
+        start=True,
+        ready=lambda: systemd.notify(f"READY=1\nSTATUS=serving {config.data_dir}"),
+    )
 
 
 # ---- the gateway processes --------------------------------------------------------
@@ -665,7 +619,7 @@ class GatewayProcesses:
         command = [
             sys.executable, "-m", "shmbroker", "gateway",
             "--data-dir", str(c.data_dir),
-            "--listen", f"{self.listener.host}:{self.port}",
+            "--listen", f"{c.listener_name}://{self.listener.host}:{self.port}",
             "--state-file", slot.state.name,
             "--num-partitions", str(c.num_partitions),
             "--max-connections", str(c.max_connections),
@@ -685,7 +639,11 @@ class GatewayProcesses:
     def _spawn(self, slot: _Slot) -> bool:
         """Start the slot's process and wait until it listens; False if it died."""
         slot.state.unlink(missing_ok=True)
-        slot.child = subprocess.Popen(self._command(slot), stdin=subprocess.DEVNULL)
+        slot.child = subprocess.Popen(
+            self._command(slot),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.config.security_environment()},
+        )
         slot.process = None
         slot.started = time.monotonic()
         deadline = slot.started + GATEWAY_START_TIMEOUT

@@ -1,9 +1,10 @@
 """The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
 flag names and output layouts (`topics`, `configs`, `produce`, `consume`,
 `consumer-groups`, `get-offsets`, `perf`), on a data directory or over the Kafka
-protocol (target.py), and host checks (`gc`, `doctor`); one module per command
-group. Commands parse, call the clients, and print; a user's mistake is one line on
-stderr (exit 1, or 2 for a bad flag), never a traceback.
+protocol (target.py), host checks (`gc`, `doctor`), the live view `top` and the
+gateway's `users`; one module per command group. Commands parse, call the clients,
+and print; a user's mistake is one line on stderr (exit 1, or 2 for a bad flag),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from shmbroker.cli import (
     offsets,
     perf,
     produce,
+    top,
     topics,
+    users,
 )
 
 
@@ -59,5 +62,7 @@ for command in (
     inspect.consume_demo,
     inspect.dump_log,
     inspect.ring_stat,
+    top.top,
+    users.users_group,
 ):
     main.add_command(command)

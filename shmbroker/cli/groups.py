@@ -17,6 +17,7 @@ import click
 
 from shmbroker import InvalidArgument, TopicPartition, UnknownTopic
 from shmbroker.cli.options import echo_json, format_option
+from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
 
 if TYPE_CHECKING:
@@ -25,10 +26,11 @@ from shmbroker.client.admin import GroupInfo
 from shmbroker.errors import GroupError, GroupIdNotFound, GroupNotEmpty
 
 MISSING = "-"  # Kafka's MISSING_COLUMN_VALUE
+RESET_SLICE = 256  # partitions looked up per request while a reset shows progress
 # Kafka's ConsumerGroupState names, in its order (for the --list --state error)
 GROUP_STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
-GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets")
+GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets", "delete_offsets")
 RESET_SPECS = (
     "from_file",
     "to_earliest",
@@ -52,6 +54,7 @@ GROUP_OPTIONS = {  # what each action takes besides --data-dir and --format
         "export",
         *RESET_SPECS,
     ),
+    "delete_offsets": ("groups", "topics"),
 }
 
 
@@ -64,6 +67,7 @@ class _GroupsCommand:
     describe: bool
     reset_offsets: bool
     delete: bool
+    delete_offsets: bool
     groups: tuple[str, ...]
     all_groups: bool
     members: bool
@@ -104,6 +108,9 @@ def _flag_name(name: str) -> str:
               help="set an inactive group's offsets (one reset spec, a scope, "
               "--dry-run or --execute)")  # fmt: skip
 @click.option("--delete", is_flag=True, help="delete inactive groups and their offsets")
+@click.option("--delete-offsets", is_flag=True,
+              help="delete a group's offsets of --topic (not of topics a live member "
+              "subscribes to)")  # fmt: skip
 @click.option("--group", "groups", multiple=True, metavar="GROUP",
               help="the group to act on; repeatable")  # fmt: skip
 @click.option("--all-groups", is_flag=True,
@@ -158,6 +165,8 @@ def consumer_groups(**options: Any) -> None:
             _describe_groups(admin, cmd)
         elif cmd.reset_offsets:
             _reset_offsets(admin, cmd)
+        elif cmd.delete_offsets:
+            _delete_offsets(admin, cmd)
         else:
             _delete_groups(admin, cmd)
 
@@ -168,7 +177,7 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
     if len(actions) != 1:
         raise click.UsageError(
             "Command must include exactly one action: --list, --describe, --delete, "
-            "--reset-offsets"
+            "--reset-offsets, --delete-offsets"
         )
     action = actions[0]
     for field in fields(cmd):
@@ -193,6 +202,10 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
             f"Option {_flag_name(action)} takes one of these options: {takes}"
             if takes
             else f"Option {_flag_name(action)} takes the option --group"
+        )
+    if action == "delete_offsets" and (len(cmd.groups) != 1 or not cmd.topics):
+        raise click.UsageError(
+            "Option --delete-offsets takes the options --group (one) and --topic"
         )
     if action == "describe":
         if sum([cmd.members, cmd.offsets, cmd.state is not None]) > 1:
@@ -527,12 +540,18 @@ def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
         if state not in ("Empty", "Dead"):
             refused.append(_not_inactive(group, state))
             continue
+        offsets: dict[TopicPartition, int] = {}
         if cmd.from_file is not None:
             offsets = _within_log(admin, from_file.get(group, {}))
         else:
-            offsets = _new_offsets(
-                admin, group, _partitions_to_reset(admin, group, cmd), cmd
-            )
+            partitions = _partitions_to_reset(admin, group, cmd)
+            # the lookups in slices, for the bar; the commit below is one, as Kafka's
+            with progress_bar(f"offsets of {group}", len(partitions), "partitions",
+                              cmd.execute) as looked_up:  # fmt: skip
+                for at in range(0, len(partitions), RESET_SLICE):
+                    piece = partitions[at : at + RESET_SLICE]
+                    offsets.update(_new_offsets(admin, group, piece, cmd))
+                    looked_up(len(piece))
         if cmd.execute:
             try:
                 # a new dict: Mapping's key type is invariant, so mypy rejects
@@ -853,3 +872,38 @@ def _delete_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
                 for g, why in failed.items()
             )
         )
+
+
+# ---- --delete-offsets
+
+SUBSCRIBED = "Error: The consumer group is subscribed to the topic"  # Kafka's words
+
+
+def _delete_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
+    """Kafka's deleteOffsets: one row per partition, Successful or the reason (a
+    live member subscribes to the topic); exit status 1 if any was kept."""
+    (group,) = cmd.groups
+    partitions = _partitions_to_reset(admin, group, cmd)
+    kept = set(admin.delete_group_offsets(group, partitions))
+    rows = [
+        (tp.topic, tp.partition, SUBSCRIBED if tp in kept else "Successful")
+        for tp in sorted(partitions)
+    ]
+    if cmd.fmt == "json":
+        echo_json([{"topic": t, "partition": p, "status": s} for t, p, s in rows])
+    else:
+        topics = ", ".join(dict.fromkeys(tp.topic for tp in partitions))
+        if kept:
+            click.echo(
+                "Encounter some partition level error, see the follow-up details:"
+            )
+        else:
+            click.echo(
+                f"Request succeed for deleting offsets with topic {topics} group "
+                f"{group}"
+            )
+        click.echo("\n" + _columns(["TOPIC", "PARTITION", "STATUS"], [30, 15, 15]))
+        for row in rows:
+            click.echo(_columns(row, [30, 15, 15]))
+    if kept:
+        sys.exit(1)

@@ -41,7 +41,8 @@ def log_level_option(f: F) -> F:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML file: data.dir, num.partitions, auto.create.topics.enable, "
               "shm.prefix, listeners, advertised.listeners, gateway.processes, "
-              "[topic] defaults")  # fmt: skip
+              "metrics.listener, [topic] defaults (tools/deploy/"
+              "shmbroker.toml.example has every key)")  # fmt: skip
 @click.option("--shm-prefix", help="start of every shared-memory name [shmb.]")
 @click.option("--num-partitions", type=int, help="of auto-created topics [1]")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=None,
@@ -56,6 +57,14 @@ def log_level_option(f: F) -> F:
               help="the address Metadata gives clients [the bound one]")  # fmt: skip
 @click.option("--gateway-processes", type=click.IntRange(min=1),
               help="gateway processes sharing the port (SO_REUSEPORT) [1]")  # fmt: skip
+@click.option("--metrics-listen", metavar="HOST:PORT",
+              help="where /metrics is served (port 0: any free one) "
+              "[127.0.0.1:9644]")  # fmt: skip
+@click.option("--no-metrics", is_flag=True, help="serve no Prometheus metrics")
+@click.option("--group", "access_group", metavar="NAME",
+              help="a Unix group whose users may use the broker too: data directory "
+              "0750, control socket and shared memory 0660, owned by it "
+              "(access.group) [the owner only]")  # fmt: skip
 @log_level_option
 def serve(
     data_dir: str | None,
@@ -68,6 +77,9 @@ def serve(
     no_gateway: bool,
     advertised_listener: str | None,
     gateway_processes: int | None,
+    metrics_listen: str | None,
+    no_metrics: bool,
+    access_group: str | None,
     log_level: str,
 ) -> None:
     """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
@@ -76,6 +88,8 @@ def serve(
 
     if no_gateway and gateway_listen:
         raise click.BadParameter("--no-gateway and --gateway-listen contradict")
+    if no_metrics and metrics_listen:
+        raise click.BadParameter("--no-metrics and --metrics-listen contradict")
     config = BrokerConfig.load(
         config_file,
         data_dir=data_dir,
@@ -86,8 +100,14 @@ def serve(
         listeners="" if no_gateway else gateway_listen,
         advertised_listeners=advertised_listener,
         gateway_processes=gateway_processes,
+        metrics_listener="" if no_metrics else metrics_listen,
+        access_group=access_group,
     )
     _refuse_unusable_data_dir(config.data_dir)
+    if config.listener is not None:  # bad PEM files: said now, not by each restart
+        from shmbroker.gateway.server import ssl_context
+
+        ssl_context(config)
     logging.basicConfig(level=log_level, format=LOG_FORMAT)  # the gateway's too
     run(config)
 
@@ -208,9 +228,15 @@ def gc(dry_run: bool, shm_prefix: str, fmt: str) -> None:
               help="the broker's TOML file, if it has one")  # fmt: skip
 @click.option("--shm-prefix",
               help="the broker's shm prefix [from its registry, or shmb.]")  # fmt: skip
+@click.option("--group", "access_group", metavar="NAME",
+              help="the broker's access.group, if it has one")  # fmt: skip
 @format_option
 def doctor(
-    data_dir: str | None, config_file: str | None, shm_prefix: str | None, fmt: str
+    data_dir: str | None,
+    config_file: str | None,
+    shm_prefix: str | None,
+    access_group: str | None,
+    fmt: str,
 ) -> None:
     """Check this host for what would stop the broker of a data directory or lose its
     data: /dev/shm (tmpfs, size, free space), logind's RemoveIPC, the data directory
@@ -218,7 +244,9 @@ def doctor(
     finds an error."""
     from shmbroker.broker import doctor as checks
 
-    config = checks.config_for(resolve_data_dir(data_dir), config_file, shm_prefix)
+    config = checks.config_for(
+        resolve_data_dir(data_dir), config_file, shm_prefix, access_group
+    )
     findings = checks.check(config)
     if fmt == "json":
         echo_json([msgspec.structs.asdict(f) for f in findings])

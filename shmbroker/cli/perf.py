@@ -9,6 +9,7 @@ import click
 
 from shmbroker import perf as measure
 from shmbroker.cli.options import echo_json, format_option
+from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
 
 
@@ -55,7 +56,10 @@ def perf_produce(
                 f"{w.max_latency_ms:.1f} ms max latency."
             )
 
-    with target.producer(acks=acks, client_id="perf-producer-client") as producer:
+    with (
+        target.producer(acks=acks, client_id="perf-producer-client") as producer,
+        progress_bar(f"producing to {topic}", num_records, "records") as sent,
+    ):
         r = measure.produce(
             producer,
             topic,
@@ -65,6 +69,7 @@ def perf_produce(
             batch=batch,
             partition=partition,
             on_window=window,
+            on_progress=sent,
         )
     ms, us = r.percentiles_ms, r.percentiles_us
     if fmt == "json":
@@ -122,11 +127,16 @@ def perf_consume(
         click.echo(PERF_HEADER)  # first, as Kafka: the run may take a while
     with target.admin() as admin:
         partitions = admin.topic(topic).partitions
-    with target.consumer(
-        auto_offset_reset="latest" if from_latest else "earliest",
-        client_id="perf-consumer-client",
-    ) as consumer:
-        r = measure.consume(consumer, topic, partitions, messages, timeout_ms=timeout)
+    with (
+        target.consumer(
+            auto_offset_reset="latest" if from_latest else "earliest",
+            client_id="perf-consumer-client",
+        ) as consumer,
+        progress_bar(f"consuming {topic}", messages, "records") as read,
+    ):
+        r = measure.consume(
+            consumer, topic, partitions, messages, timeout_ms=timeout, on_progress=read
+        )
     if fmt == "json":
         echo_json(
             {

@@ -6,14 +6,16 @@ import contextlib
 import fcntl
 import os
 import select
+import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, NamedTuple
 
 import click
 
 from shmbroker import RecordTooLarge, ShmbrokerError
 from shmbroker.cli.options import is_true, kafka_properties
+from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
 from shmbroker.client.partitioner import partition_for_key
 
@@ -278,13 +280,17 @@ def produce_lines(
     parser: _LineParser,
     partition: int | None = None,
     read_bytes: int = READ_BYTES,
+    on_read: Callable[[int], None] | None = None,
 ) -> _LineSender:
     """Send every line of stream as a record; returns the sender, which counts
-    what was sent and what failed. What is read (up to read_bytes) goes at once."""
+    what was sent and what failed. What is read (up to read_bytes) goes at once;
+    then on_read gets its size (a progress bar)."""
     sender = _LineSender(producer, topic, partition)
     rest = b""
     line_number = 1
     for chunk in _chunks(stream, read_bytes):
+        if on_read is not None:
+            on_read(len(chunk))
         buffer = rest + chunk if rest else chunk
         lines, rest = _split_lines(buffer)
         if not lines:
@@ -368,10 +374,16 @@ def produce(
     is reported on stderr and the others are sent; the exit status is then 1."""
     parser = _LineParser(kafka_properties(properties, PRODUCE_PROPERTIES, "--property"))
     stdin = sys.stdin.buffer
+    size = _file_size(stdin)  # a bar for a file: a pipe or a terminal has no end
     try:
-        with target.producer(acks=acks, client_id="console-producer") as p:
+        with (
+            target.producer(acks=acks, client_id="console-producer") as p,
+            progress_bar(
+                f"producing to {topic}", size, "bytes", size is not None
+            ) as read,
+        ):
             read_bytes = DURABLE_READ_BYTES if p.durable else READ_BYTES
-            sender = produce_lines(p, topic, stdin, parser, partition, read_bytes)
+            sender = produce_lines(p, topic, stdin, parser, partition, read_bytes, read)
     except KeyboardInterrupt:
         sys.exit(130)  # what was read before Ctrl-C is sent
     if sender.failed:
@@ -379,3 +391,16 @@ def produce(
             f"{sender.failed} of {sender.sent + sender.failed} records not sent "
             f"(too large for topic {topic})"
         )
+
+
+def _file_size(stream: IO[bytes]) -> int | None:
+    """Bytes left in stream if it is a regular file (`< FILE`), else None: a pipe
+    or a terminal has no end to show."""
+    try:
+        fd = stream.fileno()
+        st = os.fstat(fd)
+    except (AttributeError, OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return max(0, st.st_size - os.lseek(fd, 0, os.SEEK_CUR))

@@ -14,8 +14,8 @@ import msgspec
 from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
-from shmbroker.client.group import PROTOCOL_TYPE, decode_assignment
 from shmbroker.config import TopicConfig
+from shmbroker.kafka.consumer_protocol import PROTOCOL_TYPE, decode_assignment
 from shmbroker.log.reader import PartitionReader
 from shmbroker.records import PartitionKey, TopicPartition
 
@@ -283,6 +283,17 @@ class Admin:
     def delete_group(self, group_id: str) -> None:
         """Its committed offsets go; refused (GroupNotEmpty) while it has members."""
         self.connection.request(protocol.DeleteGroup(group_id), protocol.Done)
+
+    def delete_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> list[TopicPartition]:
+        """Kafka's OffsetDelete: forget the group's offsets of these partitions;
+        returns those kept because a live member subscribes to their topic."""
+        request = protocol.DeleteGroupOffsets(
+            group_id, [(tp[0], tp[1]) for tp in partitions]
+        )
+        reply = self.connection.request(request, protocol.DeleteGroupOffsetsReply)
+        return sorted(TopicPartition(*tp) for tp in reply.subscribed)
 
     def lag(self, group_id: str) -> list[PartitionLag]:
         """Per partition the group has an offset for or a member owns: committed

@@ -10,8 +10,7 @@ import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 
-import msgspec
-
+from shmbroker.kafka.consumer_protocol import Subscription
 from shmbroker.records import TopicPartition
 
 __all__ = [
@@ -23,16 +22,6 @@ __all__ = [
     "revoked",
     "round_robin_assign",
 ]
-
-
-class Subscription(msgspec.Struct, frozen=True):
-    """One member's JoinGroup metadata (Kafka's ConsumerProtocol Subscription)."""
-
-    topics: list[str]  # topic names this member subscribes to
-    owned: list[TopicPartition] = []  # what it owns now (cooperative protocol)
-    generation: int = -1  # generation of `owned`: the higher one wins a disputed claim
-    user_data: bytes = b""  # opaque to these assignors
-    group_instance_id: str | None = None  # static member: range/roundrobin sort by it
 
 
 Assignment = dict[str, list[TopicPartition]]

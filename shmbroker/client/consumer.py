@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 from shmbroker import _native, errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.group import GroupMember, Listener
+from shmbroker.client.metrics import RECORDS_CONSUMED, TopicCounters
 from shmbroker.log.reader import LogReader, PartitionReader
 from shmbroker.records import PartitionKey, Record, TopicPartition
 from shmbroker.ring import DEFAULT_IDLE
@@ -119,6 +120,7 @@ class Consumer:
             None if consumer_timeout_ms is None else consumer_timeout_ms / 1000
         )
         self.connection = Connection(data_dir, client_id=client_id)
+        self.records_consumed = TopicCounters(self.connection, RECORDS_CONSUMED)
         self._assigned: dict[TopicPartition, _Assigned] = {}
         self._order: list[_Assigned] = []  # unpaused, in the order poll visits them
         self._next = 0
@@ -504,6 +506,7 @@ class Consumer:
                     records = self._read(a, LogReader.poll, wait)
                     if not records:
                         continue
+                    self.records_consumed.add(a.reader.topic, len(records))
                     a.buffer, a.at = records, 0
                 part = a.buffer[a.at : a.at + limit - len(out)]
                 a.at += len(part)
@@ -666,6 +669,7 @@ class Consumer:
             a.reader.close()
         self._assigned.clear()
         self._order = []
+        self.records_consumed.close()
         self.connection.close()
 
     def __enter__(self) -> Consumer:

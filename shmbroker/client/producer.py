@@ -30,6 +30,7 @@ import msgspec
 from shmbroker import _native, compression, errors, protocol
 from shmbroker.accumulator import RECORD_BOUND, RecordAccumulator
 from shmbroker.client.connection import Connection
+from shmbroker.client.metrics import RECORDS_SENT, TopicCounters
 from shmbroker.config import TopicConfig
 from shmbroker.records import Header, RecordMetadata
 from shmbroker.ring import Ring, partition_label
@@ -103,6 +104,7 @@ class _PartitionQueue(RecordAccumulator):
         n = len(self)
         next_offset = super().flush()
         if n:
+            self.producer.records_sent.add(self.topic.name, n)
             self.appended(next_offset)
             self.batch.base_offset = next_offset - n
             self.batch.appended_at = self.appended_at
@@ -249,6 +251,7 @@ class Producer:
         self.max_block_ms = max_block_ms
         self.auto_create_topics = auto_create_topics
         self.connection = Connection(data_dir, client_id=client_id)
+        self.records_sent = TopicCounters(self.connection, RECORDS_SENT)
         self._topics: dict[str, _Topic] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -443,6 +446,7 @@ class Producer:
                 for t in self._topics.values():
                     t.close()
                 self._topics.clear()
+            self.records_sent.close()
             self.connection.close()
 
     def __enter__(self) -> Producer:

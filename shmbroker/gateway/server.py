@@ -2,22 +2,26 @@
 one `Protocol` per connection that cuts the byte stream into frames and hands them
 to its Session, and the state every connection shares (`Gateway`).
 
-Bounds: a frame larger than `socket.request.max.bytes` or smaller than a request
-header closes its connection before any of it is buffered; connections beyond
-`max.connections` are closed as they come. The bound address goes to
-`<data-dir>/gateway.json` once the socket listens (the supervisor and tests read
-the port from it).
+Bounds: a frame larger than `socket.request.max.bytes` (before a SASL login:
+`sasl.server.max.receive.size`) or smaller than a request header closes its
+connection before any of it is buffered; connections beyond `max.connections` are
+closed as they come. SSL and SASL_SSL listeners are TLS (asyncio's ssl=); a
+listener that is not loopback and has no authentication gets a WARNING at start.
+The bound address goes to `<data-dir>/gateway.json` once the socket listens (the
+supervisor and tests read the port from it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -31,10 +35,15 @@ from shmbroker import errors, protocol
 from shmbroker.client.admin import Admin
 from shmbroker.client.connection import Connection
 from shmbroker.config import BrokerConfig, Listener
+from shmbroker.counters import CounterPage
+from shmbroker.errors import ConfigError
+from shmbroker.gateway.metrics import GatewayMetrics
 from shmbroker.gateway.producer_ids import ProducerIds
+from shmbroker.gateway.sasl import Authenticator
 from shmbroker.gateway.session import Session
 from shmbroker.gateway.topics import Partition, Topics
 from shmbroker.kafka import codec
+from shmbroker.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +63,12 @@ class Gateway:
         self.topics = Topics(self.connection)
         self.producer_ids = ProducerIds(config.data_dir)
         self.sessions: set[Session] = set()
+        self.users = UserStore(config.data_dir)
         self.executor = ThreadPoolExecutor(
             BLOCKING_THREADS, thread_name_prefix="gateway-blocking"
         )
         self.cluster_id = ""
+        self.metrics = GatewayMetrics(CounterPage.detached())  # the real one: at hello
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """fn(*args) in a thread: for calls that may block (the control socket,
@@ -84,6 +95,20 @@ class Gateway:
         done.add_done_callback(lambda f: loop.call_soon_threadsafe(release, f))
         return await asyncio.shield(asyncio.wrap_future(done))
 
+    def authenticator(
+        self, transport: asyncio.BaseTransport, peer: str
+    ) -> Authenticator:
+        """A new connection's: its principal is its client certificate's CN, if
+        it gave one, until a SASL login."""
+        principal = None
+        certificate = transport.get_extra_info("peercert")
+        if certificate:
+            for rdn in certificate.get("subject", ()):
+                for key, value in rdn:
+                    if key == "commonName":
+                        principal = value
+        return Authenticator(self.config, self.users, peer, principal)
+
     def missing(self, wanted: dict[str, int]) -> list[str]:
         """Topics of wanted (name -> highest partition asked for) not mapped."""
         return [
@@ -104,6 +129,7 @@ class Gateway:
         self.topics.close()
         self.connection.close()
         self.admin.close()
+        self.metrics.close()
 
 
 class KafkaProtocol(asyncio.Protocol):
@@ -112,6 +138,7 @@ class KafkaProtocol(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.max_frame = gateway.config.socket_request_max_bytes
+        self.max_frame_before_login = gateway.config.sasl_server_max_receive_size
         self.session: Session | None = None
         self._buffer = bytearray()
 
@@ -134,11 +161,13 @@ class KafkaProtocol(asyncio.Protocol):
         transport.set_write_buffer_limits(high=0)  # see session.py: flow control
         self.session = Session(self.gateway, transport, where)
         self.gateway.sessions.add(self.session)
+        self.gateway.metrics.connected()
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None or session.closed:
             return
+        self.gateway.metrics.bytes_in.add(len(data))
         try:
             self._frames(session, data)
         except Exception:  # a bug of ours: this connection goes, the gateway stays
@@ -154,14 +183,19 @@ class KafkaProtocol(asyncio.Protocol):
         view = memoryview(buf)
         at, end = 0, len(buf)
         frames: list[codec.Buffer] = []
+        if session.auth.authenticated:
+            low, high = codec.MIN_REQUEST_BYTES, self.max_frame
+            key = "socket.request.max.bytes"
+        else:  # a raw SASL token may be shorter than any request
+            low, high = 0, self.max_frame_before_login
+            key = "before a login: sasl.server.max.receive.size"
         while end - at >= 4:
             (size,) = codec.FRAME_SIZE.unpack_from(buf, at)
-            if not codec.MIN_REQUEST_BYTES <= size <= self.max_frame:
+            if not low <= size <= high:
                 if frames:  # those before it are answered
                     session.received(frames)
                 session.close(
-                    f"request of {size} bytes: must be {codec.MIN_REQUEST_BYTES} to "
-                    f"{self.max_frame} (socket.request.max.bytes)"
+                    f"request of {size} bytes: must be {low} to {high} ({key})"
                 )
                 return
             if end - at - 4 < size:
@@ -186,6 +220,7 @@ class KafkaProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
+            self.gateway.metrics.disconnected()
             self.session.lost()
 
     def pause_writing(self) -> None:
@@ -198,6 +233,62 @@ class KafkaProtocol(asyncio.Protocol):
 
 
 # ---- the process ---------------------------------------------------------------------
+
+
+def ssl_context(config: BrokerConfig) -> ssl.SSLContext | None:
+    """The TLS server context of an SSL or SASL_SSL listener (None for the others).
+    ConfigError naming the keys if the files do not load."""
+    if config.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(
+            config.ssl_certificate_location,
+            config.ssl_key_location,
+            config.ssl_key_password or None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"ssl.certificate.location {config.ssl_certificate_location!r} and "
+            f"ssl.key.location {config.ssl_key_location!r}: cannot load them as a PEM "
+            f"certificate and its key: {exc}"
+        ) from exc
+    if config.ssl_client_auth != "none":
+        try:
+            context.load_verify_locations(config.ssl_ca_location)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"ssl.ca.location {config.ssl_ca_location!r}: cannot load it as PEM "
+                f"CA certificates: {exc}"
+            ) from exc
+        context.verify_mode = (
+            ssl.CERT_REQUIRED
+            if config.ssl_client_auth == "required"
+            else ssl.CERT_OPTIONAL
+        )
+    return context
+
+
+def warn_if_open(config: BrokerConfig, listener: Listener) -> None:
+    """A WARNING for a listener other hosts may reach that lets anyone in."""
+    protocol = config.security_protocol
+    if protocol.startswith("SASL_") or (
+        protocol == "SSL" and config.ssl_client_auth == "required"
+    ):
+        return
+    try:
+        loopback = ipaddress.ip_address(listener.host).is_loopback
+    except ValueError:
+        loopback = listener.host == "localhost"
+    if not loopback:
+        log.warning(
+            "gateway: the %s listener on %s:%d is not loopback and has no "
+            "authentication: any host that reaches it may read, write and delete "
+            "every topic. Use SASL_SSL or SASL_PLAINTEXT (listeners, "
+            "sasl.enabled.mechanisms, `shmbroker users add`), or bind 127.0.0.1",
+            protocol, listener.host, listener.port,
+        )  # fmt: skip
 
 
 def state_path(data_dir: str | os.PathLike[str], name: str = STATE_FILE) -> Path:
@@ -249,6 +340,8 @@ async def serve_async(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+    context = ssl_context(config)
+    warn_if_open(config, listener)
     gateway = Gateway(config, Listener(listener.host, listener.port))
     server = await loop.create_server(
         lambda: KafkaProtocol(gateway),
@@ -257,6 +350,7 @@ async def serve_async(
         reuse_address=True,
         reuse_port=reuse_port or None,
         backlog=1024,
+        ssl=context,
         start_serving=False,  # not before the advertised address and cluster id
     )
     bound = Listener(listener.host, server.sockets[0].getsockname()[1])
@@ -283,11 +377,15 @@ async def serve_async(
                 )
             return
         gateway.cluster_id = hello.result()
+        gateway.metrics = GatewayMetrics(
+            CounterPage.acquire(gateway.connection.shm_base())
+        )
         await server.start_serving()
         write_state(state_path(config.data_dir, state_file), bound, advertised)
         log.info(
-            "gateway %d listening on %s:%d (advertised %s:%d) for %s",
+            "gateway %d listening on %s %s:%d (advertised %s:%d) for %s",
             os.getpid(),
+            config.security_protocol,
             bound.host,
             bound.port,
             advertised.host,

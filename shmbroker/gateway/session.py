@@ -24,16 +24,18 @@ import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
-from shmbroker.gateway.apis import APIS, Api, Body, Deferred
+from shmbroker.gateway.apis import APIS, Api, Body, Deferred, sasl_authenticate
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer
 from shmbroker.log.reader import LogReader
 
 if TYPE_CHECKING:
+    from shmbroker.gateway.groups import GroupLine
     from shmbroker.gateway.server import Gateway
     from shmbroker.gateway.topics import Partition
 
@@ -50,17 +52,26 @@ class Close(Exception):
     """Close the connection; the message says why (logged, not sent)."""
 
 
+def _raw_token(session: Session, header: codec.RequestHeader, frame: Buffer) -> Any:
+    return sasl_authenticate.handle_raw(session, bytes(frame))
+
+
+# the raw SASL tokens after a SaslHandshake v0: no header in, none out
+RAW_TOKEN = Api(-1, "SASL token", 0, 0, _raw_token, False)
+
+
 class _Slot:
     """A request's place in the order of answers."""
 
-    __slots__ = ("api", "body", "correlation_id", "done", "flexible")
+    __slots__ = ("api", "body", "correlation_id", "done", "flexible", "started")
 
-    def __init__(self, correlation_id: int, api: Api, flexible: bool) -> None:
-        self.correlation_id = correlation_id
+    def __init__(self, correlation_id: int | None, api: Api, flexible: bool) -> None:
+        self.correlation_id = correlation_id  # None: a raw SASL token's answer
         self.api = api
         self.flexible = flexible  # response header v1
         self.body: Body = None
         self.done = False
+        self.started = time.perf_counter()  # for the request time metric
 
 
 class Session:
@@ -83,6 +94,9 @@ class Session:
         # ring copy-out buffer (1 MiB), so a client touring partitions is bounded
         self._readers: OrderedDict[str, tuple[Partition, LogReader]] = OrderedDict()
         self._tasks: dict[asyncio.Future[Any], _Slot] = {}  # cancelled on close
+        self.auth = gateway.authenticator(transport, peer)  # gateway/sasl.py
+        self._closing: str | None = None  # close once what is answered is sent
+        self.group_line: GroupLine | None = None  # gateway/groups.py makes it
 
     # ---- requests in, responses out -------------------------------------------------
 
@@ -103,6 +117,7 @@ class Session:
             and not self._blocked
             and not self._paused
             and not self.closed
+            and self._closing is None
             and len(self._slots) < MAX_SLOTS
         ):
             frame = self._pending.popleft()
@@ -190,20 +205,35 @@ class Session:
         slots = self._slots
         while slots and slots[0].done:
             slot = slots.popleft()
-            if slot.body is not None:
+            self.gateway.metrics.answered(slot.api.name, slot.started)
+            if slot.body is None:
+                continue
+            if slot.correlation_id is None:  # a raw SASL token
+                out.append(codec.FRAME_SIZE.pack(sum(map(len, slot.body))))
+                out += slot.body
+            else:
                 out += codec.frame_response(
                     slot.correlation_id, slot.body, slot.flexible
                 )
         if out and not self.closed and not self._lost:
             self.transport.writelines(out)
+            self.gateway.metrics.bytes_out.add(sum(map(len, out)))
+        if self._closing is not None and not slots:
+            self.close(self._closing)
         if self._lost and not self._pending and not self._slots:
             self.close()
 
     def _dispatch(self, frame: Buffer) -> tuple[_Slot, Any]:
+        if self.auth.raw_tokens:  # after a SaslHandshake v0: no header
+            answer = sasl_authenticate.handle_raw(self, bytes(frame))
+            return _Slot(None, RAW_TOKEN, False), answer
         try:
             key, version, correlation_id = codec.peek_header(frame)
         except errors.ProtocolError as exc:
             raise Close(str(exc)) from None
+        refused = self.auth.refuses(key)
+        if refused is not None:
+            raise Close(refused)
         api = APIS.get(key)
         if api is None:
             raise Close(f"unknown API key {key} (v{version})")
@@ -277,6 +307,13 @@ class Session:
         self._paused = False
         self._work()
 
+    def close_after_answers(self, why: str) -> None:
+        """Take no more requests; close once every answer so far is sent (a
+        failed login's error reaches the client before the close)."""
+        if self._closing is None:
+            self._closing = why
+            self._pending.clear()
+
     def close(self, why: str | None = None) -> None:
         if self.closed:
             return
@@ -288,4 +325,6 @@ class Session:
         for task in list(self._tasks):  # a parked fetch would wait out max_wait_ms
             task.cancel()
         self.transport.close()
+        if self.group_line is not None:
+            self.group_line.close()
         self.gateway.sessions.discard(self)

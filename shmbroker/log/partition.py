@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from shmbroker import _native, errors
+from shmbroker import _native, counters, errors
 from shmbroker.config import TopicConfig
 from shmbroker.log.checkpoint import read_offset, write_offset
 from shmbroker.log.index import NO_TIMESTAMP
@@ -43,6 +43,7 @@ LAST_OFFSET, MAX_TIMESTAMP, RECORDS = (
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_FILE = "log-start-offset-checkpoint"
 CHECKPOINT_INTERVAL = 1.0  # seconds between recovery-point writes (Kafka: 60 s)
+FLUSH_TIMES = counters.local_histogram()  # the process's fsyncs: broker/metrics.py
 MAX_INDEX_RELATIVE = 2**31 - 1  # an index entry holds offset - base as int32
 IDLE_WAKE_MS = 100  # the spill thread wakes this often while it has to flush
 RETENTION_INTERVAL = 30.0  # seconds between retention checks (Kafka: 300). With
@@ -377,7 +378,9 @@ class PartitionLog:
     def flush(self) -> None:
         """fsync everything spilled, then tell waiting producers it is durable."""
         for segment in self._unflushed:
+            began = time.perf_counter()
             segment.flush()
+            FLUSH_TIMES.observe(time.perf_counter() - began)
         self._unflushed = []
         self._unflushed_records = 0
         self._last_flush = time.monotonic()

@@ -466,6 +466,8 @@ def test_reset_scopes(broker: EmbeddedBroker) -> None:
             "Option --describe takes one of these options: --all-groups, --group",
         ),
         (["--describe", "--all-groups", "--group", "g"], "--all-groups can't be used"),
+        (["--delete-offsets", "--group", "g"], "takes the options --group (one) and"),
+        (["--delete-offsets", "--all-groups", "--topic", "t"], "--all-groups can't"),
         (
             [
                 "--reset-offsets",
@@ -694,3 +696,38 @@ def test_reset_offsets_export_then_from_file(
         ),
         2,
     )
+
+
+def test_delete_offsets_keeps_those_of_a_subscribed_topic(
+    broker: EmbeddedBroker,
+) -> None:
+    """Kafka's layout; the offsets of a topic a live member reads stay (exit 1)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 2)
+        admin.create_topic("u")
+    for topic, partition in (("t", 0), ("t", 1), ("u", 0)):
+        produce(broker.data_dir, topic, partition, [b"x"] * 3)
+    commit(broker.data_dir, "g", {("t", 0): 1, ("t", 1): 2, ("u", 0): 3})
+    out = ok(groups(broker, "--delete-offsets", "--group", "g", "--topic", "t:1"))
+    assert out.splitlines() == [
+        "Request succeed for deleting offsets with topic t group g",
+        "",
+        f"{'TOPIC':30} {'PARTITION':15} STATUS         ",
+        f"{'t':30} {'1':15} Successful     ",
+    ]
+    assert committed(broker.data_dir, "g") == {
+        TopicPartition("t", 0): 1,
+        TopicPartition("u", 0): 3,
+    }
+    with member(broker.data_dir, "g", ["u"]):
+        result = groups(broker, "--delete-offsets", "--group", "g", "--topic", "u",
+                        "--topic", "t")  # fmt: skip
+        assert result.exit_code == 1
+        assert result.stdout.splitlines()[0] == (
+            "Encounter some partition level error, see the follow-up details:"
+        )
+        assert (
+            f"{'u':30} {'0':15} Error: The consumer group is subscribed to the "
+            "topic" in result.stdout
+        )
+    assert committed(broker.data_dir, "g") == {TopicPartition("u", 0): 3}

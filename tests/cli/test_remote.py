@@ -21,9 +21,6 @@ from tests.gateway import conftest as gateway
 
 broker = gateway.broker  # this module's broker: the gateway's, with its port
 
-NEEDS_GROUPS = pytest.mark.xfail(
-    strict=True, reason="needs group APIs over the gateway (branch groups)"
-)
 # The gateway serves Metadata up to v7, which has no topic ids: over the Kafka
 # protocol a topic's id is Kafka's zero id. Compared outputs mask it.
 TOPIC_ID = re.compile(r'(TopicId: |"topic_id": ")[0-9a-f]{32}')
@@ -273,7 +270,6 @@ def test_command_config_is_passed_to_the_kafka_client(
     assert "--command-config holds Kafka client properties" in here.stderr
 
 
-@NEEDS_GROUPS
 def test_consumer_groups_both_ways(broker: EmbeddedBroker, tmp_path: Path) -> None:
     topic, group = new_topic(broker, "--partitions 2", KEYED), f"g-{uuid.uuid4().hex}"
     with Consumer(broker.data_dir, group_id=group) as committer:
@@ -305,7 +301,6 @@ def test_consumer_groups_both_ways(broker: EmbeddedBroker, tmp_path: Path) -> No
     )
 
 
-@NEEDS_GROUPS
 def test_consume_with_a_group_and_include_both_ways(broker: EmbeddedBroker) -> None:
     prefix = f"r-{uuid.uuid4().hex[:8]}"
     for topic in (f"{prefix}-a", f"{prefix}-b"):

@@ -5,8 +5,10 @@ in-process gateway of a real supervisor in random pieces.
 Every example must end with the connection answered (well-formed frames, the right
 correlation ids) or closed, never with an exception out of the protocol; closing a
 connection whose request still waits (a parked Fetch) ends that request; and the
-gateway then answers a new connection. `make test` runs a bounded number of
-examples; `make fuzz` runs many more (GATEWAY_FUZZ_EXAMPLES).
+gateway then answers a new connection. Each runs against a PLAINTEXT gateway, a
+SASL_PLAINTEXT one (before a login: only ApiVersions and the SASL requests are
+served) and a SASL_PLAINTEXT one after a PLAIN login. `make test` runs a bounded
+number of examples; `make fuzz` runs many more (GATEWAY_FUZZ_EXAMPLES).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shmbroker import Admin, EmbeddedBroker, Producer, shm
+from shmbroker import Admin, EmbeddedBroker, Producer, shm, users
+from shmbroker.config import BrokerConfig, Listener
 from shmbroker.gateway.apis import APIS
+from shmbroker.gateway.sasl import SASL_AUTHENTICATE, SASL_HANDSHAKE
 from shmbroker.gateway.server import Gateway
 from shmbroker.kafka import codec
 from tests.gateway.capture_frames import read_frames
@@ -123,22 +127,41 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     assert not leaked
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    broker: EmbeddedBroker,
-) -> Iterator[tuple[asyncio.AbstractEventLoop, Gateway]]:
+# a PLAIN login with v1 requests, before the fuzzed frames of the logged-in variant
+LOGIN = codec.frame_request(
+    SASL_HANDSHAKE, 1, 2_000_000_001, struct.pack(">h", 5) + b"PLAIN"
+) + codec.frame_request(
+    SASL_AUTHENTICATE, 1, 2_000_000_002, struct.pack(">i", 15) + b"\0fuzz\0fuzz-pw-1"
+)
+Fuzzed = tuple[asyncio.AbstractEventLoop, Gateway, bytes]
+
+
+@pytest.fixture(
+    scope="module", params=["PLAINTEXT", "SASL_PLAINTEXT", "SASL_PLAINTEXT login"]
+)
+def gateway(request: pytest.FixtureRequest, broker: EmbeddedBroker) -> Iterator[Fuzzed]:
+    """A gateway, and what each connection sends before the fuzzed bytes."""
     loop = asyncio.new_event_loop()
-    gw = make_gateway(str(broker.data_dir))
-    yield loop, gw
+    if request.param == "PLAINTEXT":
+        gw = make_gateway(str(broker.data_dir))
+    else:
+        users.add(broker.data_dir, "fuzz", "fuzz-pw-1", mechanisms=["SCRAM-SHA-256"])
+        gw = Gateway(
+            BrokerConfig(
+                data_dir=str(broker.data_dir),
+                listeners="SASL_PLAINTEXT://127.0.0.1:0",
+                sasl_enabled_mechanisms="PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            ),
+            Listener("127.0.0.1", 9),
+        )
+    yield loop, gw, LOGIN if request.param.endswith("login") else b""
     gw.close()
     loop.close()
 
 
-def exchange(
-    gateway: tuple[asyncio.AbstractEventLoop, Gateway], pieces: list[bytes]
-) -> None:
-    loop, gw = gateway
-    loop.run_until_complete(_exchange(gw, pieces))
+def exchange(gateway: Fuzzed, pieces: list[bytes]) -> None:
+    loop, gw, login = gateway
+    loop.run_until_complete(_exchange(gw, [login, *pieces] if login else pieces))
 
 
 async def _exchange(gw: Gateway, pieces: list[bytes]) -> None:
@@ -266,18 +289,27 @@ def test_the_captured_frames_cover_the_hot_apis() -> None:
 
 
 def test_unmutated_frames_are_answered(gateway) -> None:
-    loop, gw = gateway
+    """Every sample is answered, but Produce v0-v2 and, on a SASL listener before
+    a login, every request but ApiVersions and the SASL ones: those close."""
+    loop, gw, login = gateway
+    before_login = gw.config.security_protocol.startswith("SASL_") and not login
     for frame in SAMPLES:
 
         async def one(frame: bytes = frame) -> None:
             wire = Wire(gw)
+            if login:
+                wire.feed(LOGIN)
+                for _ in range(2):
+                    await wire.response(timeout=30)
             wire.feed(_framed(frame))
             key, version, cid = struct.unpack_from(">hhi", frame)
-            if key == 0 and version < 3:  # message format v0/v1: not served
+            if (key == 0 and version < 3) or (  # message format v0/v1: not served
+                before_login and key not in (18, SASL_HANDSHAKE, SASL_AUTHENTICATE)
+            ):
                 await wire.closed()
                 return
             got, _ = await wire.response(timeout=30)
-            assert got == cid
+            assert got == cid, (key, version)
             wire.protocol.session.close()
 
         loop.run_until_complete(one())

@@ -122,13 +122,17 @@ def test_consume_to_the_end_of_an_empty_partition_exits(
     assert consumed(broker, topic) == []
 
 
-def test_offsets_for_times(broker: EmbeddedBroker, topic: str) -> None:
-    """-Q: the first offset at or after a timestamp; the end for a later one."""
-    with Producer(str(broker.data_dir)) as producer:
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_offsets_for_times(
+    broker: EmbeddedBroker, topic: str, compression: str
+) -> None:
+    """-Q: the first offset at or after a timestamp, also inside one compressed
+    batch; the end for a later one."""
+    with Producer(str(broker.data_dir), compression_type=compression) as producer:
         for i in range(10):
-            producer.send(topic, b"v", partition=0, timestamp=1_000_000 + 1000 * i).get(
-                10
-            )
+            producer.send(topic, b"v", partition=0, timestamp=1_000_000 + 1000 * i)
+        producer.flush(10)
+    assert stored_codecs(broker, topic) == [CODECS[compression]]
 
     def offset_at(ts: int) -> int:
         out = json.loads(kcat(broker, "-Q", "-t", f"{topic}:0:{ts}", "-J").stdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.gateway.topics import alter_topic_configs, topic_overrides
 from shmbroker.kafka import codec
@@ -26,7 +27,7 @@ TOPIC = 2
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return answer(session.gateway, API_KEY, version, request, _changes)
+    return answer(session, API_KEY, version, request, _changes)
 
 
 def _changes(
@@ -40,10 +41,13 @@ def _changes(
 
 
 async def answer(
-    gateway: Gateway, api_key: int, version: int, request: Any, changes: Any
+    session: Session, api_key: int, version: int, request: Any, changes: Any
 ) -> Body:
     """AlterConfigs and IncrementalAlterConfigs: the same answer, changes differ."""
-    results = await gateway.blocking(_alter_all, gateway, request, changes)
+    gateway = session.gateway
+    topics = (r.resource_name for r in request.resources if r.resource_type == TOPIC)
+    denied = authorizer.denied_topics(session, topics, "create")
+    results = await gateway.blocking(_alter_all, gateway, request, changes, denied)
     gateway.topics.update([m for *_, m in results if m is not None], open_new=False)
     response = codec.response_type(api_key, version)
     result = codec.nested(response, "AlterConfigsResourceResponse")
@@ -57,10 +61,16 @@ async def answer(
     return [codec.encode(codec.build(response, throttle_time=0, responses=responses))]
 
 
-def _alter_all(gateway: Gateway, request: Any, changes: Any) -> list[tuple[Any, ...]]:
+def _alter_all(
+    gateway: Gateway, request: Any, changes: Any, denied: set[str]
+) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for resource in request.resources:
         kind, name = resource.resource_type, resource.resource_name
+        if kind == TOPIC and name in denied:
+            why = f"not allowed to change the configs of topic {name!r}"
+            out.append((kind, name, Code.TOPIC_AUTHORIZATION_FAILED, why, None))
+            continue
         try:
             if kind != TOPIC:
                 raise errors.InvalidArgument(

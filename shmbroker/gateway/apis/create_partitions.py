@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
@@ -23,11 +24,15 @@ API_KEY = 37
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return _answer(session.gateway, version, request)
+    names = (t.name for t in request.topics)
+    denied = authorizer.denied_topics(session, names, "create")
+    return _answer(session.gateway, version, request, denied)
 
 
-async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
-    results = await gateway.blocking(_grow_all, gateway, request)
+async def _answer(
+    gateway: Gateway, version: int, request: Any, denied: set[str]
+) -> Body:
+    results = await gateway.blocking(_grow_all, gateway, request, denied)
     gateway.topics.update(
         [m for _, _, _, m in results if m is not None], open_new=False
     )
@@ -41,10 +46,14 @@ async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
 
 
 def _grow_all(
-    gateway: Gateway, request: Any
+    gateway: Gateway, request: Any, denied: set[str]
 ) -> list[tuple[str, Code, str | None, Any]]:
     out: list[tuple[str, Code, str | None, Any]] = []
     for topic in request.topics:
+        if topic.name in denied:
+            why = f"not allowed to add partitions to topic {topic.name!r}"
+            out.append((topic.name, Code.TOPIC_AUTHORIZATION_FAILED, why, None))
+            continue
         try:
             if topic.assignments and any(
                 set(a.broker_ids) - {0} for a in topic.assignments

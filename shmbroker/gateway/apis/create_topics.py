@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
 from shmbroker.config import validate_topic_name
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
@@ -31,11 +32,15 @@ API_KEY = 19
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return _answer(session.gateway, version, request)
+    names = (t.name for t in request.topics)
+    denied = authorizer.denied_topics(session, names, "create")
+    return _answer(session.gateway, version, request, denied)
 
 
-async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
-    results = await gateway.blocking(_create_all, gateway, request)
+async def _answer(
+    gateway: Gateway, version: int, request: Any, denied: set[str]
+) -> Body:
+    results = await gateway.blocking(_create_all, gateway, request, denied)
     response = codec.response_type(API_KEY, version)
     result = codec.nested(response, "CreatableTopicResult")
     topics = tuple(
@@ -45,11 +50,17 @@ async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
     return [codec.encode(codec.build(response, throttle_time=0, topics=topics))]
 
 
-def _create_all(gateway: Gateway, request: Any) -> list[tuple[str, Code, str | None]]:
+def _create_all(
+    gateway: Gateway, request: Any, denied: set[str]
+) -> list[tuple[str, Code, str | None]]:
     """Blocking: each topic's (name, code, message)."""
     out: list[tuple[str, Code, str | None]] = []
     names = [t.name for t in request.topics]
     for topic in request.topics:
+        if topic.name in denied:
+            why = f"not allowed to create topic {topic.name!r}"
+            out.append((topic.name, Code.TOPIC_AUTHORIZATION_FAILED, why))
+            continue
         if names.count(topic.name) > 1:  # as Kafka: once in the answer, refused
             if all(name != topic.name for name, _, _ in out):
                 why = f"topic {topic.name!r} is named more than once"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
@@ -23,11 +24,15 @@ API_KEY = 20
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return _answer(session.gateway, version, list(request.topic_names))
+    names = list(request.topic_names)
+    denied = authorizer.denied_topics(session, names, "delete")
+    return _answer(session.gateway, version, names, denied)
 
 
-async def _answer(gateway: Gateway, version: int, names: list[str]) -> Body:
-    codes = await gateway.blocking(_delete_all, gateway, names)
+async def _answer(
+    gateway: Gateway, version: int, names: list[str], denied: set[str]
+) -> Body:
+    codes = await gateway.blocking(_delete_all, gateway, names, denied)
     for name, code in zip(names, codes, strict=True):
         if code == Code.NONE:
             gateway.topics.drop(name)
@@ -40,9 +45,12 @@ async def _answer(gateway: Gateway, version: int, names: list[str]) -> Body:
     return [codec.encode(codec.build(response, throttle_time=0, responses=responses))]
 
 
-def _delete_all(gateway: Gateway, names: list[str]) -> list[Code]:
+def _delete_all(gateway: Gateway, names: list[str], denied: set[str]) -> list[Code]:
     out = []
     for name in names:
+        if name in denied:
+            out.append(Code.TOPIC_AUTHORIZATION_FAILED)
+            continue
         try:
             gateway.admin.delete_topic(name)
             out.append(Code.NONE)

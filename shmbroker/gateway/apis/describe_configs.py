@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
 from shmbroker.config import kafka_name
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.gateway.topics import STATIC_BROKER_CONFIG, ConfigValue, topic_configs
 from shmbroker.kafka import codec
@@ -43,11 +44,15 @@ def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
         )
     else:
         request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return _answer(session.gateway, version, request)
+    topics = (r.resource_name for r in request.resources if r.resource_type == TOPIC)
+    denied = authorizer.denied_topics(session, topics, authorizer.DESCRIBE)
+    return _answer(session.gateway, version, request, denied)
 
 
-async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
-    results = await gateway.blocking(_describe_all, gateway, request.resources)
+async def _answer(
+    gateway: Gateway, version: int, request: Any, denied: set[str]
+) -> Body:
+    results = await gateway.blocking(_describe_all, gateway, request.resources, denied)
     if version == 0:
         return [codec.encode_describe_configs_v0(results)]
     synonyms = bool(request.include_synonyms)
@@ -78,11 +83,21 @@ async def _answer(gateway: Gateway, version: int, request: Any) -> Body:
     return [codec.encode(codec.build(response, throttle_time=0, results=tuple(out)))]
 
 
-def _describe_all(gateway: Gateway, resources: Any) -> list[codec.DescribedResource]:
+def _describe_all(
+    gateway: Gateway, resources: Any, denied: set[str]
+) -> list[codec.DescribedResource]:
     out = []
     for resource in resources:
         kind, name = resource.resource_type, resource.resource_name
         keys = resource.configuration_keys
+        if kind == TOPIC and name in denied:
+            out.append(
+                codec.DescribedResource(
+                    Code.TOPIC_AUTHORIZATION_FAILED, f"not allowed: topic {name!r}",
+                    kind, name, True, [],
+                )
+            )  # fmt: skip
+            continue
         try:
             if kind == TOPIC:
                 configs, read_only = topic_configs(gateway.connection, name), False

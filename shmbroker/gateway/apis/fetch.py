@@ -20,6 +20,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, PartitionFetched, RequestHeader
@@ -106,6 +107,9 @@ class _Fetch:
         topics = self.session.gateway.topics
         for w in self.wanted:
             if w.code != Code.NONE:
+                continue
+            if not authorizer.topic_allowed(self.session, w.topic, "read"):
+                self._error(w, Code.TOPIC_AUTHORIZATION_FAILED)
                 continue
             partition = topics.partition(w.topic, w.index)
             if partition is None or partition.retired:

@@ -1,9 +1,10 @@
-"""FindCoordinator (key 10), v0-v1: always COORDINATOR_NOT_AVAILABLE for now.
+"""FindCoordinator (key 10), v0-v1: a group's coordinator is this broker (the
+supervisor's coordinator, reached through any gateway process), at the address
+Metadata advertises. Differs from Kafka: no transactions, so a transaction
+coordinator (key type 1) is COORDINATOR_NOT_AVAILABLE.
 
-Advertised because clients key features on it: librdkafka before 2.11.1 enables
-LZ4 only when FindCoordinator v0 is in the broker's range, and `kcat -G` waits for
-it. Consumer groups over the gateway are not served yet, so no coordinator is
-found: clients using assign() are not affected.
+v0 must be in range: without it `kcat -G` hangs and librdkafka before 2.11.1 turns
+LZ4 off.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shmbroker.gateway.apis import Body, register
+from shmbroker.gateway.apis.metadata import NODE_ID
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code
@@ -19,19 +21,24 @@ if TYPE_CHECKING:
     from shmbroker.gateway.session import Session
 
 API_KEY = 10
+GROUP = 0  # key_type: a group's coordinator (1 is a transaction's)
 
 
 @register(API_KEY, "FindCoordinator", 0, 1)
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Body:
     version = header.api_version
-    codec.decode_request(API_KEY, version, frame, header.body_offset)
-    response = codec.build(
-        codec.response_type(API_KEY, version),
-        throttle_time=0,
-        error_code=Code.COORDINATOR_NOT_AVAILABLE,
-        error_message="consumer groups are not served over the Kafka protocol yet",
-        node_id=-1,
-        host="",
-        port=-1,
-    )
-    return [codec.encode(response)]
+    request = codec.decode_request(API_KEY, version, frame, header.body_offset)
+    response = codec.response_type(API_KEY, version)
+    if getattr(request, "key_type", GROUP) != GROUP:
+        body = codec.build(
+            response, throttle_time=0, error_code=Code.COORDINATOR_NOT_AVAILABLE,
+            error_message="transactions are not served", node_id=-1, host="",
+            port=-1,
+        )  # fmt: skip
+    else:
+        advertised = session.gateway.advertised
+        body = codec.build(
+            response, throttle_time=0, error_code=Code.NONE, error_message=None,
+            node_id=NODE_ID, host=advertised.host, port=advertised.port,
+        )  # fmt: skip
+    return [codec.encode(body)]

@@ -25,7 +25,7 @@ SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
     version = header.api_version
     request = codec.decode_request(API_KEY, version, frame, header.body_offset)
-    return answer(session.gateway, API_KEY, version, request, _changes)
+    return answer(session, API_KEY, version, request, _changes)
 
 
 def _changes(

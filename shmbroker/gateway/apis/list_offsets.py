@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
@@ -54,7 +55,9 @@ def _answer(session: Session, version: int, request: Any) -> Body:
         for p in t.partitions:
             partition = session.gateway.topics.partition(t.name, p.partition_index)
             code, timestamp, offset = Code.UNKNOWN_TOPIC_OR_PARTITION, -1, -1
-            if partition is not None:
+            if not authorizer.topic_allowed(session, t.name, "read"):
+                code = Code.TOPIC_AUTHORIZATION_FAILED
+            elif partition is not None:
                 try:
                     code = Code.NONE
                     timestamp, offset = _lookup(partition, p.timestamp)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
 from shmbroker.config import TopicConfig, validate_topic_name
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
@@ -45,7 +46,22 @@ async def _answer(
     session: Session, version: int, names: list[str] | None, auto_create: bool
 ) -> Body:
     gateway = session.gateway
+    denied: set[str] = set()
+    if names is not None:
+        denied = authorizer.denied_topics(session, names, authorizer.DESCRIBE)
+        names = [n for n in names if n not in denied]
+        # auto-creation is the creating user's (Kafka: CREATE on the topic)
+        auto_create = auto_create and all(
+            authorizer.topic_allowed(session, n, "create") for n in names
+        )
     found = await gateway.blocking(_lookup, gateway.connection, names, auto_create)
+    if names is None:  # every topic: only those the principal may see
+        found = {
+            n: m
+            for n, m in found.items()
+            if authorizer.topic_allowed(session, n, authorizer.DESCRIBE)
+        }
+    found.update(dict.fromkeys(denied, Code.TOPIC_AUTHORIZATION_FAILED))
     gateway.topics.update(
         [m for m in found.values() if isinstance(m, protocol.TopicMetadata)],
         open_new=False,

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import _native, errors
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, Deferred, Reply, register
 from shmbroker.gateway.sequences import ProducerBatch
 from shmbroker.kafka import codec
@@ -90,6 +91,10 @@ class _Produce:
         topics = self.gateway.topics
         for i in range(start, len(self.items)):
             name, index, records = self.items[i]
+            denied = authorizer.topic_code(self.session, name, "write")
+            if denied != Code.NONE:
+                self.results.append(PartitionProduced(index, denied))
+                continue
             partition = topics.partition(name, index)
             if partition is None:
                 self.results.append(
