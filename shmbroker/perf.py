@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from shmbroker.client.consumer import Consumer, OffsetReset
-from shmbroker.client.producer import Producer
 from shmbroker.errors import InvalidArgument
+from shmbroker.records import Record
 
 REPORT_INTERVAL = 5.0  # seconds between progress windows (Kafka's reportingInterval)
 PROGRESS_INTERVAL = 0.1  # seconds between calls of on_progress (a progress bar)
@@ -26,6 +26,24 @@ MAX_SAMPLES = 500_000  # latency samples kept for the percentiles (Kafka keeps 5
 PERCENTILES = (0.5, 0.95, 0.99, 0.999)
 PERCENTILE_NAMES = ("50th", "95th", "99th", "99.9th")
 MB = 1024 * 1024
+
+
+class BatchSender(Protocol):
+    """What produce() asks of a producer: Producer, or one over the Kafka protocol."""
+
+    def partitions_for(self, topic: str) -> list[int]: ...
+
+    def send_batch(
+        self, topic: str, values: Sequence[bytes | None], *, partition: int | None
+    ) -> object: ...
+
+
+class BatchPoller(Protocol):
+    """What consume() asks of a consumer: Consumer, or one over the Kafka protocol."""
+
+    def assign(self, partitions: Iterable[tuple[str, int]]) -> None: ...
+
+    def poll_batch(self, max_records: int, timeout: float | None) -> list[Record]: ...
 
 
 @dataclass(frozen=True)
@@ -110,14 +128,13 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 
 def produce(
-    data_dir: str,
+    producer: BatchSender,
     topic: str,
     num_records: int,
     record_size: int,
     *,
     throughput: float = -1,
     batch: int = 1000,
-    acks: int | str = 1,
     partition: int | None = None,
     on_window: Callable[[Window], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -134,53 +151,50 @@ def produce(
         raise InvalidArgument(f"--batch: {batch} must be greater than 0")
     value = payload(record_size)
     sample_every = max(1, SAMPLE_RECORDS // batch)  # in batches
-    with Producer(data_dir, acks=acks, client_id="perf-producer-client") as producer:
-        partitions = (
-            producer.partitions_for(topic) if partition is None else [partition]
-        )
-        full = [value] * batch
-        total, window = _Latencies(), _Latencies()
-        window_sent = 0
-        sent, i = 0, 0
-        start = window_start = progress_at = time.perf_counter()
-        progress_sent = 0
-        while sent < num_records:
-            n = min(batch, num_records - sent)
-            values = full if n == batch else full[:n]
-            p = partitions[i % len(partitions)]
-            if i % sample_every:
-                producer.send_batch(topic, values, partition=p)
-            else:
-                t0 = time.perf_counter_ns()
-                producer.send_batch(topic, values, partition=p)
-                latency = time.perf_counter_ns() - t0
-                weight = n * sample_every
-                total.add(latency, weight)
-                window.add(latency, weight)
-            sent += n
-            window_sent += n
-            i += 1
-            now = time.perf_counter()
-            if throughput > 0:
-                ahead = sent / throughput - (now - start)
-                if ahead > 0:
-                    time.sleep(ahead)  # pacing the load, not synchronising
-                    now = time.perf_counter()
-            if on_progress is not None and now - progress_at >= PROGRESS_INTERVAL:
-                on_progress(sent - progress_sent)  # not per batch: a bar costs time
-                progress_at, progress_sent = now, sent
-            if on_window is not None and now - window_start >= REPORT_INTERVAL:
-                on_window(
-                    Window(
-                        window_sent,
-                        window_sent * record_size,
-                        now - window_start,
-                        window.avg_ms,
-                        window.max_ns / 1e6,
-                    )
+    partitions = producer.partitions_for(topic) if partition is None else [partition]
+    full = [value] * batch
+    total, window = _Latencies(), _Latencies()
+    window_sent = 0
+    sent, i = 0, 0
+    start = window_start = progress_at = time.perf_counter()
+    progress_sent = 0
+    while sent < num_records:
+        n = min(batch, num_records - sent)
+        values = full if n == batch else full[:n]
+        p = partitions[i % len(partitions)]
+        if i % sample_every:
+            producer.send_batch(topic, values, partition=p)
+        else:
+            t0 = time.perf_counter_ns()
+            producer.send_batch(topic, values, partition=p)
+            latency = time.perf_counter_ns() - t0
+            weight = n * sample_every
+            total.add(latency, weight)
+            window.add(latency, weight)
+        sent += n
+        window_sent += n
+        i += 1
+        now = time.perf_counter()
+        if throughput > 0:
+            ahead = sent / throughput - (now - start)
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the load, not synchronising
+                now = time.perf_counter()
+        if on_progress is not None and now - progress_at >= PROGRESS_INTERVAL:
+            on_progress(sent - progress_sent)  # not per batch: a bar costs time
+            progress_at, progress_sent = now, sent
+        if on_window is not None and now - window_start >= REPORT_INTERVAL:
+            on_window(
+                Window(
+                    window_sent,
+                    window_sent * record_size,
+                    now - window_start,
+                    window.avg_ms,
+                    window.max_ns / 1e6,
                 )
-                window, window_sent, window_start = _Latencies(), 0, now
-        elapsed = time.perf_counter() - start
+            )
+            window, window_sent, window_start = _Latencies(), 0, now
+    elapsed = time.perf_counter() - start
     if on_progress is not None:
         on_progress(sent - progress_sent)
     return ProduceResult(
@@ -232,40 +246,33 @@ class ConsumeResult:
 
 
 def consume(
-    data_dir: str,
+    consumer: BatchPoller,
     topic: str,
+    partitions: int,
     messages: int,
     *,
     timeout_ms: int = 10_000,
-    from_latest: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> ConsumeResult:
-    """Read up to `messages` records from every partition of the topic (from the
-    earliest offset, or only new ones with from_latest); stop early when timeout_ms
-    passes without a record. on_progress gets the count of each poll's records."""
+    """Read up to `messages` records from every partition of the topic (from where
+    the consumer's auto_offset_reset says); stop early when timeout_ms passes
+    without a record. on_progress gets the count of each poll's records."""
     if messages <= 0:
         raise InvalidArgument(f"--messages: {messages} must be greater than 0")
-    reset: OffsetReset = "latest" if from_latest else "earliest"
     start_ms = time.time_ns() // 1_000_000
-    with Consumer(
-        data_dir, auto_offset_reset=reset, client_id="perf-consumer-client"
-    ) as consumer:
-        meta = consumer.connection.topic(topic)
-        consumer.assign([(topic, p) for p in range(meta.partitions)])
-        count = size = 0
-        timeout = timeout_ms / 1000
-        timed_out = False
-        while count < messages:
-            records = consumer.poll_batch(
-                min(messages - count, 1 << 16), timeout=timeout
-            )
-            if not records:
-                timed_out = True
-                break
-            count += len(records)
-            if on_progress is not None:
-                on_progress(len(records))
-            size += sum([len(r.value) for r in records if r.value is not None])
-            size += sum([len(r.key) for r in records if r.key is not None])
+    consumer.assign([(topic, p) for p in range(partitions)])
+    count = size = 0
+    timeout = timeout_ms / 1000
+    timed_out = False
+    while count < messages:
+        records = consumer.poll_batch(min(messages - count, 1 << 16), timeout=timeout)
+        if not records:
+            timed_out = True
+            break
+        count += len(records)
+        if on_progress is not None:
+            on_progress(len(records))
+        size += sum([len(r.value) for r in records if r.value is not None])
+        size += sum([len(r.key) for r in records if r.key is not None])
     end_ms = time.time_ns() // 1_000_000
     return ConsumeResult(start_ms, end_ms, count, size, 0, timed_out)

@@ -62,6 +62,11 @@ def _timeout_ms(timeout: float | None) -> int:
     return min(int(timeout * 1000), 2**31 - 1)
 
 
+def partition_label(topic: str, partition: int) -> str:
+    """What errors call the ring of a topic partition: its name is for machines."""
+    return f"topic {topic!r} partition {partition}"
+
+
 class _ClosedRing:
     """Stands in for the mapping of a closed ring."""
 
@@ -75,8 +80,12 @@ class _ClosedRing:
 class Ring:
     """A mapped partition ring. Create with `Ring.create`, attach with `Ring.open`."""
 
-    def __init__(self, name: str, native: _native.RingMap) -> None:
+    def __init__(
+        self, name: str, native: _native.RingMap, label: str | None = None
+    ) -> None:
         self.name = name
+        # what errors call it: a client names the topic partition the ring holds
+        self.label = label or f"ring {name}"
         # a plain attribute, not a property: the per-record path reads it every call;
         # close() swaps in _ClosedRing, which raises ClosedError on any use
         self.native: _native.RingMap | _ClosedRing = native
@@ -114,11 +123,12 @@ class Ring:
         return cls(name, native)
 
     @classmethod
-    def open(cls, name: str) -> Ring:
-        """Attach to an existing ring; CorruptError if it is not a ring of ours."""
+    def open(cls, name: str, *, label: str | None = None) -> Ring:
+        """Attach to an existing ring; CorruptError if it is not a ring of ours.
+        label: what errors call it (e.g. "topic 'orders' partition 0")."""
         fd = shm.open_fd(name)
         try:
-            return cls(name, _native.RingMap(fd, False, what=f"ring {name}"))
+            return cls(name, _native.RingMap(fd, False, what=f"ring {name}"), label)
         finally:
             os.close(fd)
 
@@ -238,7 +248,7 @@ class Ring:
                 else "is the broker spilling this partition?"
             )
             return errors.RingFull(
-                f"ring {self.name} full: {s.tail_position - s.spill_position}/"
+                f"{self.label} full: {s.tail_position - s.spill_position}/"
                 f"{s.capacity_bytes} bytes not yet spilled (tail {s.tail_position}, "
                 f"spill position {s.spill_position}); append {waited}; {why}"
             )
@@ -246,17 +256,17 @@ class Ring:
             damage = self.check()
             if damage is not None or rc == _native.LAYOUT:
                 return errors.CorruptError(
-                    f"append to ring {self.name} refused: its header is damaged "
+                    f"append to {self.label} refused: its header is damaged "
                     f"({damage or 'the writer lock is not a lock any more'}); "
                     f"`shmbroker ring-stat` shows it"
                 )
         if rc == _native.ETOOBIG:
             what = f"{size} bytes" if size is not None else "the batch"
             return errors.InvalidArgument(
-                f"append to ring {self.name}: {what} larger than the ring "
+                f"append to {self.label}: {what} larger than the ring "
                 f"({self.capacity_bytes} bytes) or than a batch may be"
             )
-        return _native.error(rc, f"append to ring {self.name}")
+        return _native.error(rc, f"append to {self.label}")
 
     # ---- the durable log's side: one spiller per ring --------------------------------
 
@@ -319,7 +329,7 @@ class Ring:
         if rc == _native.EMPTY:
             return False
         if rc < 0:
-            raise _native.error(rc, f"wait for durability on ring {self.name}")
+            raise _native.error(rc, f"wait for durability on {self.label}")
         return True
 
     def set_log_start_offset(self, offset: int) -> None:
@@ -417,6 +427,12 @@ class RingReader:
         self.position = position
         self.topic = topic
         self.partition = partition
+        # what errors call it: the topic partition, if a client named one
+        self._label = (
+            ring.label
+            if topic == ring.name
+            else f"topic {topic!r} partition {partition}"
+        )
         if idle is None:
             idle = PARK_AT_ONCE if spin == 0 else DEFAULT_IDLE
         self.idle = idle
@@ -460,7 +476,7 @@ class RingReader:
                     f"overwritten: the ring holds positions from "
                     f"{s.claim_position - s.capacity_bytes} to {s.tail_position}"
                 )
-            raise _native.error(n, f"read ring {self.ring.name}")
+            raise _native.error(n, f"read {self._label}")
 
     def read_batches(self, timeout: float | None = None) -> bytes:
         """The next whole batches as bytes (b'' if none came within timeout)."""

@@ -13,11 +13,11 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-from shmbroker import errors, shm
+from shmbroker import errors, protocol, shm
 from shmbroker.broker import registry
 from shmbroker.broker.registry import TopicEntry
 from shmbroker.config import BrokerConfig
@@ -50,6 +50,30 @@ def disk_space(path: str) -> tuple[int, int]:
     """(size, free bytes for an unprivileged writer) of the filesystem holding path."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def config_for(
+    data_dir: str,
+    config_file: str | None = None,
+    shm_prefix: str | None = None,
+    access_group: str | None = None,
+) -> BrokerConfig:
+    """The config of the broker of a data directory as `doctor` checks it: its
+    config file, the prefix and topic defaults its registry wrote, then the
+    given prefix and access group."""
+    defaults: dict[str, Any] = {}
+    try:  # the broker's own prefix and topic defaults, if its registry says
+        written = protocol.load_registry(data_dir)
+        defaults = {"shm_prefix": written.shm_prefix}
+        if written.topic_defaults:
+            defaults["topic_defaults"] = written.topic_defaults
+    except (errors.ShmbrokerError, OSError):  # the registry check reports it
+        pass
+    if shm_prefix is not None:
+        defaults["shm_prefix"] = shm_prefix
+    return BrokerConfig.load(
+        config_file, data_dir=data_dir, access_group=access_group, **defaults
+    )
 
 
 def check(
@@ -86,7 +110,7 @@ def check(
         uid,
         findings,
     )
-    _check_data_dir(data_dir, uid, gid, findings)
+    findings.extend(check_data_dir(data_dir, uid, gid))
     findings.extend(registry_findings)
     _check_data_disk(config, topics, data_dir, free_space, findings)
     _check_control_socket(os.path.abspath(config.control_socket), uid, gid, findings)
@@ -507,14 +531,25 @@ def _check_registry(
     return topics
 
 
+def check_data_dir(data_dir: str, uid: int, gid: int | None = None) -> list[Finding]:
+    """Whether the broker can make and use the data directory: `serve` asks this
+    before it starts, and says the first error in one line."""
+    findings: list[Finding] = []
+    _check_data_dir(data_dir, uid, gid, findings)
+    return findings
+
+
 def _check_data_dir(
     data_dir: str, uid: int, gid: int | None, findings: list[Finding]
 ) -> None:
     try:
         st = os.stat(data_dir)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        blocker = _creation_blocker(data_dir, uid)
         findings.append(
-            Finding(
+            Finding("data-dir", "error", blocker)
+            if blocker
+            else Finding(
                 "data-dir",
                 "warn",
                 f"{data_dir} does not exist yet: `shmbroker serve` creates it with "
@@ -534,6 +569,16 @@ def _check_data_dir(
                 "error",
                 f"{data_dir} is not a directory: move it away or use another "
                 f"--data-dir",
+            )
+        )
+        return
+    if uid == os.geteuid() and not _can_write(data_dir):
+        findings.append(
+            Finding(
+                "data-dir",
+                "error",
+                f"uid {uid} cannot write in {data_dir}: use another --data-dir, or "
+                f"give uid {uid} the directory (chown -R {uid} {data_dir})",
             )
         )
         return
@@ -586,6 +631,35 @@ def _check_data_dir(
         )
     else:
         findings.append(Finding("data-dir-mode", "ok", f"{data_dir} has mode 0700"))
+
+
+def _can_write(directory: str) -> bool:
+    """Whether this process (its effective uid, as the broker will use it) can make
+    files in the directory."""
+    return os.access(
+        directory,
+        os.R_OK | os.W_OK | os.X_OK,
+        effective_ids=os.access in os.supports_effective_ids,
+    )
+
+
+def _creation_blocker(data_dir: str, uid: int) -> str | None:
+    """Why a data directory that is not there cannot be made (its nearest existing
+    ancestor is a file, or not writable), or None."""
+    ancestor = os.path.dirname(data_dir)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return (
+            f"{data_dir} cannot be created: {ancestor} is a file, not a directory; "
+            f"use another --data-dir"
+        )
+    if uid == os.geteuid() and not _can_write(ancestor):
+        return (
+            f"{data_dir} cannot be created: uid {uid} cannot write in {ancestor}; "
+            f"use another --data-dir"
+        )
+    return None
 
 
 def _check_data_disk(

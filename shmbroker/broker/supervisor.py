@@ -625,6 +625,8 @@ class GatewayProcesses:
             "--max-connections", str(c.max_connections),
             "--socket-request-max-bytes", str(c.socket_request_max_bytes),
             "--acks-all-fsync" if c.gateway_acks_all_fsync else "--acks-all-at-append",
+            # the gateway logs at the supervisor's level (serve --log-level)
+            "--log-level", logging.getLevelName(logging.root.getEffectiveLevel()),
         ]  # fmt: skip
         if c.advertised_listeners:
             advertised = c.advertised_listener

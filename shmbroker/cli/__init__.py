@@ -1,8 +1,10 @@
 """The `shmbroker` command line: `serve` (the supervisor), Kafka's tools with their
-flag names and output layouts (`topics`, `produce`, `consume`, `consumer-groups`,
-`get-offsets`, `perf`), host checks (`gc`, `doctor`) and the gateway's `users`, one
-module per command group. Commands parse, call the clients, and print; a user's
-mistake is one line on stderr (exit 1, or 2 for a bad flag), never a traceback.
+flag names and output layouts (`topics`, `configs`, `produce`, `consume`,
+`consumer-groups`, `get-offsets`, `perf`), on a data directory or over the Kafka
+protocol (target.py), host checks (`gc`, `doctor`), the live view `top` and the
+gateway's `users`; one module per command group. Commands parse, call the clients,
+and print; a user's mistake is one line on stderr (exit 1, or 2 for a bad flag),
+never a traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from typing import Any
 
 import click
 
-from shmbroker import ShmbrokerError
+from shmbroker import ShmbrokerError, __version__
 from shmbroker.cli import (
+    configs,
     consume,
     groups,
     host,
@@ -37,6 +40,7 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
+@click.version_option(__version__, "--version", prog_name="shmbroker")
 def main() -> None:
     """shmbroker: Kafka's model on one host, at shared-memory speed."""
 
@@ -47,6 +51,7 @@ for command in (
     host.gc,
     host.doctor,
     topics.topics,
+    configs.configs,
     produce.produce,
     consume.consume,
     groups.consumer_groups,

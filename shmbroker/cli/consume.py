@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import IO
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, TYPE_CHECKING
 
 import click
 
-from shmbroker import Consumer, Record
+from shmbroker import Record
 from shmbroker.cli.options import is_true, kafka_properties
 from shmbroker.cli.target import Target, target_options
+
+if TYPE_CHECKING:
+    from shmbroker.cli.target import AnyAdmin, AnyConsumer
 from shmbroker.client.consumer import OffsetReset
 
 CONSUME_PROPERTIES = (
@@ -36,7 +41,9 @@ class _Formatter:
     [headers] [key] value, each followed by key.separator, the last by
     line.separator."""
 
-    def __init__(self, props: Mapping[str, str], timestamp_type: str) -> None:
+    def __init__(
+        self, props: Mapping[str, str], timestamp_type: Callable[[str], bytes]
+    ) -> None:
         self.timestamp = is_true(props, "print.timestamp")
         self.partition = is_true(props, "print.partition")
         self.offset = is_true(props, "print.offset")
@@ -47,7 +54,7 @@ class _Formatter:
         self.line_separator = props.get("line.separator", "\n").encode()
         self.headers_separator = props.get("headers.separator", ",").encode()
         self.null = props.get("null.literal", "null").encode()
-        self.timestamp_type = timestamp_type.encode()
+        self.timestamp_type = timestamp_type
         self.values_only = self.value and not (
             self.timestamp or self.partition or self.offset or self.headers or self.key
         )
@@ -61,7 +68,7 @@ class _Formatter:
         for r in records:
             fields = []
             if self.timestamp:
-                fields.append(b"%s:%d" % (self.timestamp_type, r.timestamp))
+                fields.append(b"%s:%d" % (self.timestamp_type(r.topic), r.timestamp))
             if self.partition:
                 fields.append(b"Partition:%d" % r.partition)
             if self.offset:
@@ -106,7 +113,10 @@ def _offset_spec(value: str | None) -> str | int | None:
 
 @click.command()
 @target_options
-@click.option("--topic", required=True)
+@click.option("--topic", help="the topic to read")
+@click.option("--include", metavar="REGEX",
+              help="read every topic whose name matches, now or later (instead of "
+              "--topic)")  # fmt: skip
 @click.option("--partition", type=click.IntRange(min=0),
               help="read only this partition [all of them]")  # fmt: skip
 @click.option("--offset", "offset_arg", metavar="N|earliest|latest",
@@ -127,7 +137,8 @@ def _offset_spec(value: str | None) -> str | int | None:
               "from its committed offsets, and commit as it goes")  # fmt: skip
 def consume(
     target: Target,
-    topic: str,
+    topic: str | None,
+    include: str | None,
     partition: int | None,
     offset_arg: str | None,
     from_beginning: bool,
@@ -147,6 +158,19 @@ def consume(
     offsets come first (--from-beginning only decides where a partition without one
     starts), and it commits what it printed every 5 s, before a rebalance takes
     partitions away, and on exit."""
+    if (topic is None) == (include is None):
+        raise click.UsageError("Exactly one of --include/--topic is required.")
+    if include is not None:
+        try:
+            re.compile(include)
+        except re.error as exc:
+            raise click.BadParameter(
+                f"{include!r}: {exc}", param_hint="--include"
+            ) from None
+        if partition is not None:
+            raise click.UsageError(
+                "Options include and partition cannot be specified together."
+            )
     offset = _offset_spec(offset_arg)
     if offset is not None:
         if partition is None:
@@ -165,34 +189,63 @@ def consume(
     reset: OffsetReset = "earliest" if from_beginning else "latest"
     out = sys.stdout.buffer
     # with a group, close() makes the final commit (auto-commit is on): the
-    # positions are those of the records printed, never of records read ahead
-    with target.consumer(
-        auto_offset_reset=reset,
-        client_id="console-consumer",
-        group_id=group,
-        enable_auto_commit=True,
-    ) as consumer:
-        # as Kafka's console consumer: a topic not there yet is created (when the
-        # broker auto-creates topics) and waited on
-        meta = consumer.connection.topic(topic, auto_create=True)
-        formatter = _Formatter(props, meta.configs.get("message.timestamp.type", ""))
-        if group is not None:
-            consumer.subscribe([topic])
+    # positions are those of the records printed, never of records read ahead;
+    # --include without a group gets one of its own that commits nothing (Kafka's)
+    with (
+        target.admin() as admin,
+        target.consumer(
+            auto_offset_reset=reset,
+            client_id="console-consumer",
+            group_id=group or (None if include is None else _random_group()),
+            enable_auto_commit=group is not None,
+        ) as consumer,
+    ):
+        formatter = _Formatter(props, _TimestampTypes(admin))
+        if include is not None:
+            consumer.subscribe(pattern=include)
         else:
-            wanted = range(meta.partitions) if partition is None else [partition]
-            consumer.assign([(topic, p) for p in wanted])
-            if offset == "earliest":
-                consumer.seek_to_beginning()
-            elif offset == "latest":
-                consumer.seek_to_end()
-            elif isinstance(offset, int):
-                consumer.seek((topic, wanted[0]), offset)
+            assert topic is not None
+            # as Kafka's console consumer: a topic not there yet is created (when
+            # the broker auto-creates topics) and waited on
+            meta = admin.topic(topic, auto_create=True)
+            if group is not None:
+                consumer.subscribe([topic])
+            else:
+                wanted = range(meta.partitions) if partition is None else [partition]
+                consumer.assign([(topic, p) for p in wanted])
+                if offset == "earliest":
+                    consumer.seek_to_beginning()
+                elif offset == "latest":
+                    consumer.seek_to_end()
+                elif isinstance(offset, int):
+                    consumer.seek((topic, wanted[0]), offset)
         printer = _RecordPrinter(out, formatter)
         try:
             printer.run(consumer, max_messages, timeout_ms)
         except BrokenPipeError:  # `| head`: the reader has all it wants
             _quiet_stdout()
     click.echo(f"Processed a total of {printer.count} messages", err=True)
+
+
+def _random_group() -> str:
+    """Kafka's console consumer's group when it needs one and none is given."""
+    return f"console-consumer-{random.randrange(100_000)}"
+
+
+class _TimestampTypes:
+    """Each topic's message.timestamp.type (CreateTime or LogAppendTime), asked of
+    the broker once per topic."""
+
+    def __init__(self, admin: AnyAdmin) -> None:
+        self.admin = admin
+        self.known: dict[str, bytes] = {}
+
+    def __call__(self, topic: str) -> bytes:
+        found = self.known.get(topic)
+        if found is None:
+            configs = self.admin.topic(topic).configs
+            found = self.known[topic] = configs["message.timestamp.type"].encode()
+        return found
 
 
 class _RecordPrinter:
@@ -205,7 +258,7 @@ class _RecordPrinter:
         self.interrupted = False
 
     def run(
-        self, consumer: Consumer, max_messages: int | None, timeout_ms: int | None
+        self, consumer: AnyConsumer, max_messages: int | None, timeout_ms: int | None
     ) -> None:
         """Ctrl-C ends the loop at its next poll (within POLL_TICK), never inside a
         write: the count stays exact."""
@@ -224,7 +277,7 @@ class _RecordPrinter:
                 signal.signal(signal.SIGINT, previous)
 
     def _loop(
-        self, consumer: Consumer, max_messages: int | None, timeout_ms: int | None
+        self, consumer: AnyConsumer, max_messages: int | None, timeout_ms: int | None
     ) -> None:
         timeout = None if timeout_ms is None else timeout_ms / 1000
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
-from shmbroker import Admin, InvalidArgument, TopicPartition, UnknownTopic
+from shmbroker import InvalidArgument, TopicPartition, UnknownTopic
 from shmbroker.cli.options import echo_json, format_option
 from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
-from shmbroker.client.admin import GroupInfo, MemberInfo
+
+if TYPE_CHECKING:
+    from shmbroker.cli.target import AnyAdmin
+from shmbroker.client.admin import GroupInfo
 from shmbroker.errors import GroupError, GroupIdNotFound, GroupNotEmpty
 
 MISSING = "-"  # Kafka's MISSING_COLUMN_VALUE
@@ -25,12 +30,9 @@ RESET_SLICE = 256  # partitions looked up per request while a reset shows progre
 # Kafka's ConsumerGroupState names, in its order (for the --list --state error)
 GROUP_STATES = ("PreparingRebalance", "CompletingRebalance", "Stable", "Dead", "Empty")
 REBALANCING = ("PreparingRebalance", "CompletingRebalance")
-# The coordinator is the supervisor: one per data directory, reached by its control
-# socket, not by a TCP port. Kafka's "host:port (id)" becomes this fixed Node; id 0
-# as `topics describe` calls the one broker "Leader: 0".
-COORDINATOR_HOST, COORDINATOR_PORT, COORDINATOR_ID = "localhost", 0, 0
-GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets")
+GROUP_ACTIONS = ("do_list", "describe", "delete", "reset_offsets", "delete_offsets")
 RESET_SPECS = (
+    "from_file",
     "to_earliest",
     "to_latest",
     "to_offset",
@@ -40,16 +42,19 @@ RESET_SPECS = (
 )
 GROUP_OPTIONS = {  # what each action takes besides --data-dir and --format
     "do_list": ("state",),
-    "describe": ("groups", "members", "offsets", "state", "verbose"),
-    "delete": ("groups",),
+    "describe": ("groups", "all_groups", "members", "offsets", "state", "verbose"),
+    "delete": ("groups", "all_groups"),
     "reset_offsets": (
         "groups",
+        "all_groups",
         "topics",
         "all_topics",
         "dry_run",
         "execute",
+        "export",
         *RESET_SPECS,
     ),
+    "delete_offsets": ("groups", "topics"),
 }
 
 
@@ -62,7 +67,9 @@ class _GroupsCommand:
     describe: bool
     reset_offsets: bool
     delete: bool
+    delete_offsets: bool
     groups: tuple[str, ...]
+    all_groups: bool
     members: bool
     offsets: bool
     state: str | None  # None: no --state; "": --state without a value
@@ -75,8 +82,10 @@ class _GroupsCommand:
     shift_by: int | None
     to_datetime: str | None
     by_duration: str | None
+    from_file: str | None
     dry_run: bool
     execute: bool
+    export: bool
     fmt: str
 
     def given(self, name: str) -> bool:
@@ -99,8 +108,13 @@ def _flag_name(name: str) -> str:
               help="set an inactive group's offsets (one reset spec, a scope, "
               "--dry-run or --execute)")  # fmt: skip
 @click.option("--delete", is_flag=True, help="delete inactive groups and their offsets")
+@click.option("--delete-offsets", is_flag=True,
+              help="delete a group's offsets of --topic (not of topics a live member "
+              "subscribes to)")  # fmt: skip
 @click.option("--group", "groups", multiple=True, metavar="GROUP",
               help="the group to act on; repeatable")  # fmt: skip
+@click.option("--all-groups", is_flag=True,
+              help="--describe, --delete, --reset-offsets: every group")  # fmt: skip
 @click.option("--members", is_flag=True, help="--describe: one row per member")
 @click.option("--offsets", is_flag=True,
               help="--describe: one row per partition (the default)")  # fmt: skip
@@ -125,8 +139,15 @@ def _flag_name(name: str) -> str:
               "it ends in Z, +hh, +hhmm or +hh:mm)")  # fmt: skip
 @click.option("--by-duration", metavar="PnDTnHnMnS",
               help="reset to the first record at or after this long ago")  # fmt: skip
+@click.option("--from-file", metavar="CSV",
+              help="reset to the offsets of a file as --export writes it: "
+              "topic,partition,offset lines (group,topic,partition,offset for "
+              "several groups)")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="only show the new offsets (the default)")
 @click.option("--execute", is_flag=True, help="commit the new offsets")
+@click.option("--export", is_flag=True,
+              help="--reset-offsets: print the new offsets as CSV, for "
+              "--from-file")  # fmt: skip
 @format_option
 def consumer_groups(**options: Any) -> None:
     """List, describe, reset and delete consumer groups (kafka-consumer-groups), in
@@ -135,12 +156,17 @@ def consumer_groups(**options: Any) -> None:
     cmd = _GroupsCommand(**options)
     _check_groups_command(cmd)
     with cmd.target.admin() as admin:
+        if cmd.all_groups:
+            listed = tuple(g.group_id for g in admin.list_groups())
+            cmd = dataclasses.replace(cmd, groups=listed)
         if cmd.do_list:
             _list_groups(admin, cmd)
         elif cmd.describe:
             _describe_groups(admin, cmd)
         elif cmd.reset_offsets:
             _reset_offsets(admin, cmd)
+        elif cmd.delete_offsets:
+            _delete_offsets(admin, cmd)
         else:
             _delete_groups(admin, cmd)
 
@@ -151,7 +177,7 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
     if len(actions) != 1:
         raise click.UsageError(
             "Command must include exactly one action: --list, --describe, --delete, "
-            "--reset-offsets"
+            "--reset-offsets, --delete-offsets"
         )
     action = actions[0]
     for field in fields(cmd):
@@ -168,8 +194,19 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
         raise click.UsageError(
             f"Option {_flag_name(name)} can't be used with option {_flag_name(action)}"
         )
-    if action != "do_list" and not cmd.groups:
-        raise click.UsageError(f"Option {_flag_name(action)} takes the option --group")
+    if cmd.groups and cmd.all_groups:
+        raise click.UsageError("Option --all-groups can't be used with option --group")
+    if action != "do_list" and not cmd.groups and not cmd.all_groups:
+        takes = "--all-groups, --group" if "all_groups" in GROUP_OPTIONS[action] else ""
+        raise click.UsageError(
+            f"Option {_flag_name(action)} takes one of these options: {takes}"
+            if takes
+            else f"Option {_flag_name(action)} takes the option --group"
+        )
+    if action == "delete_offsets" and (len(cmd.groups) != 1 or not cmd.topics):
+        raise click.UsageError(
+            "Option --delete-offsets takes the options --group (one) and --topic"
+        )
     if action == "describe":
         if sum([cmd.members, cmd.offsets, cmd.state is not None]) > 1:
             raise click.UsageError(
@@ -200,7 +237,9 @@ def _check_groups_command(cmd: _GroupsCommand) -> None:
             _datetime_ms(cmd.to_datetime)
         if cmd.by_duration is not None:
             _duration_ms(cmd.by_duration)
-        if not cmd.topics and not cmd.all_topics:
+        if cmd.export and cmd.fmt == "json":
+            raise click.UsageError("Option --export can't be used with --format json")
+        if cmd.from_file is None and not cmd.topics and not cmd.all_topics:
             raise click.UsageError(
                 "One of the reset scopes should be defined: --all-topics, --topic."
             )
@@ -245,7 +284,7 @@ def _group_states(value: str) -> set[str]:
     return states
 
 
-def _list_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _list_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     listings = admin.list_groups()
     if cmd.state is not None:
         wanted = _group_states(cmd.state)
@@ -289,7 +328,7 @@ class _OffsetRow(NamedTuple):
     client_id: str | None
 
 
-def _describe_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _describe_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     """Each group in turn (sorted, as Kafka's TreeMap); an unknown one is an error
     after the others are shown."""
     documents: list[dict[str, Any]] = []
@@ -315,34 +354,32 @@ def _describe_groups(admin: Admin, cmd: _GroupsCommand) -> None:
 
 
 def _describe_offsets(
-    admin: Admin, info: GroupInfo, cmd: _GroupsCommand
+    admin: AnyAdmin, info: GroupInfo, cmd: _GroupsCommand
 ) -> dict[str, Any]:
     """Kafka's rows: members with partitions (most partitions first), each's
     partitions in order, then the partitions with an offset and no owner."""
-    committed = admin.list_group_offsets(info.group_id)
-    owned: list[tuple[TopicPartition, MemberInfo | None]] = []
-    for m in sorted(info.members, key=lambda m: -len(m.assignment)):
-        owned += [(tp, m) for tp in sorted(set(m.assignment))]
-    taken = {tp for tp, _ in owned}
-    owned += [(tp, None) for tp in sorted(committed) if tp not in taken]
-    rows = []
-    for tp, member in owned:
-        c = committed.get(tp)
-        current = None if c is None else c.offset
-        end = _log_end_offset(admin, tp)
-        rows.append(
-            _OffsetRow(
-                info.group_id,
-                tp.topic,
-                tp.partition,
-                current,
-                end,
-                None if current is None or end is None else end - current,
-                None if member is None else member.member_id,
-                None if member is None else member.host,
-                None if member is None else member.client_id,
-            )
+    lag = {TopicPartition(r.topic, r.partition): r for r in admin.lag(info.group_id)}
+    order = [
+        tp
+        for m in sorted(info.members, key=lambda m: -len(m.assignment))
+        for tp in sorted(set(m.assignment))
+        if tp in lag
+    ]
+    order += [tp for tp, r in sorted(lag.items()) if r.member_id is None]
+    rows = [
+        _OffsetRow(
+            info.group_id,
+            tp.topic,
+            tp.partition,
+            lag[tp].committed,
+            lag[tp].log_end_offset,
+            lag[tp].lag,
+            lag[tp].member_id,
+            lag[tp].host,
+            lag[tp].client_id,
         )
+        for tp in order
+    ]
     if cmd.fmt == "text":
         _state_notice(info.group_id, info.state)
         if rows:
@@ -381,14 +418,6 @@ def _describe_offsets(
         "state": info.state,
         "offsets": [row._asdict() for row in rows],
     }
-
-
-def _log_end_offset(admin: Admin, tp: TopicPartition) -> int | None:
-    """The high watermark; None (`-`, Kafka's Unknown) if the partition is gone."""
-    try:
-        return admin.list_offsets({tp: "latest"})[tp]
-    except UnknownTopic:
-        return None
 
 
 def _assignment_text(assignment: Sequence[TopicPartition]) -> str:
@@ -457,7 +486,8 @@ def _describe_members(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
 
 
 def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
-    coordinator = f"{COORDINATOR_HOST}:{COORDINATOR_PORT} ({COORDINATOR_ID})"
+    node = info.coordinator
+    coordinator = f"{node.host}:{node.port} ({node.id})"
     if cmd.fmt == "text":
         _state_notice(info.group_id, info.state)
         widths = [max(15, len(info.group_id)), max(25, len(coordinator)), 20, 20, None]
@@ -479,11 +509,7 @@ def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
         click.echo(_columns(row, widths))
     return {
         "group": info.group_id,
-        "coordinator": {
-            "host": COORDINATOR_HOST,
-            "port": COORDINATOR_PORT,
-            "id": COORDINATOR_ID,
-        },
+        "coordinator": {"host": node.host, "port": node.port, "id": node.id},
         "assignment_strategy": info.assignor or None,
         "state": info.state,
         "members": len(info.members),
@@ -495,7 +521,7 @@ def _describe_state(info: GroupInfo, cmd: _GroupsCommand) -> dict[str, Any]:
 # ---- --reset-offsets
 
 
-def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
+def _reset_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     """Kafka's resetOffsets: only for a group that is Empty (or unknown: Dead);
     a dry run unless --execute."""
     if not cmd.execute and not cmd.dry_run:
@@ -506,20 +532,26 @@ def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
         )
     planned: dict[str, dict[TopicPartition, int]] = {}
     refused = []
+    from_file = {}
+    if cmd.from_file is not None:
+        from_file = _read_offsets(cmd.from_file, cmd.groups)
     for group in sorted(set(cmd.groups)):
         state = _group_state(admin, group)
         if state not in ("Empty", "Dead"):
             refused.append(_not_inactive(group, state))
             continue
-        partitions = _partitions_to_reset(admin, group, cmd)
         offsets: dict[TopicPartition, int] = {}
-        # the lookups in slices, for the bar; the commit below is one, as Kafka's
-        with progress_bar(f"offsets of {group}", len(partitions), "partitions",
-                          cmd.execute) as looked_up:  # fmt: skip
-            for at in range(0, len(partitions), RESET_SLICE):
-                piece = partitions[at : at + RESET_SLICE]
-                offsets.update(_new_offsets(admin, group, piece, cmd))
-                looked_up(len(piece))
+        if cmd.from_file is not None:
+            offsets = _within_log(admin, from_file.get(group, {}))
+        else:
+            partitions = _partitions_to_reset(admin, group, cmd)
+            # the lookups in slices, for the bar; the commit below is one, as Kafka's
+            with progress_bar(f"offsets of {group}", len(partitions), "partitions",
+                              cmd.execute) as looked_up:  # fmt: skip
+                for at in range(0, len(partitions), RESET_SLICE):
+                    piece = partitions[at : at + RESET_SLICE]
+                    offsets.update(_new_offsets(admin, group, piece, cmd))
+                    looked_up(len(piece))
         if cmd.execute:
             try:
                 # a new dict: Mapping's key type is invariant, so mypy rejects
@@ -544,6 +576,13 @@ def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
                 ],
             }
         )
+    elif cmd.export:  # Kafka's CSV: without the group column for one group
+        single = len(set(cmd.groups)) == 1
+        for g, topic, partition, offset in rows:
+            cells = (
+                (topic, partition, offset) if single else (g, topic, partition, offset)
+            )
+            click.echo(",".join(str(v) for v in cells))
     elif planned:
         widths = [
             max([15, *(len(g) for g in planned)]),
@@ -560,7 +599,38 @@ def _reset_offsets(admin: Admin, cmd: _GroupsCommand) -> None:
         raise click.ClickException("\n".join(refused))
 
 
-def _group_state(admin: Admin, group: str) -> str:
+def _read_offsets(
+    path: str, groups: Sequence[str]
+) -> dict[str, dict[TopicPartition, int]]:
+    """--from-file: topic,partition,offset lines for the one group, or
+    group,topic,partition,offset lines (what --export writes)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {exc.strerror}", param_hint="--from-file"
+        ) from None
+    out: dict[str, dict[TopicPartition, int]] = {}
+    for number, line in enumerate(lines, 1):
+        cells = [c.strip() for c in line.split(",")]
+        if not line.strip():
+            continue
+        if len(cells) == 3 and len(set(groups)) == 1:
+            cells = [groups[0], *cells]
+        try:
+            group, topic, partition, offset = cells
+            tp = TopicPartition(topic, int(partition))
+            out.setdefault(group, {})[tp] = int(offset)
+        except ValueError:
+            columns = "topic" if len(set(groups)) == 1 else "group,topic"
+            raise click.BadParameter(
+                f"{path} line {number}: {line!r} is not {columns},partition,offset",
+                param_hint="--from-file",
+            ) from None
+    return out
+
+
+def _group_state(admin: AnyAdmin, group: str) -> str:
     try:
         return admin.describe_group(group).state
     except GroupIdNotFound:
@@ -575,7 +645,7 @@ def _not_inactive(group: str, state: str) -> str:
 
 
 def _partitions_to_reset(
-    admin: Admin, group: str, cmd: _GroupsCommand
+    admin: AnyAdmin, group: str, cmd: _GroupsCommand
 ) -> list[TopicPartition]:
     """--all-topics: the partitions the group has offsets for; --topic t: all of
     t's partitions, --topic t:0,2: those."""
@@ -614,7 +684,7 @@ def _partitions_to_reset(
 
 
 def _new_offsets(
-    admin: Admin,
+    admin: AnyAdmin,
     group: str,
     partitions: Sequence[TopicPartition],
     cmd: _GroupsCommand,
@@ -648,7 +718,7 @@ def _new_offsets(
 
 
 def _within_log(
-    admin: Admin, wanted: Mapping[TopicPartition, int]
+    admin: AnyAdmin, wanted: Mapping[TopicPartition, int]
 ) -> dict[TopicPartition, int]:
     """Kafka's checkOffsetsRange: an offset past the log end becomes the log end,
     one before the log start the log start, each with a warning."""
@@ -679,7 +749,7 @@ def _within_log(
 
 
 def _offsets_at(
-    admin: Admin, partitions: Sequence[TopicPartition], timestamp_ms: int
+    admin: AnyAdmin, partitions: Sequence[TopicPartition], timestamp_ms: int
 ) -> dict[TopicPartition, int]:
     """The first offset at or after the time; the log end where no record is that
     new (Kafka warns "is empty" then, as here)."""
@@ -778,7 +848,7 @@ def _duration_ms(value: str) -> int:
 # ---- --delete
 
 
-def _delete_groups(admin: Admin, cmd: _GroupsCommand) -> None:
+def _delete_groups(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
     deleted, failed = [], {}
     for group in dict.fromkeys(cmd.groups):
         try:
@@ -802,3 +872,38 @@ def _delete_groups(admin: Admin, cmd: _GroupsCommand) -> None:
                 for g, why in failed.items()
             )
         )
+
+
+# ---- --delete-offsets
+
+SUBSCRIBED = "Error: The consumer group is subscribed to the topic"  # Kafka's words
+
+
+def _delete_offsets(admin: AnyAdmin, cmd: _GroupsCommand) -> None:
+    """Kafka's deleteOffsets: one row per partition, Successful or the reason (a
+    live member subscribes to the topic); exit status 1 if any was kept."""
+    (group,) = cmd.groups
+    partitions = _partitions_to_reset(admin, group, cmd)
+    kept = set(admin.delete_group_offsets(group, partitions))
+    rows = [
+        (tp.topic, tp.partition, SUBSCRIBED if tp in kept else "Successful")
+        for tp in sorted(partitions)
+    ]
+    if cmd.fmt == "json":
+        echo_json([{"topic": t, "partition": p, "status": s} for t, p, s in rows])
+    else:
+        topics = ", ".join(dict.fromkeys(tp.topic for tp in partitions))
+        if kept:
+            click.echo(
+                "Encounter some partition level error, see the follow-up details:"
+            )
+        else:
+            click.echo(
+                f"Request succeed for deleting offsets with topic {topics} group "
+                f"{group}"
+            )
+        click.echo("\n" + _columns(["TOPIC", "PARTITION", "STATUS"], [30, 15, 15]))
+        for row in rows:
+            click.echo(_columns(row, [30, 15, 15]))
+    if kept:
+        sys.exit(1)

@@ -3,14 +3,16 @@ supervisor), `gateway`, `gc`, `doctor`."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-from typing import Any
 
 import click
 import msgspec
 
-from shmbroker import ShmbrokerError, protocol, shm
+from shmbroker import shm
 from shmbroker.cli.options import (
+    F,
     data_dir_option,
     echo_json,
     format_option,
@@ -18,6 +20,20 @@ from shmbroker.cli.options import (
     resolve_data_dir,
 )
 from shmbroker.config import BrokerConfig
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level_option(f: F) -> F:
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="INFO",
+        show_default=True,
+        callback=lambda ctx, param, value: value.upper(),
+        help="the least severe messages logged on stderr",
+    )(f)
 
 
 @click.command()
@@ -49,6 +65,7 @@ from shmbroker.config import BrokerConfig
               help="a Unix group whose users may use the broker too: data directory "
               "0750, control socket and shared memory 0660, owned by it "
               "(access.group) [the owner only]")  # fmt: skip
+@log_level_option
 def serve(
     data_dir: str | None,
     config_file: str | None,
@@ -63,6 +80,7 @@ def serve(
     metrics_listen: str | None,
     no_metrics: bool,
     access_group: str | None,
+    log_level: str,
 ) -> None:
     """Run the broker supervisor on a data directory until SIGTERM or Ctrl-C,
     with the Kafka protocol gateway (a process of its own, restarted if it dies)."""
@@ -85,11 +103,23 @@ def serve(
         metrics_listener="" if no_metrics else metrics_listen,
         access_group=access_group,
     )
+    _refuse_unusable_data_dir(config.data_dir)
     if config.listener is not None:  # bad PEM files: said now, not by each restart
         from shmbroker.gateway.server import ssl_context
 
         ssl_context(config)
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)  # the gateway's too
     run(config)
+
+
+def _refuse_unusable_data_dir(data_dir: str) -> None:
+    """A data directory serve cannot make or write: one line, as doctor says it."""
+    from shmbroker.broker.doctor import check_data_dir
+
+    path = os.path.abspath(data_dir)
+    for finding in check_data_dir(path, os.geteuid()):
+        if finding.status == "error":
+            raise click.ClickException(f"cannot serve {path}: {finding.message}")
 
 
 @click.command()
@@ -120,6 +150,7 @@ def serve(
 @click.option("--socket-request-max-bytes", type=click.IntRange(min=1))
 @click.option("--acks-all-fsync/--acks-all-at-append", default=None,
               help="acks=all answers once fsynced, or at append [fsynced]")  # fmt: skip
+@log_level_option
 def gateway(
     data_dir: str | None,
     config_file: str | None,
@@ -131,17 +162,13 @@ def gateway(
     max_connections: int | None,
     socket_request_max_bytes: int | None,
     acks_all_fsync: bool | None,
+    log_level: str,
 ) -> None:
     """Run one Kafka protocol gateway process for the broker on a data directory
     (`serve` starts and watches one itself) until SIGTERM or Ctrl-C."""
-    import logging
-
     from shmbroker.gateway.server import serve as run_gateway
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
     config = BrokerConfig.load(
         config_file,
         data_dir=data_dir,
@@ -217,19 +244,8 @@ def doctor(
     finds an error."""
     from shmbroker.broker import doctor as checks
 
-    directory = resolve_data_dir(data_dir)
-    defaults: dict[str, Any] = {}
-    try:  # the broker's own prefix and topic defaults, if its registry says
-        written = protocol.load_registry(directory)
-        defaults = {"shm_prefix": written.shm_prefix}
-        if written.topic_defaults:
-            defaults["topic_defaults"] = written.topic_defaults
-    except (ShmbrokerError, OSError):  # the registry check reports it
-        pass
-    if shm_prefix is not None:
-        defaults["shm_prefix"] = shm_prefix
-    config = BrokerConfig.load(
-        config_file, data_dir=directory, access_group=access_group, **defaults
+    config = checks.config_for(
+        resolve_data_dir(data_dir), config_file, shm_prefix, access_group
     )
     findings = checks.check(config)
     if fmt == "json":

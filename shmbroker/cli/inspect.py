@@ -9,13 +9,12 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import click
 import msgspec
 
-from shmbroker import Ring, ShmbrokerError, protocol, shm
+from shmbroker import Admin, Ring, shm
 from shmbroker.cli.options import (
     data_dir_option,
     echo_json,
@@ -33,20 +32,9 @@ def verify(data_dir: str | None, topics: tuple[str, ...], fmt: str) -> None:
     it (length, CRC32C, records), dense offsets within and across segments, and
     every index entry (Kafka's kafka-dump-log --deep-iteration over whole logs).
     Prints each problem with the repair it suggests; exit status 1 if any."""
-    from shmbroker.log.verify import verify_partition
+    from shmbroker.log.verify import verify_data_dir
 
-    directory = Path(resolve_data_dir(data_dir))
-    registry = protocol.load_registry(directory)
-    for name in topics:
-        if name not in registry.topics:
-            raise ShmbrokerError(f"topic {name!r} does not exist in {directory}")
-    reports = [
-        verify_partition(directory / f"{name}-{p}")
-        for name, entry in sorted(registry.topics.items())
-        if not topics or name in topics
-        for p in range(entry.partitions)
-        if (directory / f"{name}-{p}").is_dir()
-    ]
+    reports = verify_data_dir(resolve_data_dir(data_dir), topics)
     problems = [p for r in reports for p in r.problems]
     if fmt == "json":
         echo_json(msgspec.to_builtins(reports))
@@ -134,10 +122,23 @@ def dump_log(args: tuple[str, ...]) -> None:
 
 
 @click.command("ring-stat")
-@click.argument("name")
+@click.argument("name", required=False)
+@data_dir_option
+@click.option("--topic", help="the ring of this topic's --partition (instead of NAME)")
+@click.option("--partition", type=click.IntRange(min=0), default=0, show_default=True)
 @format_option
-def ring_stat(name: str, fmt: str) -> None:
-    """Cursors, offsets and counters of a ring (like Aeron's AeronStat)."""
+def ring_stat(
+    name: str | None, data_dir: str | None, topic: str | None, partition: int, fmt: str
+) -> None:
+    """Cursors, offsets and counters of a ring (like Aeron's AeronStat): the ring
+    NAME (/shmb....), or the ring of --topic T --partition P of the broker on
+    --data-dir."""
+    if (name is None) == (topic is None):
+        raise click.UsageError("give a ring NAME or --topic (and --partition)")
+    if name is None:
+        assert topic is not None
+        with Admin(resolve_data_dir(data_dir)) as admin:
+            name = admin.ring_name(topic, partition)
     with Ring.open(name) as ring:
         stat: dict[str, Any] = msgspec.structs.asdict(ring.stat())
         stat["damage"] = ring.check()

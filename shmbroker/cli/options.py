@@ -73,3 +73,23 @@ def is_true(props: Mapping[str, str], key: str) -> bool:
 
 def echo_json(document: object) -> None:
     click.echo(json.dumps(document, indent=2))
+
+
+class KafkaActions(click.Group):
+    """A command group that takes Kafka's action flags as well as its subcommands:
+    `topics --list` runs `topics list`, as kafka-topics users type it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0].startswith("-") and "--help" not in args:
+            flags = {f"--{name}": name for name in self.commands}
+            given = [a for a in args if a in flags]
+            if len(given) != 1:
+                raise click.UsageError(
+                    "Command must include exactly one action: "
+                    + ", ".join(sorted(flags)),
+                    ctx,
+                )
+            rest = list(args)
+            rest.remove(given[0])
+            args = [flags[given[0]], *rest]
+        return super().parse_args(ctx, args)

@@ -56,15 +56,17 @@ def perf_produce(
                 f"{w.max_latency_ms:.1f} ms max latency."
             )
 
-    with progress_bar(f"producing to {topic}", num_records, "records") as sent:
+    with (
+        target.producer(acks=acks, client_id="perf-producer-client") as producer,
+        progress_bar(f"producing to {topic}", num_records, "records") as sent,
+    ):
         r = measure.produce(
-            target.data_dir,
+            producer,
             topic,
             num_records,
             record_size,
             throughput=throughput,
             batch=batch,
-            acks=acks,
             partition=partition,
             on_window=window,
             on_progress=sent,
@@ -123,14 +125,17 @@ def perf_consume(
     columns."""
     if fmt == "text" and not hide_header:
         click.echo(PERF_HEADER)  # first, as Kafka: the run may take a while
-    with progress_bar(f"consuming {topic}", messages, "records") as read:
+    with target.admin() as admin:
+        partitions = admin.topic(topic).partitions
+    with (
+        target.consumer(
+            auto_offset_reset="latest" if from_latest else "earliest",
+            client_id="perf-consumer-client",
+        ) as consumer,
+        progress_bar(f"consuming {topic}", messages, "records") as read,
+    ):
         r = measure.consume(
-            target.data_dir,
-            topic,
-            messages,
-            timeout_ms=timeout,
-            from_latest=from_latest,
-            on_progress=read,
+            consumer, topic, partitions, messages, timeout_ms=timeout, on_progress=read
         )
     if fmt == "json":
         echo_json(

@@ -5,28 +5,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import random
 import select
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 import click
 
-from shmbroker import Producer, ShmbrokerError, _native
+from shmbroker import RecordTooLarge, ShmbrokerError
 from shmbroker.cli.options import is_true, kafka_properties
 from shmbroker.cli.progress import progress_bar
 from shmbroker.cli.target import Target, target_options
-from shmbroker.config import TopicConfig
+from shmbroker.client.partitioner import partition_for_key
+
+if TYPE_CHECKING:
+    from shmbroker.cli.target import AnyProducer
 
 READ_BYTES = 128 << 10  # stdin is read up to this at a time: more is slower (the
 # lines of a read no longer fit the CPU's cache), 64-128 KiB is the fastest here
 DURABLE_READ_BYTES = 1 << 20  # ... with acks=all: fewer, larger batches, fewer fsyncs
-RECORD_OVERHEAD = 16  # bytes a record adds to its key and value in a batch: varint
-# length (3), attributes (1), timestamp delta (1: one timestamp a batch), offset delta
-# (3), key and value lengths (3 + 3), header count (1), for records under 1 MiB
-BATCH_OVERHEAD = 61  # the RecordBatch v2 header
 PRODUCE_PROPERTIES = (
     "parse.key",
     "key.separator",
@@ -162,10 +160,15 @@ def _split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
 
 
 class _LineSender:
-    """Sends parsed lines in batches that fit the topic's max.message.bytes and a
-    quarter of its ring (so the spill can free the rest meanwhile)."""
+    """Sends parsed lines: keyless ones as one batch to the producer's sticky
+    partition, keyed ones as a batch per partition by Kafka's partitioner (the
+    library's), a mix record by record through the producer, in order. A record
+    over the topic's max.message.bytes is reported and the others go on, as Kafka's
+    console producer does."""
 
-    def __init__(self, producer: Producer, topic: str, partition: int | None) -> None:
+    def __init__(
+        self, producer: AnyProducer, topic: str, partition: int | None
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.partitions = len(producer.partitions_for(topic))  # auto-creates it
@@ -176,109 +179,112 @@ class _LineSender:
                 param_hint="--partition",
             )
         self.partition = partition
-        config = TopicConfig.from_kafka(producer.connection.topic(topic).configs)
-        self.max_message_bytes = config.max_message_bytes
-        self.budget = min(config.max_message_bytes, config.ring_bytes // 4)
-        self.sticky = random.randrange(self.partitions)
         self.sent = 0
+        self.failed = 0
 
-    def next_sticky(self) -> int:
-        """Keyless records: one partition per batch, then another (Kafka's sticky
-        partitioner)."""
-        p = self.sticky
-        if self.partitions > 1:
-            self.sticky = (p + random.randrange(1, self.partitions)) % self.partitions
-        return p
+    def send_plain(self, lines: list[bytes], first_line: int) -> None:
+        """Lines as values, no keys."""
+        self._send_batch(_Lines(lines, None, None, first_line))
 
-    def send_plain(self, lines: list[bytes], size: int) -> None:
-        """Lines as values (size: their bytes, newlines included), no keys."""
-        p = self.next_sticky() if self.partition is None else self.partition
-        if size + RECORD_OVERHEAD * len(lines) + BATCH_OVERHEAD <= self.budget:
-            self.producer.send_batch(self.topic, lines, partition=p)  # the fast path
-            self.sent += len(lines)
-        else:
-            self.send(p, lines, None, None)
+    def send_parsed(self, parsed: _Parsed, with_headers: bool, first_line: int) -> None:
+        lines = _Lines(
+            parsed.values,
+            parsed.keys,
+            parsed.headers if with_headers else None,
+            first_line,
+        )
+        keyless = parsed.keys.count(None)
+        if self.partition is not None or keyless == len(parsed.keys):
+            self._send_batch(lines)
+        elif not keyless:  # keys choose: a batch per partition
+            self._send_by_key(lines)
+        else:  # keyed and keyless lines: each through the producer, in order
+            self._send_each(lines)
 
-    def send_parsed(self, parsed: _Parsed, with_headers: bool) -> None:
-        values, keys = parsed.values, parsed.keys
-        headers = parsed.headers if with_headers else None
-        if self.partition is not None:
-            self.send(self.partition, values, keys, headers)
-            return
-        groups: dict[int, list[int]] = {}
-        sticky = self.next_sticky()
-        n, cache = self.partitions, dict[bytes, int]()
-        for i, key in enumerate(keys):
-            if key is None:
-                p = sticky
-            else:
-                p = cache.get(key, -1)
-                if p < 0:
-                    p = cache[key] = _native.partition_for_key(key, n)
-            groups.setdefault(p, []).append(i)
-        for p, rows in groups.items():
-            self.send(
-                p,
-                [values[i] for i in rows],
-                [keys[i] for i in rows],
-                None if headers is None else [headers[i] for i in rows],
-            )
+    def _send_by_key(self, lines: _Lines) -> None:
+        """Every line keyed: one batch per partition, lines in order in each."""
+        n, known = self.partitions, dict[bytes | None, int]()
+        groups: dict[int, tuple[list[bytes | None], list[bytes | None], list[int]]] = {}
+        assert lines.keys is not None
+        for i, (key, value) in enumerate(zip(lines.keys, lines.values, strict=True)):
+            p = known.get(key)
+            if p is None:
+                assert key is not None
+                p = known[key] = partition_for_key(key, n)
+            group = groups.get(p)
+            if group is None:
+                group = groups[p] = ([], [], [])
+            group[0].append(value)
+            group[1].append(key)
+            group[2].append(i)
+        headers = lines.headers
+        for p, (values, keys, rows) in groups.items():
+            picked = None if headers is None else [headers[i] for i in rows]
+            # errors number lines from the chunk's first line
+            self._send_batch(_Lines(values, keys, picked, lines.first_line), p)
 
-    def send(
-        self,
-        partition: int,
-        values: Sequence[bytes | None],
-        keys: Sequence[bytes | None] | None,
-        headers: Sequence[list[Header]] | None,
-    ) -> None:
-        def size(lo: int, hi: int) -> int:
-            total = sum([len(v) for v in values[lo:hi] if v is not None])
-            if keys is not None:
-                total += sum([len(k) for k in keys[lo:hi] if k is not None])
-            if headers is not None:
-                total += sum(
-                    len(k) + len(v or b"") + 10 for h in headers[lo:hi] for k, v in h
-                )
-            return total + RECORD_OVERHEAD * (hi - lo) + BATCH_OVERHEAD
-
-        for lo, hi in self._slices(0, len(values), size):
-            if hi - lo == 1 and size(lo, hi) > self.max_message_bytes:
-                raise ShmbrokerError(
-                    f"record {self.sent + 1}: {size(lo, hi)} bytes, larger than topic "
-                    f"{self.topic!r}'s max.message.bytes ({self.max_message_bytes})"
-                )
+    def _send_batch(self, lines: _Lines, partition: int | None = None) -> None:
+        try:
             self.producer.send_batch(
                 self.topic,
-                values[lo:hi],
-                None if keys is None else keys[lo:hi],
-                partition=partition,
-                headers=None if headers is None else headers[lo:hi],
+                lines.values,
+                lines.keys,
+                partition=self.partition if partition is None else partition,
+                headers=lines.headers,
             )
-            self.sent += hi - lo
+            self.sent += len(lines.values)
+        except RecordTooLarge:  # one alone is over the limit, and nothing went
+            self._send_each(lines)
 
-    def _slices(self, lo: int, hi: int, size: Any) -> Iterator[tuple[int, int]]:
-        """Halve [lo, hi) until each part fits the budget (or is one record)."""
-        if hi - lo <= 1 or size(lo, hi) <= self.budget:
-            if hi > lo:
-                yield lo, hi
-            return
-        mid = (lo + hi) // 2
-        yield from self._slices(lo, mid, size)
-        yield from self._slices(mid, hi, size)
+    def _send_each(self, lines: _Lines) -> None:
+        for i, value in enumerate(lines.values):
+            key = None if lines.keys is None else lines.keys[i]
+            try:
+                self.producer.send(
+                    self.topic,
+                    value,
+                    key,
+                    None if lines.headers is None else lines.headers[i],
+                    self.partition,
+                )
+                self.sent += 1
+            except RecordTooLarge as exc:
+                self.failed += 1
+                click.echo(
+                    f"Error when sending line {lines.first_line + i} to topic "
+                    f"{self.topic} with key: {_size(key)}, value: {_size(value)} "
+                    f"with error: {exc}",
+                    err=True,
+                )
+        self.producer.flush()
+
+
+class _Lines(NamedTuple):
+    """Records of consecutive lines, the first of them numbered first_line."""
+
+    values: Sequence[bytes | None]
+    keys: Sequence[bytes | None] | None
+    headers: Sequence[list[Header]] | None
+    first_line: int
+
+
+def _size(data: bytes | None) -> str:
+    """As Kafka's ErrorLoggingCallback tells a key or value: null or N bytes."""
+    return "null" if data is None else f"{len(data)} bytes"
 
 
 def produce_lines(
-    producer: Producer,
+    producer: AnyProducer,
     topic: str,
     stream: IO[bytes],
     parser: _LineParser,
     partition: int | None = None,
     read_bytes: int = READ_BYTES,
     on_read: Callable[[int], None] | None = None,
-) -> int:
-    """Send every line of stream as a record; returns how many were sent. What is
-    read (up to read_bytes) is appended at once, as one batch per partition; then
-    on_read gets its size (a progress bar)."""
+) -> _LineSender:
+    """Send every line of stream as a record; returns the sender, which counts
+    what was sent and what failed. What is read (up to read_bytes) goes at once;
+    then on_read gets its size (a progress bar)."""
     sender = _LineSender(producer, topic, partition)
     rest = b""
     line_number = 1
@@ -290,7 +296,7 @@ def produce_lines(
         if not lines:
             continue
         if parser.is_plain:
-            sender.send_plain(lines, len(buffer) - len(rest))
+            sender.send_plain(lines, line_number)
         else:
             _send_parsed(sender, parser, lines, line_number)
         line_number += len(lines)
@@ -298,10 +304,10 @@ def produce_lines(
         if rest.endswith(b"\r"):
             rest = rest[:-1]
         if parser.is_plain:
-            sender.send_plain([rest], len(rest))
+            sender.send_plain([rest], line_number)
         else:
             _send_parsed(sender, parser, [rest], line_number)
-    return sender.sent
+    return sender
 
 
 def _chunks(stream: IO[bytes], limit: int) -> Iterator[bytes]:
@@ -336,7 +342,7 @@ def _send_parsed(
     """Send the lines before a bad one, then raise its error (as Kafka)."""
     parsed = parser.parse(lines, first_line)
     if parsed.values:
-        sender.send_parsed(parsed, parser.parse_headers)
+        sender.send_parsed(parsed, parser.parse_headers, first_line)
     if parsed.error is not None:
         raise parsed.error
 
@@ -364,7 +370,8 @@ def produce(
     """Send stdin to a topic, one record per line (kafka-console-producer).
 
     The value is the line's bytes without its newline. A topic that does not exist
-    is created if the broker allows it."""
+    is created if the broker allows it. A line over the topic's max.message.bytes
+    is reported on stderr and the others are sent; the exit status is then 1."""
     parser = _LineParser(kafka_properties(properties, PRODUCE_PROPERTIES, "--property"))
     stdin = sys.stdin.buffer
     size = _file_size(stdin)  # a bar for a file: a pipe or a terminal has no end
@@ -376,9 +383,14 @@ def produce(
             ) as read,
         ):
             read_bytes = DURABLE_READ_BYTES if p.durable else READ_BYTES
-            produce_lines(p, topic, stdin, parser, partition, read_bytes, read)
+            sender = produce_lines(p, topic, stdin, parser, partition, read_bytes, read)
     except KeyboardInterrupt:
         sys.exit(130)  # what was read before Ctrl-C is sent
+    if sender.failed:
+        raise click.ClickException(
+            f"{sender.failed} of {sender.sent + sender.failed} records not sent "
+            f"(too large for topic {topic})"
+        )
 
 
 def _file_size(stream: IO[bytes]) -> int | None:

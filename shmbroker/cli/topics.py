@@ -3,20 +3,24 @@ and kafka-configs for a topic's configs)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
 import msgspec
 
 from shmbroker import TopicExists, UnknownTopic, protocol
-from shmbroker.cli.options import echo_json, format_option, key_values
+from shmbroker.cli.configs import alter_options, alter_topic_configs
+from shmbroker.cli.options import KafkaActions, echo_json, format_option, key_values
 from shmbroker.cli.target import Target, target_options
 
+# what the Kafka protocol tells of a partition, local or remote
+KAFKA_PARTITION_FIELDS = ("partition", "log_start_offset", "high_watermark")
 
-@click.group()
+
+@click.group(cls=KafkaActions)
 def topics() -> None:
-    """Create, list, describe, alter and delete topics (kafka-topics)."""
+    """Create, list, describe, alter and delete topics (kafka-topics); Kafka's
+    action flags work too: `topics --list` is `topics list`."""
 
 
 @topics.command("create")
@@ -81,16 +85,24 @@ def topics_list(target: Target, fmt: str) -> None:
 @topics.command("describe")
 @target_options
 @click.option("--topic", help="only this topic [every topic]")
+@click.option("--storage", is_flag=True,
+              help="with --data-dir: each partition's RingFill (bytes not yet "
+              "spilled / ring capacity), DiskBytes and any SpillError too")  # fmt: skip
 @format_option
-def topics_describe(target: Target, topic: str | None, fmt: str) -> None:
-    """Topics and their partitions in kafka-topics --describe's layout; after Kafka's
-    columns, each partition's LogStartOffset, HighWatermark, RingFill (bytes not yet
-    spilled / ring capacity) and DiskBytes. Configs lists the overrides only."""
+def topics_describe(target: Target, topic: str | None, storage: bool, fmt: str) -> None:
+    """Topics and their partitions in kafka-topics --describe's layout, then each
+    partition's LogStartOffset and HighWatermark. Configs lists the overrides only."""
+    if storage and not target.local:
+        raise click.UsageError(
+            "--storage shows the host's rings and files: it needs --data-dir, not "
+            "--bootstrap-server"
+        )
     with target.admin() as admin:
-        described = admin.describe_topics(None if topic is None else [topic])
+        # protocol.TopicDescription locally, remote.TopicSummary over Kafka
+        described: list[Any] = admin.describe_topics(None if topic is None else [topic])
     described.sort(key=lambda d: d.name)
     if fmt == "json":
-        echo_json([_description_json(d) for d in described])
+        echo_json([_description_json(d, storage) for d in described])
         return
     for d in described:
         configs = ",".join(f"{k}={v}" for k, v in sorted(d.configs.items()))
@@ -102,25 +114,33 @@ def topics_describe(target: Target, topic: str | None, fmt: str) -> None:
             line = (
                 f"\tTopic: {d.name}\tPartition: {p.partition}\tLeader: 0\tReplicas: 0"
                 f"\tIsr: 0\tLogStartOffset: {p.log_start_offset}\tHighWatermark: "
-                f"{p.high_watermark}\tRingFill: {p.ring_unspilled_bytes}/"
-                f"{p.ring_capacity_bytes}\tDiskBytes: {p.disk_bytes}"
+                f"{p.high_watermark}"
             )
-            if p.spill_error:
-                line += f"\tSpillError: {p.spill_error}"
+            if storage:
+                assert isinstance(p, protocol.PartitionDescription)
+                line += (
+                    f"\tRingFill: {p.ring_unspilled_bytes}/{p.ring_capacity_bytes}"
+                    f"\tDiskBytes: {p.disk_bytes}"
+                )
+                if p.spill_error:
+                    line += f"\tSpillError: {p.spill_error}"
             click.echo(line)
 
 
-def _description_json(d: protocol.TopicDescription) -> dict[str, Any]:
+def _description_json(d: Any, storage: bool) -> dict[str, Any]:
+    partitions = []
+    for p in sorted(d.partitions, key=lambda p: p.partition):
+        fields = msgspec.structs.asdict(p)
+        if not storage:
+            fields = {k: fields[k] for k in KAFKA_PARTITION_FIELDS}
+        partitions.append({"leader": 0, "replicas": [0], "isr": [0], **fields})
     return {
         "topic": d.name,
         "topic_id": d.topic_id,
         "partition_count": len(d.partitions),
         "replication_factor": 1,
         "configs": dict(sorted(d.configs.items())),
-        "partitions": [
-            {"leader": 0, "replicas": [0], "isr": [0], **msgspec.structs.asdict(p)}
-            for p in sorted(d.partitions, key=lambda p: p.partition)
-        ],
+        "partitions": partitions,
     }
 
 
@@ -139,21 +159,12 @@ def topics_delete(target: Target, topic: str, if_exists: bool) -> None:
                 raise
 
 
-def _config_list(values: Sequence[str]) -> list[str]:
-    """kafka-configs takes comma-separated lists as well as repeated flags."""
-    return [item.strip() for value in values for item in value.split(",") if item]
-
-
 @topics.command("alter")
 @target_options
 @click.option("--topic", required=True)
-@click.option("--add-config", "add", multiple=True, metavar="KEY=VALUE[,...]",
-              help="set topic configs (repeatable, or comma-separated)")  # fmt: skip
-@click.option("--delete-config", "delete", multiple=True, metavar="KEY[,...]",
-              help="return topic configs to the broker's default")  # fmt: skip
+@alter_options
 @click.option("--partitions", type=click.IntRange(min=1),
               help="the new partition count (only grows)")  # fmt: skip
-@click.option("--if-exists", is_flag=True, help="no error if there is no such topic")
 def topics_alter(
     target: Target,
     topic: str,
@@ -164,20 +175,14 @@ def topics_alter(
 ) -> None:
     """Change a topic's configs (kafka-configs --alter: prints `Completed updating
     config for topic T.`) and/or grow its partitions (kafka-topics --alter)."""
-    to_set = key_values(_config_list(add), "--add-config")
-    to_delete = _config_list(delete)
-    if not (to_set or to_delete or partitions):
+    if not (add or delete or partitions):
         raise click.UsageError(
             "nothing to alter: give --add-config, --delete-config or --partitions"
         )
-    both = sorted(set(to_set) & set(to_delete))
-    if both:
-        raise click.UsageError(f"--add-config and --delete-config both name {both}")
     with target.admin() as admin:
         try:
-            if to_set or to_delete:
-                admin.alter_configs(topic, to_set, to_delete)
-                click.echo(f"Completed updating config for topic {topic}.")
+            if add or delete:
+                alter_topic_configs(admin, topic, add, delete)
             if partitions is not None:
                 admin.create_partitions(topic, partitions)
         except UnknownTopic:

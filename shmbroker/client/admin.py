@@ -1,16 +1,20 @@
-"""The Admin client: topics (create, delete, list, describe, alter configs, add
-partitions) and consumer groups (list, describe, offsets, lag, reset, delete) through
-the supervisor, and offsets (Kafka's ListOffsets) read straight from the partitions."""
+"""The Admin client: topics (create, delete, list, describe, describe and alter
+configs, add partitions) and consumer groups (list, describe, offsets, lag, reset,
+delete) through the supervisor, and offsets (Kafka's ListOffsets) read straight from
+the partitions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import IntEnum
+from typing import NamedTuple, Protocol
 
 import msgspec
 
 from shmbroker import errors, protocol
 from shmbroker.client.connection import Connection
 from shmbroker.client.consumer import EARLIEST, LATEST, offset_for
+from shmbroker.config import TopicConfig
 from shmbroker.kafka.consumer_protocol import PROTOCOL_TYPE, decode_assignment
 from shmbroker.log.reader import PartitionReader
 from shmbroker.records import PartitionKey, TopicPartition
@@ -20,6 +24,37 @@ class NewTopic(msgspec.Struct, frozen=True):
     name: str
     num_partitions: int = 1
     topic_configs: dict[str, str] = {}
+
+
+class ConfigSource(IntEnum):
+    """Where a config's value comes from, under Kafka's names and numbers."""
+
+    DYNAMIC_TOPIC_CONFIG = 1  # the topic's own override
+    STATIC_BROKER_CONFIG = 4  # the broker's default for topics (its config file)
+    DEFAULT_CONFIG = 5  # the built-in default
+
+
+class ConfigEntry(msgspec.Struct, frozen=True):
+    """One config of a topic, as Kafka's DescribeConfigs tells it."""
+
+    name: str
+    value: str  # the value in force
+    source: ConfigSource
+    synonyms: list[tuple[ConfigSource, str]]  # every layer's value, in force first
+
+
+class Node(NamedTuple):
+    """A broker as Kafka names one: id, host, port."""
+
+    id: int
+    host: str
+    port: int
+
+
+# The coordinator of a data directory's groups is its supervisor, reached by the
+# control socket, not by a TCP port: Kafka's "host:port (id)" becomes this Node, id
+# 0 as `topics describe` calls the one broker "Leader: 0".
+LOCAL_COORDINATOR = Node(0, "localhost", 0)
 
 
 class MemberInfo(msgspec.Struct, frozen=True):
@@ -35,9 +70,10 @@ class GroupInfo(msgspec.Struct, frozen=True):
     state: str  # Empty, PreparingRebalance, CompletingRebalance, Stable
     protocol_type: str
     assignor: str
-    generation: int
+    generation: int | None  # None: not known (Kafka's DescribeGroups has none)
     leader: str
     members: list[MemberInfo]
+    coordinator: Node = LOCAL_COORDINATOR
 
 
 class PartitionLag(msgspec.Struct, frozen=True):
@@ -46,7 +82,7 @@ class PartitionLag(msgspec.Struct, frozen=True):
     topic: str
     partition: int
     committed: int | None  # None: the group has no offset for it
-    log_end_offset: int
+    log_end_offset: int | None  # None: the partition is gone (deleted since)
     lag: int | None
     member_id: str | None = None  # who owns it now, if anyone
     client_id: str | None = None
@@ -101,6 +137,48 @@ class Admin:
         request = protocol.DescribeTopics(None if names is None else list(names))
         return self.connection.request(request, protocol.DescribeReply).topics
 
+    def topic(self, name: str, auto_create: bool = False) -> protocol.TopicMetadata:
+        """The topic's partition count and configs; auto_create: create it if it
+        does not exist and the broker creates topics on first use."""
+        return self.connection.topic(name, auto_create)
+
+    def ring_name(self, topic: str, partition: int) -> str:
+        """The shared-memory name of a partition's ring (`shmbroker ring-stat`)."""
+        return self.connection.ring_name(self._partition(topic, partition), partition)
+
+    def _partition(self, topic: str, partition: int) -> protocol.TopicMetadata:
+        """The topic's metadata; UnknownTopic if it has no such partition."""
+        meta = self.connection.topic(topic)
+        if not 0 <= partition < meta.partitions:
+            raise errors.UnknownTopic(
+                f"topic {topic!r} has partitions 0..{meta.partitions - 1}, not "
+                f"{partition}"
+            )
+        return meta
+
+    def describe_configs(self, name: str) -> list[ConfigEntry]:
+        """Every config of the topic with its value and source: a topic override,
+        the broker's default for topics (its config file), or the default."""
+        meta = self.connection.topic(name)
+        registry = protocol.load_registry(self.connection.data_dir)
+        entry = registry.topics.get(name)
+        layers = (
+            (
+                entry.configs if entry is not None else {},
+                ConfigSource.DYNAMIC_TOPIC_CONFIG,
+            ),
+            (registry.topic_defaults, ConfigSource.STATIC_BROKER_CONFIG),
+            (TopicConfig().to_kafka(), ConfigSource.DEFAULT_CONFIG),
+        )
+        out = []
+        for key, value in sorted(meta.configs.items()):
+            synonyms = [
+                (source, str(layer[key])) for layer, source in layers if key in layer
+            ]
+            source = synonyms[0][0] if synonyms else ConfigSource.DEFAULT_CONFIG
+            out.append(ConfigEntry(key, value, source, synonyms))
+        return out
+
     def alter_configs(
         self,
         name: str,
@@ -127,12 +205,7 @@ class Admin:
         out: dict[TopicPartition, int | None] = {}
         for key, spec in specs.items():
             tp = TopicPartition(*key)
-            meta = self.connection.topic(tp.topic)
-            if not 0 <= tp.partition < meta.partitions:
-                raise errors.UnknownTopic(
-                    f"topic {tp.topic!r} has partitions 0..{meta.partitions - 1}, "
-                    f"not {tp.partition}"
-                )
+            meta = self._partition(*tp)
             at = {"earliest": EARLIEST, "latest": LATEST}.get(str(spec))
             reader = PartitionReader.open(
                 self.connection.partition_dir(*tp),
@@ -211,34 +284,21 @@ class Admin:
         """Its committed offsets go; refused (GroupNotEmpty) while it has members."""
         self.connection.request(protocol.DeleteGroup(group_id), protocol.Done)
 
+    def delete_group_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition | tuple[str, int]]
+    ) -> list[TopicPartition]:
+        """Kafka's OffsetDelete: forget the group's offsets of these partitions;
+        returns those kept because a live member subscribes to their topic."""
+        request = protocol.DeleteGroupOffsets(
+            group_id, [(tp[0], tp[1]) for tp in partitions]
+        )
+        reply = self.connection.request(request, protocol.DeleteGroupOffsetsReply)
+        return sorted(TopicPartition(*tp) for tp in reply.subscribed)
+
     def lag(self, group_id: str) -> list[PartitionLag]:
         """Per partition the group has an offset for or a member owns: committed
         offset, log end offset, lag, owner (kafka-consumer-groups --describe)."""
-        info = self.describe_group(group_id)
-        committed = self.list_group_offsets(group_id)
-        owners = {tp: m for m in info.members for tp in m.assignment}
-        rows = []
-        for tp in sorted(set(committed) | set(owners)):
-            try:
-                end = self.list_offsets({tp: "latest"})[tp]
-            except errors.UnknownTopic:
-                continue  # deleted since
-            assert end is not None
-            c = committed.get(tp)
-            owner = owners.get(tp)
-            rows.append(
-                PartitionLag(
-                    tp.topic,
-                    tp.partition,
-                    None if c is None else c.offset,
-                    end,
-                    None if c is None else max(0, end - c.offset),
-                    None if owner is None else owner.member_id,
-                    None if owner is None else owner.client_id,
-                    None if owner is None else owner.host,
-                )
-            )
-        return rows
+        return group_lag(self, group_id)
 
     def close(self) -> None:
         self.connection.close()
@@ -248,3 +308,47 @@ class Admin:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GroupAdmin(Protocol):
+    """What group_lag asks of an Admin, local or over the Kafka protocol."""
+
+    def describe_group(self, group_id: str) -> GroupInfo: ...
+
+    def list_group_offsets(
+        self, group_id: str
+    ) -> Mapping[TopicPartition, protocol.CommittedOffset]: ...
+
+    def list_offsets(
+        self, specs: Mapping[TopicPartition, int | str]
+    ) -> Mapping[TopicPartition, int | None]: ...
+
+
+def group_lag(admin: GroupAdmin, group_id: str) -> list[PartitionLag]:
+    """Admin.lag's rows, sorted: per partition the group has an offset for or a
+    member owns, its committed offset, log end offset (None: the partition is gone)
+    and lag, and its owner."""
+    info = admin.describe_group(group_id)
+    committed = admin.list_group_offsets(group_id)
+    owners = {tp: m for m in info.members for tp in m.assignment}
+    rows = []
+    for tp in sorted(set(committed) | set(owners)):
+        try:
+            end = admin.list_offsets({tp: "latest"})[tp]
+        except errors.UnknownTopic:
+            end = None  # deleted since
+        c = committed.get(tp)
+        owner = owners.get(tp)
+        rows.append(
+            PartitionLag(
+                tp.topic,
+                tp.partition,
+                None if c is None else c.offset,
+                end,
+                None if c is None or end is None else max(0, end - c.offset),
+                None if owner is None else owner.member_id,
+                None if owner is None else owner.client_id,
+                None if owner is None else owner.host,
+            )
+        )
+    return rows

@@ -33,7 +33,7 @@ from shmbroker.client.connection import Connection
 from shmbroker.client.metrics import RECORDS_SENT, TopicCounters
 from shmbroker.config import TopicConfig
 from shmbroker.records import Header, RecordMetadata
-from shmbroker.ring import Ring
+from shmbroker.ring import Ring, partition_label
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,10 @@ class _Topic:
         self.queues: list[_PartitionQueue] = []
         try:
             for p in range(meta.partitions):
-                ring = Ring.open(producer.connection.ring_name(meta, p))
+                ring = Ring.open(
+                    producer.connection.ring_name(meta, p),
+                    label=partition_label(meta.name, p),
+                )
                 self.queues.append(
                     _PartitionQueue(producer, ring, self, p, batch_bytes)
                 )
@@ -202,7 +205,10 @@ class _Topic:
     def grow(self, producer: Producer, meta: protocol.TopicMetadata) -> None:
         """The topic got more partitions (CreatePartitions): map their rings."""
         for p in range(len(self.queues), meta.partitions):
-            ring = Ring.open(producer.connection.ring_name(meta, p))
+            ring = Ring.open(
+                producer.connection.ring_name(meta, p),
+                label=partition_label(meta.name, p),
+            )
             self.queues.append(
                 _PartitionQueue(producer, ring, self, p, self.batch_bytes)
             )
@@ -342,7 +348,8 @@ class Producer:
         """Append the records to one partition now, as one batch (the fast path),
         or as several in order when they are over the topic's max.message.bytes;
         returns the first record's metadata. Keys do not choose the partition here:
-        pass partition, or the topic's sticky partition is used. RecordTooLarge,
+        pass partition, or the topic's sticky partition is used (and the next
+        batch goes to another). RecordTooLarge,
         and nothing sent, if one record's batch alone is over the limit."""
         t = self._topics.get(topic) or self._topic(topic)
         with self._lock:
@@ -361,6 +368,8 @@ class Producer:
             last_base, last_count = spans[-1]
             queue.appended(last_base + last_count)
             end, appended_at = queue.next_offset, queue.appended_at
+            if t.sticky is queue:  # KIP-480: a batch went, the next goes elsewhere
+                t.stick_elsewhere()  # (as flush() does when a send()'s batch goes)
         if self.durable:
             queue.wait_durable(end, None, appended_at)
         return RecordMetadata(topic, queue.partition, spans[0][0])

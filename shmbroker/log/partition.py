@@ -115,6 +115,8 @@ class PartitionLog:
         )
         log_start = read_offset(directory / LOG_START_FILE) or 0
         recovery_point = read_offset(directory / RECOVERY_POINT_FILE) or 0
+        started = time.monotonic()
+        checked, cut = 0, 0  # segments validated batch by batch, bytes they lost
         segments: list[LogSegment] = []
         for i, base in enumerate(bases):
             segment = LogSegment(directory, base, config.index_interval_bytes)
@@ -123,7 +125,10 @@ class PartitionLog:
             if later is not None and later <= recovery_point:
                 segment.load()  # flushed before the crash: trust it
                 continue
-            if segment.recover() and i + 1 < len(bases):
+            checked += 1
+            lost = segment.recover()
+            cut += lost
+            if lost and i + 1 < len(bases):
                 for base_after in bases[i + 1 :]:  # nothing may follow a corrupt tail
                     log.warning(
                         "recovery of %s: deleting segment %d after a corrupt one",
@@ -154,6 +159,19 @@ class PartitionLog:
                 )
         log_start = max(log_start, segments[0].base_offset)
         log_end = segments[-1].next_offset
+        if log_end > recovery_point or cut:  # written past the last checkpoint
+            log.log(
+                logging.WARNING if cut else logging.INFO,
+                "recovered %s after an unclean stop: %d records written after the "
+                "recovery point (offset %d) kept, %d segments checked batch by "
+                "batch, %d bytes of a torn or corrupt tail cut, in %.1f ms",
+                directory,
+                max(0, log_end - recovery_point),
+                recovery_point,
+                checked,
+                cut,
+                (time.monotonic() - started) * 1000,
+            )
         for segment in segments:
             segment.flush()  # what recovery kept is now durable
         ring = cls._attach_ring(ring_name, config, log_end)

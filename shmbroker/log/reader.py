@@ -20,7 +20,7 @@ from typing import NamedTuple, Protocol
 from shmbroker import _native, errors
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment, file_name
 from shmbroker.records import Record, RecordColumns, decode_columns, decode_records
-from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader
+from shmbroker.ring import DEFAULT_SPIN, Ring, RingReader, partition_label
 
 LAST = _native.LAST_OFFSET
 F = _native.SCAN_FIELDS
@@ -134,7 +134,8 @@ class PartitionReader:
     ) -> PartitionReader:
         """Attach to a partition its owner has opened (NotFound if its ring is not
         there)."""
-        return cls(Path(directory), Ring.open(ring_name), topic, partition)
+        ring = Ring.open(ring_name, label=partition_label(topic, partition))
+        return cls(Path(directory), ring, topic, partition)
 
     @property
     def log_start_offset(self) -> int:

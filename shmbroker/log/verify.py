@@ -7,11 +7,12 @@ the newest segment's last batch may be caught mid-write then (run it again)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
 
-from shmbroker import _native
+from shmbroker import _native, errors, protocol
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment
 
 POSITION, BYTES, BASE_OFFSET = _native.POSITION, _native.BYTES, _native.BASE_OFFSET
@@ -32,6 +33,25 @@ class PartitionReport(msgspec.Struct):
     batches: int = 0
     records: int = 0
     problems: list[Problem] = msgspec.field(default_factory=list)
+
+
+def verify_data_dir(
+    directory: str | os.PathLike[str], topics: Sequence[str] = ()
+) -> list[PartitionReport]:
+    """Every partition of the data directory's topics (or of these), as its
+    registry lists them; ShmbrokerError names a topic it does not have."""
+    directory = Path(directory)
+    registry = protocol.load_registry(directory)
+    for name in topics:
+        if name not in registry.topics:
+            raise errors.ShmbrokerError(f"topic {name!r} does not exist in {directory}")
+    return [
+        verify_partition(directory / f"{name}-{p}")
+        for name, entry in sorted(registry.topics.items())
+        if not topics or name in topics
+        for p in range(entry.partitions)
+        if (directory / f"{name}-{p}").is_dir()
+    ]
 
 
 def verify_partition(directory: Path) -> PartitionReport:

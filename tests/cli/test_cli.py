@@ -63,7 +63,8 @@ def test_topics_create_list_describe_delete_in_kafkas_layout(
     ok(cli(broker, "topics", "create", "--topic", "audit"))
     assert ok(cli(broker, "topics", "list")) == "audit\norders\n"
 
-    lines = ok(cli(broker, "topics", "describe", "--topic", "orders")).splitlines()
+    lines = ok(cli(broker, "topics", "describe", "--topic", "orders", "--storage"))
+    lines = lines.splitlines()
     assert re.fullmatch(
         r"Topic: orders\tTopicId: [0-9a-f]{32}\tPartitionCount: 2\t"
         r"ReplicationFactor: 1\tConfigs: retention.ms=3600000,ring.bytes=1048576",
@@ -77,6 +78,9 @@ def test_topics_create_list_describe_delete_in_kafkas_layout(
             line,
         ), line
     assert len(lines) == 3
+    kafka = ok(cli(broker, "topics", "describe", "--topic", "orders")).splitlines()
+    assert kafka[0] == lines[0]
+    assert kafka[1:] == [line.split("\tRingFill")[0] for line in lines[1:]]
 
     every = ok(cli(broker, "topics", "describe")).splitlines()
     assert [line.split("\t")[0] for line in every if not line.startswith("\t")] == [
@@ -111,6 +115,10 @@ def test_tables_as_json(broker: EmbeddedBroker) -> None:
     assert topic["configs"] == {"ring.bytes": "1048576", "segment.bytes": "1048576"}
     assert [p["partition"] for p in topic["partitions"]] == [0, 1]
     assert topic["partitions"][0]["high_watermark"] == 0
+    assert "ring_capacity_bytes" not in topic["partitions"][0]  # --storage only
+    (topic,) = json.loads(
+        ok(cli(broker, "topics", "describe", "--format", "json", "--storage"))
+    )
     assert topic["partitions"][0]["ring_capacity_bytes"] == 1 << 20
     offsets = json.loads(ok(cli(broker, "get-offsets", "--format", "json")))
     assert offsets == [
@@ -231,6 +239,41 @@ def test_keys_go_to_kafkas_partitions_and_null_prints_null(
     ]
 
 
+def test_keyless_lines_go_stickily_to_one_partition_then_another(
+    broker: EmbeddedBroker,
+) -> None:
+    """Each read of stdin is one batch to the producer's sticky partition; the
+    next read goes to another (Kafka's sticky partitioner, KIP-480)."""
+    ok(cli(broker, "topics", "create", "--topic", "sticky", "--partitions", "2"))
+    lines = b"".join(b"%07d\n" % i for i in range(100_000))  # 800 KB: 7 reads
+    ok(cli(broker, "produce", "--topic", "sticky", input=lines))
+    with Admin(broker.data_dir) as admin:
+        ends = admin.list_offsets({("sticky", p): "latest" for p in range(2)})
+    assert sum(n or 0 for n in ends.values()) == 100_000
+    assert all(ends.values()), ends  # both partitions got some
+
+
+def test_keyed_and_keyless_lines_keep_their_order_in_a_partition(
+    broker: EmbeddedBroker,
+) -> None:
+    """A null key (null.marker) goes stickily, the keyed ones by murmur2; within a
+    partition the records are in line order whichever way each went."""
+    ok(cli(broker, "topics", "create", "--topic", "mix", "--partitions", "2"))
+    lines = [
+        b"NULL\t%d" % i if i % 3 == 0 else b"k%d\t%d" % (i % 5, i) for i in range(60)
+    ]
+    text = b"\n".join(lines) + b"\n"
+    ok(cli(broker, "produce", "--topic", "mix", "--property", "parse.key=true",
+           "--property", "null.marker=NULL", input=text))  # fmt: skip
+    for p in range(2):
+        out = cli(broker, "consume", "--topic", "mix", "--partition", str(p),
+                  "--offset", "earliest", "--timeout-ms", "500")  # fmt: skip
+        values = [int(v) for v in ok(out).split()]
+        assert values == sorted(values)
+    total = ok(cli(broker, "get-offsets", "--topic", "mix")).split()
+    assert sum(int(line.rsplit(":", 1)[1]) for line in total) == 60
+
+
 def test_headers_round_trip(broker: EmbeddedBroker) -> None:
     ok(cli(broker, "produce", "--topic", "h", "--property", "parse.headers=true",
            "--property", "parse.key=true",
@@ -264,8 +307,28 @@ def test_produce_splits_batches_at_max_message_bytes(broker: EmbeddedBroker) -> 
     with Admin(broker.data_dir) as admin:
         (described,) = admin.describe_topics(["small"])
     assert described.partitions[0].high_watermark == 3000
-    err = fails(cli(broker, "produce", "--topic", "small", input=b"x" * 3000 + b"\n"))
-    assert "larger than topic 'small''s max.message.bytes (2000)" in err
+
+
+def test_produce_reports_an_oversized_line_and_sends_the_rest(
+    broker: EmbeddedBroker,
+) -> None:
+    """As Kafka's console producer: the error names the line, the others go."""
+    ok(cli(broker, "topics", "create", "--topic", "small2",
+           "--config", "max.message.bytes=2000"))  # fmt: skip
+    lines = [b"first", b"x" * 3000, b"third", b"k\t" + b"y" * 2500, b"last"]
+    err = fails(cli(broker, "produce", "--topic", "small2", "--property",
+                    "parse.key=false", input=b"\n".join(lines) + b"\n"))  # fmt: skip
+    first, second, summary = err.splitlines()
+    assert first.startswith(
+        "Error when sending line 2 to topic small2 with key: null, value: 3000 bytes "
+        "with error: "
+    )
+    assert "max.message.bytes (2000)" in first
+    assert second.startswith("Error when sending line 4 to topic small2")
+    assert summary == "Error: 2 of 5 records not sent (too large for topic small2)"
+    out = ok(cli(broker, "consume", "--topic", "small2", "--from-beginning",
+                 "--max-messages", "3", "--timeout-ms", "2000"))  # fmt: skip
+    assert out == "first\nthird\nlast\n"
 
 
 def test_consume_timeout_ends_and_counts(broker: EmbeddedBroker) -> None:

@@ -461,7 +461,26 @@ def test_reset_scopes(broker: EmbeddedBroker) -> None:
     [
         ([], "Command must include exactly one action: --list, --describe"),
         (["--list", "--delete"], "exactly one action"),
-        (["--describe"], "Option --describe takes the option --group"),
+        (
+            ["--describe"],
+            "Option --describe takes one of these options: --all-groups, --group",
+        ),
+        (["--describe", "--all-groups", "--group", "g"], "--all-groups can't be used"),
+        (["--delete-offsets", "--group", "g"], "takes the options --group (one) and"),
+        (["--delete-offsets", "--all-groups", "--topic", "t"], "--all-groups can't"),
+        (
+            [
+                "--reset-offsets",
+                "--group",
+                "g",
+                "--all-topics",
+                "--to-earliest",
+                "--export",
+                "--format",
+                "json",
+            ],
+            "--export can't be used with --format json",
+        ),
         (["--describe", "--group", "g", "--members", "--state"], "at most one of"),
         (["--describe", "--group", "g", "--state", "Stable"], "does not take a value"),
         (["--list", "--group", "g"], "Option --group can't be used with option --list"),
@@ -609,3 +628,106 @@ def test_console_consumer_is_a_live_member_and_commits_on_exit(
     assert committed(broker.data_dir, "console") == {("t", 0): 3}
     result = groups(broker, "--describe", "--group", "console")
     assert result.stderr == NO_MEMBERS.format("console")
+
+
+# ---- --all-groups, --export, --from-file ---------------------------------------------
+
+
+def test_all_groups_describes_and_deletes_every_group(broker: EmbeddedBroker) -> None:
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t")
+    produce(broker.data_dir, "t", 0, [b"x"] * 4)
+    commit(broker.data_dir, "a", {("t", 0): 1})
+    commit(broker.data_dir, "b", {("t", 0): 3})
+    described = json.loads(
+        ok(groups(broker, "--describe", "--all-groups", "--format", "json"))
+    )
+    assert [(d["group"], d["offsets"][0]["lag"]) for d in described] == [
+        ("a", 3),
+        ("b", 1),
+    ]
+    out = ok(groups(broker, "--delete", "--all-groups"))
+    assert out == "Deletion of requested consumer groups ('a', 'b') was successful.\n"
+    assert ok(groups(broker, "--list")) == ""
+
+
+def test_reset_offsets_export_then_from_file(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Kafka's CSV: topic,partition,offset for one group, with the group first for
+    several; --from-file takes back what --export wrote."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 2)
+    produce(broker.data_dir, "t", 0, [b"x"] * 5)
+    produce(broker.data_dir, "t", 1, [b"x"] * 7)
+    one = ok(groups(broker, "--reset-offsets", "--group", "a", "--topic", "t",
+                    "--to-latest", "--dry-run", "--export"))  # fmt: skip
+    assert one == "t,0,5\nt,1,7\n"
+    two = ok(groups(broker, "--reset-offsets", "--group", "a", "--group", "b",
+                    "--topic", "t:1", "--to-earliest", "--export"))  # fmt: skip
+    assert two == "a,t,1,0\nb,t,1,0\n"
+    plan = tmp_path / "plan.csv"
+    plan.write_text("t,0,2\nt,1,9\n")  # 9 is past the log end: 7, as Kafka warns
+    result = groups(broker, "--reset-offsets", "--group", "a", "--from-file",
+                    str(plan), "--execute", "--export")  # fmt: skip
+    assert ok(result) == "t,0,2\nt,1,7\n"
+    assert "New offset (9) is higher than latest offset" in result.stderr
+    assert committed(broker.data_dir, "a") == {
+        TopicPartition("t", 0): 2,
+        TopicPartition("t", 1): 7,
+    }
+    plan.write_text("a,t,0,1\nb,t,1,3\n")
+    ok(groups(broker, "--reset-offsets", "--group", "a", "--group", "b",
+              "--from-file", str(plan), "--execute"))  # fmt: skip
+    assert committed(broker.data_dir, "a")[TopicPartition("t", 0)] == 1
+    assert committed(broker.data_dir, "b") == {TopicPartition("t", 1): 3}
+    plan.write_text("t;0;1\n")
+    assert f"{plan} line 1: 't;0;1' is not group,topic,partition,offset" in fails(
+        groups(
+            broker,
+            "--reset-offsets",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--from-file",
+            str(plan),
+            "--dry-run",
+        ),
+        2,
+    )
+
+
+def test_delete_offsets_keeps_those_of_a_subscribed_topic(
+    broker: EmbeddedBroker,
+) -> None:
+    """Kafka's layout; the offsets of a topic a live member reads stay (exit 1)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("t", 2)
+        admin.create_topic("u")
+    for topic, partition in (("t", 0), ("t", 1), ("u", 0)):
+        produce(broker.data_dir, topic, partition, [b"x"] * 3)
+    commit(broker.data_dir, "g", {("t", 0): 1, ("t", 1): 2, ("u", 0): 3})
+    out = ok(groups(broker, "--delete-offsets", "--group", "g", "--topic", "t:1"))
+    assert out.splitlines() == [
+        "Request succeed for deleting offsets with topic t group g",
+        "",
+        f"{'TOPIC':30} {'PARTITION':15} STATUS         ",
+        f"{'t':30} {'1':15} Successful     ",
+    ]
+    assert committed(broker.data_dir, "g") == {
+        TopicPartition("t", 0): 1,
+        TopicPartition("u", 0): 3,
+    }
+    with member(broker.data_dir, "g", ["u"]):
+        result = groups(broker, "--delete-offsets", "--group", "g", "--topic", "u",
+                        "--topic", "t")  # fmt: skip
+        assert result.exit_code == 1
+        assert result.stdout.splitlines()[0] == (
+            "Encounter some partition level error, see the follow-up details:"
+        )
+        assert (
+            f"{'u':30} {'0':15} Error: The consumer group is subscribed to the "
+            "topic" in result.stdout
+        )
+    assert committed(broker.data_dir, "g") == {TopicPartition("u", 0): 3}

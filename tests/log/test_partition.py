@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import threading
 import time
@@ -316,3 +317,38 @@ def test_reader_threads_sharing_a_log_each_see_every_record(open_log):
     for t in threads:
         t.join(60)
     assert problems == []
+
+
+def test_reopening_after_an_unclean_stop_logs_what_was_recovered(
+    open_log, tmp_path, ring_name, caplog
+):
+    """The files a kill -9 leaves (spilled past the last recovery point, a torn
+    last batch) and a reboot: one line says what recovery kept, cut and took."""
+    log = open_log(TopicConfig(ring_bytes=1 << 16, flush_ms=-1))
+    produce(log.ring, 5, size=3, spill=log)
+    assert log.recovery_point == 0  # nothing fsynced: all 15 are past it
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "t-0", crashed)  # the files as a crash leaves them
+    os.truncate(crashed / "00000000000000000000.log", log.active.size - 5)
+    log.close()
+    shm.unlink(ring_name)
+    with caplog.at_level("INFO", logger="shmbroker.log.partition"):
+        recovered = open_log(directory=crashed)
+    assert recovered.log_end_offset == 12
+    (line,) = [r for r in caplog.records if "unclean stop" in r.getMessage()]
+    assert line.levelname == "WARNING"  # bytes were cut
+    assert re.fullmatch(
+        rf"recovered {crashed} after an unclean stop: 12 records written after the "
+        rf"recovery point \(offset 0\) kept, 1 segments checked batch by batch, "
+        rf"\d+ bytes of a torn or corrupt tail cut, in \d+\.\d ms",
+        line.getMessage(),
+    ), line.getMessage()
+
+
+def test_reopening_after_a_clean_close_logs_no_recovery(open_log, caplog):
+    log = open_log()
+    produce(log.ring, 5, spill=log)
+    log.close()
+    with caplog.at_level("INFO", logger="shmbroker.log.partition"):
+        open_log()
+    assert not [r for r in caplog.records if "unclean stop" in r.getMessage()]
