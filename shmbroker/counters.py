@@ -121,6 +121,22 @@ def local_histogram(bounds: Sequence[float] = LATENCY_BOUNDS) -> Histogram:
     return Histogram(values, range(n), n, bounds, threading.Lock())
 
 
+def _share_as_broker(fd: int, base: str) -> None:
+    """A broker of access.group (its info object 0660, owned by the group): give the
+    page the same owner group and mode, so that the supervisor, of the broker's user,
+    reads the pages of the group's other users."""
+    try:
+        info = os.stat(shm.path_of(shm.broker_info_name(base)))
+    except OSError:
+        return
+    if info.st_mode & 0o060:
+        # a group this process is a member of if it got this far; if not, the page
+        # stays its own (0600) and only its counts go unserved
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, info.st_gid)
+            os.fchmod(fd, 0o660)
+
+
 class CounterPage:
     """This process's page for one broker: `CounterPage.acquire(base)` shares it
     among the users of the process (a producer, a consumer, the gateway) and the
@@ -137,6 +153,7 @@ class CounterPage:
             shm.unlink(self.name)  # a page of a dead process that had our pid
             fd = shm.create(self.name, PAGE_BYTES)
             try:
+                _share_as_broker(fd, base)
                 self._map = mmap.mmap(fd, PAGE_BYTES)
             finally:
                 os.close(fd)
