@@ -62,7 +62,11 @@ class GroupLine:
         thread; wait_ms: how long the coordinator may park it. Refused, without
         asking the coordinator, if message names a group the user may not use."""
         group_id = getattr(message, "group_id", None)  # None: ListGroups names none
-        if group_id is not None and authorizer.group_code(self.session, group_id):
+        refused = (
+            group_id is not None
+            and authorizer.group_code(self.session, group_id) != Code.NONE
+        )
+        if refused:
             raise Refused(
                 f"{self.session.auth.principal} may not use group {group_id!r}"
             )

@@ -539,10 +539,15 @@ def test_confluent_kafka_logs_in_again_before_its_session_ends(
 DENIED = Code.GROUP_AUTHORIZATION_FAILED
 
 
-def _names() -> tuple[str, str, str, str]:
-    """bob's topic and group, another topic and another group."""
+def _names(broker: EmbeddedBroker, partitions: int = 1) -> tuple[str, str, str, str]:
+    """bob's topic (made, of partitions) and group, another topic (made) and
+    another group."""
     tag = uuid.uuid4().hex[:8]
-    return f"bob-t-{tag}", f"bob-g-{tag}", f"alices-{tag}", f"billing-{tag}"
+    mine, other = f"bob-t-{tag}", f"alices-{tag}"
+    with Admin(str(broker.data_dir)) as admin:
+        admin.create_topic(mine, partitions)
+        admin.create_topic(other, 1)
+    return mine, f"bob-g-{tag}", other, f"billing-{tag}"
 
 
 def _commit(wire: Wire, group: str, **topics: list[int]) -> Any:
@@ -570,10 +575,7 @@ def _codes(response: Any) -> dict[str, list[int]]:
 def test_each_group_api_refuses_another_group_in_its_own_shape(
     gateway: Gateway, sasl_plaintext: EmbeddedBroker
 ) -> None:
-    mine, group, other, billing = _names()
-    with Admin(str(sasl_plaintext.data_dir)) as admin:
-        admin.create_topic(mine, 1)
-        admin.create_topic(other, 1)
+    mine, group, other, billing = _names(sasl_plaintext)
 
     async def scenario() -> None:
         bob = Wire(gateway)
@@ -649,10 +651,7 @@ def test_each_group_api_refuses_another_group_in_its_own_shape(
 def test_list_groups_shows_only_the_groups_the_user_may_use(
     gateway: Gateway, sasl_plaintext: EmbeddedBroker
 ) -> None:
-    mine, group, other, billing = _names()
-    with Admin(str(sasl_plaintext.data_dir)) as admin:
-        admin.create_topic(mine, 1)
-        admin.create_topic(other, 1)
+    mine, group, other, billing = _names(sasl_plaintext)
 
     async def scenario() -> None:
         bob, alice = Wire(gateway), Wire(gateway)
@@ -702,9 +701,7 @@ def test_confluent_kafka_is_refused_another_group_and_commits_in_its_own(
     """If bob subscribes in a group outside his allow list, then librdkafka reports
     GROUP_AUTHORIZATION_FAILED; in a bob-* group he consumes, commits, and a new
     consumer of the group resumes after his commit."""
-    mine, group, _, billing = _names()
-    with Admin(str(sasl_plaintext.data_dir)) as admin:
-        admin.create_topic(mine, 2)
+    mine, group, _, billing = _names(sasl_plaintext, partitions=2)
     producer = confluent_kafka.Producer({
         "bootstrap.servers": sasl_plaintext.bootstrap_servers,
         **_security("sasl_plaintext", {}, user="bob"),

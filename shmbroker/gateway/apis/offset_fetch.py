@@ -44,12 +44,9 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
             ),
             protocol.OffsetFetchReply,
         )
-        shown = set(readable(session, [(o.topic, o.partition) for o in reply.offsets]))
-        found = {
-            (o.topic, o.partition): o
-            for o in reply.offsets
-            if (o.topic, o.partition) in shown
-        }
+        found = {(o.topic, o.partition): o for o in reply.offsets}
+        shown = set(readable(session, list(found)))  # "all" leaves the rest out
+        found = {tp: o for tp, o in found.items() if tp in shown}
     except errors.ShmbrokerError as exc:
         code = group_code(exc)
     by_topic: dict[str, list[int]] = {}
