@@ -17,7 +17,9 @@ __all__ = [
     "ASSIGNORS",
     "Assignor",
     "Subscription",
+    "assignor_for",
     "cooperative_sticky_assign",
+    "protocol_names",
     "range_assign",
     "revoked",
     "round_robin_assign",
@@ -133,6 +135,27 @@ ASSIGNORS: dict[str, Assignor] = {
     "roundrobin": round_robin_assign,
     "cooperative-sticky": cooperative_sticky_assign,
 }
+
+# Other clients' names for Kafka's assignors: the same assignment in Kafka's
+# ConsumerProtocol bytes, under the client's own protocol name. A group's protocol must
+# be one every member names (issue 11), so a member offers these after Kafka's name:
+# kafkajs offers only its "RoundRobinAssigner" (kafkajs/src/consumer/assigners).
+# They are protocol names, not assignors: partition.assignment.strategy takes Kafka's.
+CLIENT_NAMES: dict[str, tuple[str, ...]] = {"roundrobin": ("RoundRobinAssigner",)}
+
+
+def protocol_names(assignors: Iterable[str]) -> list[str]:
+    """The protocols a member offers for its assignors (Kafka's names), in its order
+    of preference: each assignor's name, then other clients' names for it."""
+    return [name for a in assignors for name in (a, *CLIENT_NAMES.get(a, ()))]
+
+
+def assignor_for(protocol: str) -> Assignor:
+    """The assignor of a group's protocol, named by Kafka or by another client."""
+    kafka_name = next(
+        (kafka for kafka, names in CLIENT_NAMES.items() if protocol in names), protocol
+    )
+    return ASSIGNORS[kafka_name]
 
 
 def _kafka_order(subscriptions: Mapping[str, Subscription]) -> list[str]:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from shmbroker import errors, protocol
-from shmbroker.client.assignors import ASSIGNORS
+from shmbroker.client.assignors import ASSIGNORS, assignor_for, protocol_names
 from shmbroker.client.connection import Connection
 from shmbroker.kafka.consumer_protocol import (
     PROTOCOL_TYPE,
@@ -204,7 +204,7 @@ class GroupMember:
                 self.group_id,
                 self.member_id,
                 PROTOCOL_TYPE,
-                [(name, metadata) for name in self.assignors],
+                [(name, metadata) for name in protocol_names(self.assignors)],
                 self.session_timeout_ms,
                 self.max_poll_interval_ms,
                 self.group_instance_id,
@@ -227,7 +227,7 @@ class GroupMember:
                     counts[topic] = self.connection.topic(topic).partitions
                 except errors.UnknownTopic:
                     continue
-            plan = ASSIGNORS[result.protocol_name](subscriptions, counts)
+            plan = assignor_for(result.protocol_name)(subscriptions, counts)
             assignments = {m: encode_assignment(tps) for m, tps in plan.items()}
         self._partition_counts = {t: c for t, c in counts.items() if t in self.topics}
         sync = self.connection.request(

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from shmbroker.client.assignors import (
     ASSIGNORS,
     Subscription,
+    assignor_for,
     cooperative_sticky_assign,
+    protocol_names,
     range_assign,
     revoked,
     round_robin_assign,
@@ -175,6 +177,19 @@ def test_assignors_have_kafkas_names():
         "cooperative-sticky": cooperative_sticky_assign,
     }
     assert kafka == ASSIGNORS
+
+
+def test_members_also_offer_other_clients_names_for_the_same_assignor():
+    """A member offers kafkajs's name for roundrobin after Kafka's (so it can share a
+    group with kafkajs members, which offer only theirs), and a group on that protocol
+    is assigned by roundrobin; the assignors keep Kafka's names only."""
+    assert protocol_names(["range", "roundrobin"]) == [
+        "range", "roundrobin", "RoundRobinAssigner",
+    ]  # fmt: skip
+    assert protocol_names(["cooperative-sticky"]) == ["cooperative-sticky"]
+    assert assignor_for("RoundRobinAssigner") is round_robin_assign
+    assert assignor_for("range") is range_assign
+    assert "RoundRobinAssigner" not in ASSIGNORS
 
 
 # --- cooperative-sticky: stickiness and the two-phase handover ------------------------

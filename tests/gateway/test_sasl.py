@@ -1,6 +1,9 @@
 """SASL on the gateway: the handshake rules over in-memory bytes (an in-process
 gateway of a real supervisor), then confluent-kafka, kafka-python and kcat logging in
-with SCRAM-SHA-512 over TLS and PLAIN over plain TCP, and the allow lists."""
+with SCRAM-SHA-512 over TLS and PLAIN over plain TCP, and the allow lists: of topics,
+and of consumer groups (each group API's refusal in its own shape, ListGroups
+leaving other groups out, confluent-kafka refused a group and committing in its own).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 import logging
 import struct
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ import confluent_kafka.admin
 import pytest
 import scramp
 
-from shmbroker import EmbeddedBroker, users
+from shmbroker import Admin, EmbeddedBroker, users
 from shmbroker.config import BrokerConfig, Listener
 from shmbroker.gateway import authorizer
 from shmbroker.gateway.server import Gateway
@@ -528,3 +532,212 @@ def test_confluent_kafka_logs_in_again_before_its_session_ends(
         brokers = stats[-1]["brokers"].values()
         assert sum(b["disconnects"] for b in brokers) == 0, stats[-1]["brokers"]
         assert "ended" not in broker.log_tail(500)
+
+
+# ---- consumer groups under the allow lists -----------------------------------------
+
+DENIED = Code.GROUP_AUTHORIZATION_FAILED
+
+
+def _names(broker: EmbeddedBroker, partitions: int = 1) -> tuple[str, str, str, str]:
+    """bob's topic (made, of partitions) and group, another topic (made) and
+    another group."""
+    tag = uuid.uuid4().hex[:8]
+    mine, other = f"bob-t-{tag}", f"alices-{tag}"
+    with Admin(str(broker.data_dir)) as admin:
+        admin.create_topic(mine, partitions)
+        admin.create_topic(other, 1)
+    return mine, f"bob-g-{tag}", other, f"billing-{tag}"
+
+
+def _commit(wire: Wire, group: str, **topics: list[int]) -> Any:
+    """OffsetCommit v2 of offset 0 for each partition, by a group's non-member."""
+    request_type = codec.request_type(8, 2)
+    topic_type = codec.nested(request_type, "OffsetCommitRequestTopic")
+    partition_type = codec.nested(request_type, "OffsetCommitRequestPartition")
+    return wire.call(8, 2, codec.build(
+        request_type, group_id=group, generation_id_or_member_epoch=-1,
+        member_id="", retention_time=-1, topics=tuple(
+            codec.build(topic_type, name=name, partitions=tuple(
+                codec.build(partition_type, partition_index=p, committed_offset=0,
+                            committed_metadata="")
+                for p in partitions))
+            for name, partitions in topics.items()
+        ),
+    ))  # fmt: skip
+
+
+def _codes(response: Any) -> dict[str, list[int]]:
+    """topic -> its partitions' error codes."""
+    return {t.name: [p.error_code for p in t.partitions] for t in response.topics}
+
+
+def test_each_group_api_refuses_another_group_in_its_own_shape(
+    gateway: Gateway, sasl_plaintext: EmbeddedBroker
+) -> None:
+    mine, group, other, billing = _names(sasl_plaintext)
+
+    async def scenario() -> None:
+        bob = Wire(gateway)
+        assert (await _scram_login(bob, "bob", PASSWORD)).error_code == 0
+        found = await bob.call(10, 1, request(10, 1, key=billing, key_type=0))
+        assert (found.error_code, found.node_id) == (DENIED, -1)
+        found = await bob.call(10, 1, request(10, 1, key=group, key_type=0))
+        assert (found.error_code, found.node_id) == (Code.NONE, 0)
+
+        protocol = codec.nested(codec.request_type(11, 0), "JoinGroupRequestProtocol")
+        joined = await bob.call(11, 0, request(
+            11, 0, group_id=billing, session_timeout=10_000, member_id="",
+            protocol_type="consumer",
+            protocols=(protocol(name="range", metadata=b"\x00" * 6),),
+        ))  # fmt: skip
+        assert (joined.error_code, joined.generation_id) == (DENIED, -1)
+        beat = await bob.call(12, 0, request(
+            12, 0, group_id=billing, generation_id=1, member_id="m"
+        ))  # fmt: skip
+        assert beat.error_code == DENIED
+
+        # another group: every partition refused; his group: another topic refused
+        assert _codes(await _commit(bob, billing, **{mine: [0]})) == {mine: [DENIED]}
+        committed = await _commit(bob, group, **{mine: [0], other: [0]})
+        assert _codes(committed) == {
+            mine: [Code.NONE], other: [Code.TOPIC_AUTHORIZATION_FAILED]
+        }  # fmt: skip
+
+        fetch_topic = codec.nested(codec.request_type(9, 3), "OffsetFetchRequestTopic")
+        fetched = await bob.call(9, 3, request(
+            9, 3, group_id=group, topics=tuple(
+                fetch_topic(name=name, partition_indexes=(0,))
+                for name in (mine, other)
+            ),
+        ))  # fmt: skip
+        assert fetched.error_code == Code.NONE
+        assert {
+            t.name: [(p.error_code, p.committed_offset) for p in t.partitions]
+            for t in fetched.topics
+        } == {mine: [(Code.NONE, 0)], other: [(Code.TOPIC_AUTHORIZATION_FAILED, -1)]}
+        refused = await bob.call(9, 3, request(9, 3, group_id=billing, topics=None))
+        assert refused.error_code == DENIED
+
+        described = await bob.call(15, 0, request(15, 0, groups=(billing, group)))
+        assert [(g.group_id, g.error_code) for g in described.groups] == [
+            (billing, DENIED), (group, Code.NONE),
+        ]  # fmt: skip
+        deleted = await bob.call(42, 0, request(42, 0, groups_names=(billing,)))
+        assert deleted.results[0].error_code == DENIED
+        left = await bob.call(13, 0, request(13, 0, group_id=billing, member_id="m"))
+        assert left.error_code == DENIED
+
+        delete_type = codec.request_type(47, 0)
+        topic_type = codec.nested(delete_type, "OffsetDeleteRequestTopic")
+        partition = codec.nested(delete_type, "OffsetDeleteRequestPartition")
+        forget = tuple(
+            topic_type(name=name, partitions=(partition(partition_index=0),))
+            for name in (mine, other)
+        )
+        forgotten = await bob.call(47, 0, request(47, 0, group_id=group, topics=forget))
+        assert forgotten.error_code == Code.NONE
+        assert _codes(forgotten) == {
+            mine: [Code.NONE], other: [Code.TOPIC_AUTHORIZATION_FAILED]
+        }  # fmt: skip
+        forgotten = await bob.call(
+            47, 0, request(47, 0, group_id=billing, topics=forget)
+        )
+        assert forgotten.error_code == DENIED
+
+    run(scenario())
+
+
+def test_list_groups_shows_only_the_groups_the_user_may_use(
+    gateway: Gateway, sasl_plaintext: EmbeddedBroker
+) -> None:
+    mine, group, other, billing = _names(sasl_plaintext)
+
+    async def scenario() -> None:
+        bob, alice = Wire(gateway), Wire(gateway)
+        assert (await _scram_login(bob, "bob", PASSWORD)).error_code == 0
+        assert (await _scram_login(alice, "alice", PASSWORD)).error_code == 0
+        assert _codes(await _commit(bob, group, **{mine: [0]})) == {mine: [0]}
+        assert _codes(await _commit(alice, billing, **{other: [0]})) == {other: [0]}
+
+        async def listed(wire: Wire) -> set[str]:
+            response = await wire.call(16, 2, request(16, 2))
+            assert response.error_code == Code.NONE
+            return {g.group_id for g in response.groups}
+
+        shown_to_bob = await listed(bob)
+        assert group in shown_to_bob
+        assert all(name.startswith("bob-") for name in shown_to_bob), shown_to_bob
+        assert {group, billing} <= await listed(alice)
+
+    run(scenario())
+
+
+def _bob(broker: EmbeddedBroker, group: str, **conf: Any) -> confluent_kafka.Consumer:
+    return confluent_kafka.Consumer({
+        "bootstrap.servers": broker.bootstrap_servers,
+        **_security("sasl_plaintext", {}, user="bob"),
+        "group.id": group, "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, **conf,
+    })  # fmt: skip
+
+
+def _poll(consumer: confluent_kafka.Consumer, count: int) -> list[bytes]:
+    """count records' values, failing on any consumer error."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(got) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.2)
+        if message is None:
+            continue
+        assert message.error() is None, message.error()
+        got.append(message.value())
+    return got
+
+
+def test_confluent_kafka_is_refused_another_group_and_commits_in_its_own(
+    sasl_plaintext: EmbeddedBroker,
+) -> None:
+    """If bob subscribes in a group outside his allow list, then librdkafka reports
+    GROUP_AUTHORIZATION_FAILED; in a bob-* group he consumes, commits, and a new
+    consumer of the group resumes after his commit."""
+    mine, group, _, billing = _names(sasl_plaintext, partitions=2)
+    producer = confluent_kafka.Producer({
+        "bootstrap.servers": sasl_plaintext.bootstrap_servers,
+        **_security("sasl_plaintext", {}, user="bob"),
+    })  # fmt: skip
+    for i in range(6):
+        producer.produce(mine, f"m{i}".encode(), partition=i % 2)
+    assert producer.flush(30) == 0
+
+    refused = _bob(sasl_plaintext, billing)
+    refused.subscribe([mine])
+    errors: list[confluent_kafka.KafkaError] = []
+    deadline = time.monotonic() + 30
+    while not errors and time.monotonic() < deadline:
+        message = refused.poll(0.2)
+        assert message is None or message.error() is not None, "consumed, refused"
+        if message is not None:
+            errors.append(message.error())
+    refused.close()
+    assert errors, "no error reported"
+    assert errors[0].code() == confluent_kafka.KafkaError.GROUP_AUTHORIZATION_FAILED
+
+    first = _bob(sasl_plaintext, group)
+    first.subscribe([mine])
+    assert sorted(_poll(first, 6)) == [f"m{i}".encode() for i in range(6)]
+    first.commit(asynchronous=False)
+    first.close()
+    for i in range(6, 8):
+        producer.produce(mine, f"m{i}".encode(), partition=i % 2)
+    assert producer.flush(30) == 0
+    second = _bob(sasl_plaintext, group)
+    second.subscribe([mine])
+    try:
+        assert sorted(_poll(second, 2)) == [b"m6", b"m7"]
+        committed = second.committed(
+            [confluent_kafka.TopicPartition(mine, p) for p in range(2)], timeout=30
+        )
+        assert [tp.offset for tp in committed] == [3, 3]
+    finally:
+        second.close()

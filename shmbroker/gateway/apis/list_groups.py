@@ -1,11 +1,13 @@
 """ListGroups (key 16), v0-v2: every group with live members or committed offsets
-(`kafka-consumer-groups --list`)."""
+(`kafka-consumer-groups --list`), of those the user may use (gateway/authorizer.py):
+as in Kafka, the others are left out, not refused."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
+from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
 from shmbroker.gateway.groups import group_code, line
 from shmbroker.kafka import codec
@@ -30,7 +32,11 @@ async def _answer(session: Session, header: RequestHeader) -> Body:
         reply = await line(session).request(
             protocol.ListGroups(), protocol.ListGroupsReply
         )
-        groups = reply.groups
+        groups = [
+            g
+            for g in reply.groups
+            if authorizer.group_code(session, g.group_id) == Code.NONE
+        ]
     except errors.ShmbrokerError as exc:
         code = group_code(exc)
     response = codec.response_type(API_KEY, header.api_version)

@@ -5,6 +5,8 @@ consumer using assign()). Stored durably by the supervisor's offset store.
 Differs from Kafka: a request is committed whole or not at all (the coordinator
 checks every partition first), so one error is answered for each partition; the
 retention time is ignored (offsets are kept until the group or topic is deleted).
+Partitions of a topic the user may not read are TOPIC_AUTHORIZATION_FAILED and left
+out; the rest are committed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import outcome
+from shmbroker.gateway.groups import outcome, partition_code, readable
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 
@@ -32,12 +34,17 @@ def handle(session: Session, header: RequestHeader, frame: Buffer) -> Any:
 
 
 async def _answer(session: Session, header: RequestHeader, request: Any) -> Body:
+    allowed = set(
+        readable(session, [(t.name, p.partition_index) for t in request.topics
+                           for p in t.partitions])
+    )  # fmt: skip
     offsets = [
         protocol.CommittedOffset(
             t.name, p.partition_index, p.committed_offset, p.committed_metadata or ""
         )
         for t in request.topics
         for p in t.partitions
+        if (t.name, p.partition_index) in allowed
     ]
     message = protocol.OffsetCommit(
         request.group_id,
@@ -55,7 +62,9 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
             name=t.name,
             partitions=tuple(
                 codec.build(
-                    partition_type, partition_index=p.partition_index, error_code=code
+                    partition_type,
+                    partition_index=p.partition_index,
+                    error_code=partition_code(session, code, t.name),
                 )
                 for p in t.partitions
             ),

@@ -1,6 +1,7 @@
 """OffsetDelete (key 47), v0: forget a group's committed offsets of some
 partitions (`kafka-consumer-groups --delete-offsets`); those of a topic a live
-member subscribes to stay, with GROUP_SUBSCRIBED_TO_TOPIC, as in Kafka.
+member subscribes to stay, with GROUP_SUBSCRIBED_TO_TOPIC, as in Kafka; those of a
+topic the user may not read stay too, TOPIC_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import group_code, line, partition_code, readable
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code
@@ -33,7 +34,7 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
     code, kept = Code.NONE, set()
     try:
         reply = await line(session).request(
-            protocol.DeleteGroupOffsets(request.group_id, wanted),
+            protocol.DeleteGroupOffsets(request.group_id, readable(session, wanted)),
             protocol.DeleteGroupOffsetsReply,
         )
         kept = {(topic, p) for topic, p in reply.subscribed}
@@ -52,7 +53,7 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
                     partition_index=p.partition_index,
                     error_code=Code.GROUP_SUBSCRIBED_TO_TOPIC
                     if (t.name, p.partition_index) in kept
-                    else Code.NONE,
+                    else partition_code(session, Code.NONE, t.name),
                 )
                 for p in t.partitions
             ),

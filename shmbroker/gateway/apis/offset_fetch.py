@@ -1,7 +1,8 @@
 """OffsetFetch (key 9), v1-v3: a group's committed offsets. Every requested
 partition is answered, with offset -1 where nothing is committed (kafkajs crashes
 on a partition left out); null topics (v2+) asks for all the group has.
-v2+ carries a top-level error code too.
+v2+ carries a top-level error code too. A topic the user may not read is
+TOPIC_AUTHORIZATION_FAILED where asked for, and left out of "all".
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors, protocol
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.groups import group_code, line
+from shmbroker.gateway.groups import group_code, line, partition_code, readable
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code
@@ -38,9 +39,14 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
     code, found = Code.NONE, {}
     try:
         reply = await line(session).request(
-            protocol.OffsetFetch(request.group_id, wanted), protocol.OffsetFetchReply
+            protocol.OffsetFetch(
+                request.group_id, None if wanted is None else readable(session, wanted)
+            ),
+            protocol.OffsetFetchReply,
         )
         found = {(o.topic, o.partition): o for o in reply.offsets}
+        shown = set(readable(session, list(found)))  # "all" leaves the rest out
+        found = {tp: o for tp, o in found.items() if tp in shown}
     except errors.ShmbrokerError as exc:
         code = group_code(exc)
     by_topic: dict[str, list[int]] = {}
@@ -56,7 +62,8 @@ async def _answer(session: Session, header: RequestHeader, request: Any) -> Body
             committed = found.get((topic, p))
             answers.append(
                 codec.build(
-                    partition_type, partition_index=p, error_code=code,
+                    partition_type, partition_index=p,
+                    error_code=partition_code(session, code, topic),
                     committed_offset=-1 if committed is None else committed.offset,
                     metadata="" if committed is None else committed.metadata,
                 )
