@@ -157,27 +157,8 @@ class Admin:
         return meta
 
     def describe_configs(self, name: str) -> list[ConfigEntry]:
-        """Every config of the topic with its value and source: a topic override,
-        the broker's default for topics (its config file), or the default."""
-        meta = self.connection.topic(name)
-        registry = protocol.load_registry(self.connection.data_dir)
-        entry = registry.topics.get(name)
-        layers = (
-            (
-                entry.configs if entry is not None else {},
-                ConfigSource.DYNAMIC_TOPIC_CONFIG,
-            ),
-            (registry.topic_defaults, ConfigSource.STATIC_BROKER_CONFIG),
-            (TopicConfig().to_kafka(), ConfigSource.DEFAULT_CONFIG),
-        )
-        out = []
-        for key, value in sorted(meta.configs.items()):
-            synonyms = [
-                (source, str(layer[key])) for layer, source in layers if key in layer
-            ]
-            source = synonyms[0][0] if synonyms else ConfigSource.DEFAULT_CONFIG
-            out.append(ConfigEntry(key, value, source, synonyms))
-        return out
+        """Every config of the topic with its value and source."""
+        return topic_configs(self.connection, name)
 
     def alter_configs(
         self,
@@ -352,3 +333,25 @@ def group_lag(admin: GroupAdmin, group_id: str) -> list[PartitionLag]:
             )
         )
     return rows
+
+
+def topic_configs(connection: Connection, name: str) -> list[ConfigEntry]:
+    """Every config of the topic with its value and source: a topic override, the
+    broker's default for topics (its config file), or the default. Blocking: what
+    `Admin.describe_configs` and the gateway's DescribeConfigs answer."""
+    meta = connection.topic(name)
+    registry = protocol.load_registry(connection.data_dir)
+    entry = registry.topics.get(name)
+    layers = (
+        (entry.configs if entry is not None else {}, ConfigSource.DYNAMIC_TOPIC_CONFIG),
+        (registry.topic_defaults, ConfigSource.STATIC_BROKER_CONFIG),
+        (TopicConfig().to_kafka(), ConfigSource.DEFAULT_CONFIG),
+    )
+    out = []
+    for key, value in sorted(meta.configs.items()):
+        synonyms = [
+            (source, str(layer[key])) for layer, source in layers if key in layer
+        ]
+        source = synonyms[0][0] if synonyms else ConfigSource.DEFAULT_CONFIG
+        out.append(ConfigEntry(key, value, source, synonyms))
+    return out

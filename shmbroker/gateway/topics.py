@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import NamedTuple
 
 from shmbroker import errors, protocol
 from shmbroker.client.admin import Admin
@@ -171,41 +170,7 @@ class Topics:
             self.drop(name)
 
 
-# ---- topic configs, as DescribeConfigs tells them ------------------------------------
-
-DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG, DEFAULT_CONFIG = 1, 4, 5  # Kafka's sources
-
-
-class ConfigValue(NamedTuple):
-    name: str
-    value: str
-    source: int  # where the value comes from (Kafka's ConfigSource)
-    synonyms: list[tuple[str, int]]  # (value, source), the one in force first
-
-
-def topic_configs(connection: Connection, name: str) -> list[ConfigValue]:
-    """Blocking: every config of the topic with its value and source: a topic
-    override, the broker's default for topics (its config file), or the default."""
-    meta = connection.topic(name)
-    registry = protocol.load_registry(connection.data_dir)
-    entry = registry.topics.get(name)
-    overrides = entry.configs if entry is not None else {}
-    broker = registry.topic_defaults
-    defaults = TopicConfig().to_kafka()
-    out = []
-    for key, value in sorted(meta.configs.items()):
-        synonyms = [
-            (str(layer[key]), source)
-            for layer, source in (
-                (overrides, DYNAMIC_TOPIC_CONFIG),
-                (broker, STATIC_BROKER_CONFIG),
-                (defaults, DEFAULT_CONFIG),
-            )
-            if key in layer
-        ]
-        source = synonyms[0][1] if synonyms else DEFAULT_CONFIG
-        out.append(ConfigValue(key, value, source, synonyms))
-    return out
+# ---- topic configs ----------------------------------------------------------------
 
 
 def topic_overrides(connection: Connection, name: str) -> dict[str, str]:

@@ -14,10 +14,10 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from shmbroker import errors
+from shmbroker.client.admin import ConfigEntry, ConfigSource, topic_configs
 from shmbroker.config import kafka_name
 from shmbroker.gateway import authorizer
 from shmbroker.gateway.apis import Body, register
-from shmbroker.gateway.topics import STATIC_BROKER_CONFIG, ConfigValue, topic_configs
 from shmbroker.kafka import codec
 from shmbroker.kafka.codec import Buffer, RequestHeader
 from shmbroker.kafka.errors import Code, code_for
@@ -68,7 +68,7 @@ async def _answer(
                 config_source=c.source, is_sensitive=False,
                 synonyms=tuple(
                     codec.build(synonym_type, name=c.name, value=v, source=s)
-                    for v, s in c.synonyms
+                    for s, v in c.synonyms
                 ) if synonyms else (),
             )
             for c in r.configs
@@ -119,7 +119,7 @@ def _describe_all(
     return out
 
 
-def _broker_configs(gateway: Gateway) -> list[ConfigValue]:
+def _broker_configs(gateway: Gateway) -> list[ConfigEntry]:
     config = gateway.config
     out = []
     for field in dataclasses.fields(config):
@@ -127,11 +127,11 @@ def _broker_configs(gateway: Gateway) -> list[ConfigValue]:
             value = getattr(config, field.name)
             text = str(value).lower() if isinstance(value, bool) else str(value)
             out.append(
-                ConfigValue(
+                ConfigEntry(
                     kafka_name(field.name),
                     text,
-                    STATIC_BROKER_CONFIG,
-                    [(text, STATIC_BROKER_CONFIG)],
+                    ConfigSource.STATIC_BROKER_CONFIG,
+                    [(ConfigSource.STATIC_BROKER_CONFIG, text)],
                 )
             )
-    return sorted(out)
+    return sorted(out, key=lambda c: c.name)
