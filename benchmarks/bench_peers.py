@@ -29,18 +29,27 @@ Targets (issue 13), as ratios within the run:
   4 KiB and 64 KiB: the best shmbroker path >= 1.5x the best peer.
 Left out: keys, headers, acks=all, several partitions or processes, TCP, process
 start-up. Raw results go to benchmarks/results/ (git-ignored); `--json` prints them.
+`--before DIR` also runs the shmbroker paths, in every round, against the shmbroker
+package in DIR (an export of an older commit, its C core built in place; as in
+bench_calls.py) in a fresh interpreter with its own broker, and prints them beside
+this tree's, with the targets' ratios over the same round's peers: the baseline in
+the same run.
 
     .venv/bin/python benchmarks/bench_peers.py            # ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_peers.py --smoke    # a few seconds (CI)
+    .venv/bin/python benchmarks/bench_peers.py --size 4096 --before /tmp/old
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
+import os
 import signal
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -181,6 +190,23 @@ class Runner:
         }
 
 
+def rows_before(directory: str, argv: list[str]) -> dict[tuple[str, str, int], Any]:
+    """One round of the shmbroker paths with the shmbroker package in directory."""
+    env = dict(os.environ, PYTHONPATH=str(Path(directory).resolve()))
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", "--rounds", "1", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the run against {directory} failed:\n{done.stderr[-3000:]}"
+        )
+    return {(r["kind"], r["api"], r["size"]): r for r in json.loads(done.stdout)}
+
+
 def median_rate(runs: list[dict[str, Any]]) -> float:
     return statistics.median(r["records_per_s"] for r in runs)
 
@@ -286,6 +312,22 @@ def print_report(result: dict[str, Any]) -> None:
                 f"{row['supervisor_cpu_s']:5.2f} CPU-s, {row['segment_polls']} of "
                 f"{row['polls']} polls from segments"
             )
+    if result["before_package"]:
+        print(
+            f"\n  shmbroker rows against the package in {result['before_package']}"
+            f" (the same rounds; this tree / before: records/s, the consumer's CPU-s)"
+        )
+        for row in result["rows"]:
+            old = result["before"].get(f"{row['kind']}/{row['api']}/{row['size']}")
+            if old is not None:
+                label = PATHS[row["kind"], row["api"]]
+                rate = old["records_per_s"]
+                print(
+                    f"  {fmt_size(row['size']):>6}  {label:33} "
+                    f"{row['records_per_s']:>11,.0f} / {rate:>11,.0f} "
+                    f"{row['records_per_s'] / rate:5.2f}x   "
+                    f"{row['consumer_cpu_s']:.2f} / {old['consumer_cpu_s']:.2f}"
+                )
     print("\ntargets (ratios within this run; per round in brackets)")
     for t in result["targets"]:
         got = "no run" if t["ratio"] is None else f"{t['ratio']:.2f}x"
@@ -295,6 +337,10 @@ def print_report(result: dict[str, Any]) -> None:
             f"  {verdict}  {t['target']:52} {got:>7} (want >= {t['want']:.1f}x; "
             f"best peer: {t['best_peer']}) [{rounds}]"
         )
+    for t in result["targets_before"]:
+        got = "no run" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+        rounds = ", ".join("-" if r is None else f"{r:.2f}" for r in t["rounds"])
+        print(f"  before  {t['target']:50} {got:>7} [{rounds}]")
     if result["failures"]:
         print(f"\nFAILED: {len(result['failures'])} run(s)")
         for f in result["failures"]:
@@ -318,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, action="append", help="only these sizes")
     ap.add_argument("--json", action="store_true", help="print raw results as JSON")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    ap.add_argument("--before", help="also run the shmbroker paths on the one in DIR")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = mp.get_context("fork")
@@ -329,14 +377,22 @@ def main(argv: list[str] | None = None) -> int:
         batch = batch_for(size)
         n = small if size < KiB else large_mib * MiB // size
         n = max(batch, n - n % batch)
-        configs += [(kind, api, size, n) for kind, api in PATHS]
+        configs += [
+            (kind, api, size, n)
+            for kind, api in PATHS
+            if kind == "shmbroker" or not args.child
+        ]
+    child_argv = [f"--size={size}" for size in args.size or SIZES]
+    child_argv += [f"--records={small}", f"--large-mib={large_mib}"]
+    child_argv += ["--smoke"] if args.smoke else []
     failures: list[dict[str, Any]] = []
     tables: list[dict[tuple[str, str, int], dict[str, Any]]] = []
-    with EmbeddedBroker(shm_prefix=SHM_PREFIX) as broker:
-        runner = Runner(broker, ctx, 60.0 if args.smoke else 300.0)
-        try:
-            for k in range(rounds):
-                table = {}
+    before: list[dict[tuple[str, str, int], dict[str, Any]]] = []
+    for k in range(rounds):
+        table = {}
+        with EmbeddedBroker(shm_prefix=SHM_PREFIX) as broker:
+            runner = Runner(broker, ctx, 60.0 if args.smoke else 300.0)
+            try:
                 for kind, api, size, n in configs:
                     try:
                         table[kind, api, size] = runner.run(kind, api, size, n)
@@ -344,9 +400,19 @@ def main(argv: list[str] | None = None) -> int:
                         name = f"{kind}/{api}/{size}"
                         failures.append({"config": name, "round": k, "error": str(exc)})
                         print(f"bench_peers: {name} FAILED: {exc}", file=sys.stderr)
-                tables.append(table)
-        finally:
-            runner.admin.close()
+            finally:
+                runner.admin.close()
+        tables.append(table)
+        # after this tree's broker stopped (one metrics port), so that both alternate
+        if args.before:
+            try:
+                before.append(rows_before(args.before, child_argv))
+            except RuntimeError as exc:
+                failures.append({"config": "before", "round": k, "error": str(exc)})
+                print(f"bench_peers: before FAILED: {exc}", file=sys.stderr)
+    if args.child:  # the rows of the one round, for rows_before
+        print(json.dumps(list(tables[0].values())))
+        return 1 if failures else 0
     rows = []
     for kind, api, size, _ in configs:
         runs = [t[kind, api, size] for t in tables if (kind, api, size) in t]
@@ -363,6 +429,25 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "runs": [list(t.values()) for t in tables],
         "targets": ratios(tables),
+        "before_package": args.before,
+        "before": {
+            f"{kind}/{api}/{size}": {
+                "records_per_s": median_rate(runs),
+                "consumer_cpu_s": statistics.median(r["consumer_cpu_s"] for r in runs),
+            }
+            for (kind, api, size) in {k for b in before for k in b}
+            if (runs := [b[kind, api, size] for b in before if (kind, api, size) in b])
+        },
+        "runs_before": [list(b.values()) for b in before],
+        # the peers of each round against the baseline's shmbroker rows of that round
+        "targets_before": ratios(
+            [
+                {k: v for k, v in t.items() if k[0] != "shmbroker"} | b
+                for t, b in zip(tables, before, strict=False)
+            ]
+        )
+        if before
+        else [],
         "failures": failures,
     }
     publish(

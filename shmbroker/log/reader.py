@@ -64,18 +64,21 @@ def read_segments(
     offset: int,
     max_bytes: int,
     hint: SegmentPosition | None = None,
-) -> tuple[bytes, SegmentPosition | None]:
+    buffer: bytearray | None = None,
+) -> tuple[memoryview, SegmentPosition | None]:
     """Whole batches from the segments, the first holding offset, and where the
-    batch after them is; b'' when offset is not (yet, or any more) in them."""
+    batch after them is; empty when offset is not (yet, or any more) in them. The
+    view is of buffer (or of a larger bytearray in its place, see LogSegment.read)
+    when one is given, else of fresh bytes."""
     end_offset = view.spilled_offset()
     if offset >= end_offset:
-        return b"", None
+        return EMPTY, None
     segments = view.segments()
     for k in range(len(segments) - 1, -1, -1):
         if segments[k].base_offset <= offset:
             break
     else:
-        return b"", None
+        return EMPTY, None
     for segment in segments[k:]:
         if segment.base_offset > offset:  # the segment before ended below offset
             raise errors.CorruptError(
@@ -95,17 +98,17 @@ def read_segments(
                 row = segment.find(offset)
                 position = None if row is None else row[_native.POSITION]
             if position is not None:
-                data = segment.read(position, max_bytes, end_offset)
+                data = segment.read(position, max_bytes, end_offset, buffer)
                 if not data:
-                    return b"", None
+                    return EMPTY, None
                 return data, SegmentPosition(
                     segment.base_offset, position + len(data), -1
                 )
         except OSError as exc:  # retention closed it under us: the log start moved
             if exc.errno != errno.EBADF:
                 raise
-            return b"", None
-    return b"", None
+            return EMPTY, None
+    return EMPTY, None
 
 
 class PartitionReader:
@@ -222,6 +225,9 @@ class LogReader:
         self._scan = _native.Scan()
         self._decoded = _native.Decoded()
         self._records_read = 0  # in the batches of the last read
+        # segment reads land here (no page faults of fresh memory each read), then
+        # are copied out whole batches only, as the ring reader's buffer is
+        self._buffer = bytearray()
 
     def seek(self, offset: int) -> None:
         """Go on from offset (the next read starts at the batch holding it)."""
@@ -232,24 +238,25 @@ class LogReader:
     def read_batches(self, timeout: float | None = 0) -> bytes:
         """Whole batches, the first holding self.offset (it may start before it);
         b'' when there is nothing new within timeout."""
-        view = self._read(timeout, self.max_bytes)
-        whole = view.obj
-        if type(whole) is bytes and len(whole) == len(view):
-            return whole  # a segment read's own bytes: no copy of them
-        return bytes(view)
+        return bytes(self._read(timeout, self.max_bytes, self._buffer))
 
     def read_slice(self, offset: int, max_bytes: int) -> memoryview:
         """Whole batches from the one holding offset, at most max_bytes unless the
         first alone is larger (Kafka's KIP-74), without waiting: a Fetch's answer for
         this partition. Empty if offset is the high watermark. The view is of this
-        reader's buffer (the ring's copy-out) or of bytes read from a segment: valid
-        until the next read of this reader. A reader that is asked for the offset
-        after its last slice goes on without a seek."""
+        reader's buffer (the ring's copy-out) or of fresh bytes read from a segment
+        (the gateway may hold them until written): valid until the next read of
+        this reader. A reader that is asked for the offset after its last slice
+        goes on without a seek."""
         if offset != self.offset:
             self.seek(offset)
-        return self._read(0, max_bytes)
+        return self._read(0, max_bytes, None)
 
-    def _read(self, timeout: float | None, max_bytes: int) -> memoryview:
+    def _read(
+        self, timeout: float | None, max_bytes: int, buffer: bytearray | None
+    ) -> memoryview:
+        """Whole batches from the segments (into buffer if given, else into fresh
+        bytes) or the ring, as a view valid until the next read."""
         log = self.log
         for _ in range(1000):  # each pass returns, or moves to the other source
             if self.offset < log.log_start_offset:
@@ -258,8 +265,12 @@ class LogReader:
                     f"retention: the log starts at {log.log_start_offset}"
                 )
             if self._ring_reader is None:
-                data, after = read_segments(log, self.offset, max_bytes, self._next)
+                data, after = read_segments(
+                    log, self.offset, max_bytes, self._next, buffer
+                )
                 if data:
+                    if isinstance(data.obj, bytearray) and data.obj is not buffer:
+                        self._buffer = buffer = data.obj  # grown for a larger batch
                     assert after is not None
                     self._source = (
                         f"{log.directory / file_name(after.base_offset, LOG_SUFFIX)} "

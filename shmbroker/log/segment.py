@@ -207,17 +207,29 @@ class LogSegment:
             )
         return None
 
-    def read(self, position: int, max_bytes: int, end_offset: int) -> bytes:
+    def read(
+        self,
+        position: int,
+        max_bytes: int,
+        end_offset: int,
+        buffer: bytearray | None = None,
+    ) -> memoryview:
         """Whole batches from position whose offsets are below end_offset, at most
         max_bytes unless the first batch alone is larger: then that batch (Kafka's
-        KIP-74). b'' while the first batch is not all there (a write in progress)."""
+        KIP-74). Empty while the first batch is not all there (a write in progress).
+
+        The view is of buffer when one is given (a new, larger bytearray if it is too
+        small: the view's obj is the one to pass next time), else of fresh bytes. A
+        reused buffer spares the page faults of fresh memory on every read; the cut
+        at a batch boundary is a view, never a copy."""
         size = max(0, min(max_bytes, self.size - position))
-        data = os.pread(self._fd, size, position)
+        data = self._pread(size, position, buffer)
         scan = _scan()
         rows = scan.scan(data, 0, len(data))
         if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= 12:
             total = int.from_bytes(data[8:12], "big") + 12
-            data = os.pread(self._fd, total, position)  # short while being written
+            buffer = data.obj if isinstance(data.obj, bytearray) else None
+            data = self._pread(total, position, buffer)  # short while being written
             rows = scan.scan(data, 0, len(data))
         if not rows:
             if scan.stop < 0:
@@ -225,13 +237,23 @@ class LogSegment:
                     f"{self.path}: no valid batch at position {position} "
                     f"({len(data)} bytes read, beginning {data[:32].hex()})"
                 )
-            return b""
+            return data[:0]
         end = 0
         for i in range(0, len(rows), F):
             if rows[i + LAST_OFFSET] >= end_offset:
                 break
             end = rows[i + POSITION] + rows[i + BYTES]
-        return data if end == len(data) else data[:end]
+        return data[:end]
+
+    def _pread(self, size: int, position: int, buffer: bytearray | None) -> memoryview:
+        """Up to size bytes from position (fewer at the file's end), into buffer (or
+        a larger one in its place) or fresh bytes."""
+        if buffer is None:
+            return memoryview(os.pread(self._fd, size, position))
+        if len(buffer) < size:  # not resized: a view of it may still be held
+            buffer = bytearray(size)
+        view = memoryview(buffer)
+        return view[: os.preadv(self._fd, [view[:size]], position)]
 
     @property
     def largest_timestamp(self) -> int:

@@ -72,8 +72,10 @@ def test_a_segment_caught_mid_write_gives_nothing_until_the_batch_is_whole(
                 whole = cut + 1 == len(large)
                 # without the spill's bound the segment itself refuses a partial batch
                 for max_bytes in (1 << 20, 100):  # KIP-74: one batch above max_bytes
-                    got = segment.read(len(small), max_bytes, end_offset=2**62)
-                    assert got == (large if whole else b""), (cut, max_bytes)
+                    # into fresh bytes, and into a reader's buffer (grown if small)
+                    for buffer in (None, bytearray(64)):
+                        got = segment.read(len(small), max_bytes, 2**62, buffer)
+                        assert got == (large if whole else b""), (cut, max_bytes)
                 # the spill has not published offset 45 yet: not for readers
                 assert read_segments(reader, 5, 1 << 20) == (b"", None), cut
         finally:
