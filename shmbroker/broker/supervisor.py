@@ -236,6 +236,10 @@ class Supervisor:
             topic=topic,
             partition=p,
         )
+        if self._gid is not None:  # its segment files, for the group's consumers
+            _share(partition_log.directory, self._gid, 0o2750)  # setgid: new files too
+            for path in partition_log.directory.iterdir():
+                _share(path, self._gid, 0o640)
         partition_log.start()
         self.logs[topic, p] = partition_log
         _share(shm.path_of(partition_log.ring.name), self._gid)

@@ -65,6 +65,13 @@ class TimestampOffset(NamedTuple):
     offset: int
 
 
+def file_mode(directory: str | os.PathLike[str]) -> int:
+    """The mode of a new file of a partition directory: 0640 where the broker shares
+    the directory with access.group (group-readable, and setgid so that new files
+    get its group), else 0600."""
+    return 0o640 if os.stat(directory).st_mode & 0o040 else 0o600
+
+
 class _Index:
     """What both indexes share: the file, its write buffer, and two parallel columns.
 
@@ -107,8 +114,9 @@ class _Index:
                 f"opening {cls._KIND} {path}: base offset {base_offset} is not in "
                 f"[0, {INT64_MAX}]"
             )
-        # 0o600 at creation; the umask can only narrow it, never widen it.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # its mode at creation; the umask can only narrow it, never widen it
+        mode = file_mode(os.path.dirname(path) or ".")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
         try:
             with open(fd, "rb", closefd=False) as f:
                 data = f.read()

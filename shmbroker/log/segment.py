@@ -19,7 +19,7 @@ from pathlib import Path
 
 from shmbroker import _native
 from shmbroker.errors import CorruptError
-from shmbroker.log.index import NO_TIMESTAMP, OffsetIndex, TimeIndex
+from shmbroker.log.index import NO_TIMESTAMP, OffsetIndex, TimeIndex, file_mode
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class LogSegment:
         # readonly: another process owns the segment and may be appending to it
         self.readonly = readonly
         flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
-        self._fd = os.open(self.path, flags | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(self.path, flags | os.O_CLOEXEC, file_mode(directory))
         self.size = os.fstat(self._fd).st_size
         index_open = "load" if readonly else "open"
         self.offset_index = getattr(OffsetIndex, index_open)(

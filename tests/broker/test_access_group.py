@@ -48,6 +48,25 @@ except (errors.ShmbrokerError, OSError) as exc:
 """
 
 
+CONSUME_AS = """
+import os, sys
+from shmbroker import Consumer, errors
+from shmbroker.client import connection, consumer  # noqa: F401 (before the switch)
+uid, gid, data_dir, topic = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+os.setgroups(list(map(int, sys.argv[5].split(","))) if sys.argv[5] else [])
+os.setgid(gid)
+os.setuid(uid)
+try:
+    with Consumer(data_dir, auto_offset_reset="earliest") as c:
+        c.assign([(topic, 0)])
+        record = c.poll(timeout=10)
+    print(record.value.decode() if record is not None else "nothing")
+except (errors.ShmbrokerError, OSError) as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    sys.exit(1)
+"""
+
+
 class Account(NamedTuple):
     name: str
     uid: int
@@ -85,9 +104,10 @@ def accounts() -> Iterator[tuple[str, int, Account, Account]]:
             subprocess.run(command, check=False)
 
 
-def _produce_as(account: Account, groups: list[int], data_dir: Path, topic: str):
+def _produce_as(account: Account, groups: list[int], data_dir: Path, topic: str,
+                script: str = PRODUCE_AS):  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-c", PRODUCE_AS, str(account.uid), str(account.gid),
+        [sys.executable, "-c", script, str(account.uid), str(account.gid),
          str(data_dir), topic, ",".join(map(str, groups))],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -128,6 +148,10 @@ def test_a_user_of_the_group_produces_and_one_outside_is_refused(
                 record = consumer.poll(timeout=10)
             assert record is not None, "the group member's record is not there"
             assert record.value == b"from uid %d" % inside.uid
+            # the group's user consumes too: the segment files are the group's
+            read = _produce_as(inside, [gid], data_dir, topic, CONSUME_AS)
+            assert read.returncode == 0, read.stderr
+            assert read.stdout.strip() == f"from uid {inside.uid}"
             assert _mode(data_dir) == (0o750, gid)
             assert _mode(data_dir / "control.sock") == (0o660, gid)
             rings = list(shm.list_names(broker.shm_base.removeprefix("/")))

@@ -352,3 +352,24 @@ def test_reopening_after_a_clean_close_logs_no_recovery(open_log, caplog):
     with caplog.at_level("INFO", logger="shmbroker.log.partition"):
         open_log()
     assert not [r for r in caplog.records if "unclean stop" in r.getMessage()]
+
+
+def test_files_of_a_group_shared_directory_are_group_readable(tmp_path):
+    """If the partition directory is the access.group's (0750, setgid), then the
+    segments and indexes made in it are 0640 (the group's consumers read them);
+    else 0600."""
+    shared, own = tmp_path / "shared", tmp_path / "own"
+    shared.mkdir(mode=0o700)
+    shared.chmod(0o2750)
+    own.mkdir(mode=0o700)
+    for directory, mode in ((shared, 0o640), (own, 0o600)):
+        segment = LogSegment(directory, 0)
+        segment.close()
+        made = sorted(p.name for p in directory.iterdir())
+        assert made == [
+            "00000000000000000000.index",
+            "00000000000000000000.log",
+            "00000000000000000000.timeindex",
+        ]
+        for path in directory.iterdir():
+            assert os.stat(path).st_mode & 0o777 == mode, path
