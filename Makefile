@@ -71,10 +71,13 @@ fuzz: $(STAMP)
 test-system: $(STAMP) kcat kafkajs
 	$(BIN)/pytest -q -m system tests
 
-# The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s).
+# The lapped-consumer system test for SOAK_SECONDS of producing (make test runs 3 s),
+# and SOAK_KILLS producers killed mid-append (make test kills 60).
 SOAK_SECONDS ?= 30
+SOAK_KILLS ?= 400
 soak: $(STAMP)
 	SHMB_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -m system tests/system/test_lapped_consumers.py
+	SHMB_KILLS=$(SOAK_KILLS) $(BIN)/pytest -q -m system tests/system/test_ring_processes.py -k killed_at_random
 
 # The whole suite against an ASan + UBSan build of the C core, then back to -O2.
 SANITIZERS := $(shell $(CC) -print-file-name=libasan.so):$(shell $(CC) -print-file-name=libubsan.so)
