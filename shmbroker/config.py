@@ -262,7 +262,8 @@ class BrokerConfig:
     sasl_server_max_receive_size: int = 512 << 10
     # ---- local access for other users ----
     # a Unix group that may use the broker too: data directory 0750, control socket
-    # and shared memory 0660, owned by it; "": the owner only (0700 / 0600)
+    # and shared memory 0660, partition directories 02750 and their files 0640, owned
+    # by it; "": the owner only (0700 / 0600)
     access_group: str = ""
 
     def __post_init__(self) -> None:
