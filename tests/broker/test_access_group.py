@@ -31,40 +31,28 @@ pytestmark = pytest.mark.skipif(
 # The interpreter may live where other users cannot enter (/root/.pyenv): the child
 # imports everything as root, then becomes the user before it touches the broker,
 # so every access to the data directory, the socket and the rings is the user's.
-PRODUCE_AS = """
+AS_USER = """
 import os, sys
-from shmbroker import Producer, errors
-from shmbroker.client import connection, producer  # noqa: F401 (before the switch)
+from shmbroker import Consumer, Producer, errors
+from shmbroker.client import connection, consumer, producer  # noqa: F401 (before)
 uid, gid, data_dir, topic = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 os.setgroups(list(map(int, sys.argv[5].split(","))) if sys.argv[5] else [])
 os.setgid(gid)
 os.setuid(uid)
 try:
-    with Producer(data_dir) as p:
-        p.send(topic, b"from uid %d" % uid).get(10)
+{}
 except (errors.ShmbrokerError, OSError) as exc:
-    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"{{type(exc).__name__}}: {{exc}}", file=sys.stderr)
     sys.exit(1)
 """
-
-
-CONSUME_AS = """
-import os, sys
-from shmbroker import Consumer, errors
-from shmbroker.client import connection, consumer  # noqa: F401 (before the switch)
-uid, gid, data_dir, topic = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-os.setgroups(list(map(int, sys.argv[5].split(","))) if sys.argv[5] else [])
-os.setgid(gid)
-os.setuid(uid)
-try:
+PRODUCE_AS = AS_USER.format("""\
+    with Producer(data_dir) as p:
+        p.send(topic, b"from uid %d" % uid).get(10)""")
+CONSUME_AS = AS_USER.format("""\
     with Consumer(data_dir, auto_offset_reset="earliest") as c:
         c.assign([(topic, 0)])
         record = c.poll(timeout=10)
-    print(record.value.decode() if record is not None else "nothing")
-except (errors.ShmbrokerError, OSError) as exc:
-    print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-    sys.exit(1)
-"""
+    print(record.value.decode() if record is not None else "nothing")""")
 
 
 class Account(NamedTuple):
