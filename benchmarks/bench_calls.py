@@ -1,10 +1,14 @@
 """What one call of the Python surface costs, per record, in one process: the
 producer's and the consumer's hot calls, without a second process to wait for.
 
-A real supervisor runs (`EmbeddedBroker`); each row gets a fresh 1-partition topic.
+A real supervisor runs (`EmbeddedBroker`); each row gets a fresh topic (1 partition;
+4 for the keyed and named-partition rows).
 Rows, 100 B values, `--records` records (default 200,000):
   - `Producer.send(topic, value)` per record (linger_ms 5, batch_records 1000), the
     final `flush()` included: ns per send;
+  - `Producer.send(topic, value, key=..., headers=[one])` to a 4-partition topic
+    (murmur2 of the key picks), and `Producer.send(topic, value, partition=i % 4)`:
+    ns per send, the same way;
   - `Producer.send_batch(topic, values, partition=0)`, 1000 values a call: ns per
     record;
   - `Consumer.poll_batch()` (max_poll_records 500) until it holds every record of a
@@ -51,6 +55,8 @@ def rows_here(n: int) -> dict[str, float]:
         with Admin(data_dir) as admin:
             for topic in ("send", "batch"):
                 admin.create_topic(topic, 1)
+            for topic in ("keyed", "named"):
+                admin.create_topic(topic, 4)
         with Producer(data_dir) as producer:
             producer.partitions_for("send")
             send = producer.send
@@ -60,6 +66,24 @@ def rows_here(n: int) -> dict[str, float]:
                     send("send", value)
             producer.flush()
             out["Producer.send"] = (time.perf_counter_ns() - t0) / n
+            # Kafka's commonest send: a key (murmur2 picks of 4 partitions) and a
+            # header; then a partition the caller names
+            keys = [b"key-%d" % i for i in range(BATCH)]
+            headers = [("h", b"v")]
+            for row, topic, kw in (
+                ("Producer.send key + header", "keyed", {"headers": headers}),
+                ("Producer.send partition=", "named", {}),
+            ):
+                producer.partitions_for(topic)
+                t0 = time.perf_counter_ns()
+                for _ in range(n // BATCH):
+                    for i, value in enumerate(values):
+                        if topic == "keyed":
+                            send(topic, value, key=keys[i], **kw)
+                        else:
+                            send(topic, value, partition=i & 3)
+                producer.flush()
+                out[row] = (time.perf_counter_ns() - t0) / n
             producer.partitions_for("batch")
             t0 = time.perf_counter_ns()
             for _ in range(n // BATCH):

@@ -320,13 +320,22 @@ static PyObject *builder_extend(Builder *b, PyObject *args) {
     return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
 }
 
-/* The per-record path: a value alone into the middle of a batch. The record's future
- * (future_type(token, index)), or its index without a future_type; None when the
- * caller must take the slow way (the batch starts or fills with it, it is sealed, the
- * value is not bytes). */
-static PyObject *builder_append_value(Builder *b, PyObject *value) {
-    if (value != Py_None && !PyBytes_CheckExact(value)) Py_RETURN_NONE;
-    int rc = append(b, value, Py_None, Py_None, Py_None, 1);
+/* The per-record path: append_value(value, key=None, headers=None), a record without
+ * a timestamp into the middle of a batch. The record's future (future_type(token,
+ * index)), or its index without a future_type; None when the caller must take the
+ * slow way (the batch starts or fills with it, it is sealed, value or key is not
+ * bytes). */
+static PyObject *builder_append_value(Builder *b, PyObject *const *args, Py_ssize_t n) {
+    if (n < 1 || n > 3) {
+        PyErr_Format(PyExc_TypeError, "append_value takes 1 to 3 arguments, not %zd", n);
+        return NULL;
+    }
+    PyObject *value = args[0], *key = n > 1 ? args[1] : Py_None;
+    PyObject *headers = n > 2 ? args[2] : Py_None;
+    if ((value != Py_None && !PyBytes_CheckExact(value)) ||
+        (key != Py_None && !PyBytes_CheckExact(key)))
+        Py_RETURN_NONE;
+    int rc = append(b, value, key, Py_None, headers, 1);
     if (rc == -2) return NULL;
     if (rc < 0) Py_RETURN_NONE;
     PyObject *index = PyLong_FromLong(rc);
@@ -400,8 +409,9 @@ static PyMethodDef builder_methods[] = {
     {"append", (PyCFunction)(void (*)(void))builder_append, METH_VARARGS | METH_KEYWORDS,
      "append(value, key=None, timestamp=None, headers=None) -> index, or -1 if it does "
      "not fit this batch"},
-    {"append_value", (PyCFunction)builder_append_value, METH_O,
-     "append_value(value) -> future (or index), or None: take the slow way"},
+    {"append_value", (PyCFunction)(void (*)(void))builder_append_value, METH_FASTCALL,
+     "append_value(value, key=None, headers=None) -> future (or index), or None: take "
+     "the slow way"},
     {"extend", (PyCFunction)builder_extend, METH_VARARGS,
      "extend(values, keys=None, timestamp=None) -> how many records went in"},
     {"drop_last", (PyCFunction)builder_drop_last, METH_NOARGS, "undo the last append"},
@@ -516,9 +526,45 @@ done:
     return out;
 }
 
+/* partition_for_key(key, partitions): Kafka's default partitioner (murmur2), here
+ * because a keyed send calls it once per record: a cffi call costs ~130 ns. */
+static PyObject *partition_for_key(PyObject *module, PyObject *const *args, Py_ssize_t n) {
+    if (n != 2) {
+        PyErr_Format(PyExc_TypeError, "partition_for_key takes 2 arguments, not %zd", n);
+        return NULL;
+    }
+    long partitions = PyLong_AsLong(args[1]);
+    if (partitions == -1 && PyErr_Occurred()) return NULL;
+    if (partitions < 1 || partitions > INT32_MAX) {
+        /* the package's InvalidArgument (a ValueError), as every _native call */
+        PyObject *errors = PyImport_ImportModule("shmbroker.errors");
+        if (!errors) return NULL;
+        PyObject *cls = PyObject_GetAttrString(errors, "InvalidArgument");
+        Py_DECREF(errors);
+        if (!cls) return NULL;
+        PyErr_Format(cls, "partition_for_key: %ld partitions, want 1 to %d", partitions,
+                     INT32_MAX);
+        Py_DECREF(cls);
+        return NULL;
+    }
+    bytes_arg ka;
+    const uint8_t *kp;
+    int64_t kl;
+    if (args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "partition_for_key: a key is bytes, not None");
+        return NULL;
+    }
+    if (get_bytes(args[0], &ka, &kp, &kl, "key") < 0) return NULL;
+    int32_t p = shmb_partition_for_key(kp, (size_t)kl, (int32_t)partitions);
+    release(&ka);
+    return PyLong_FromLong(p);
+}
+
 static PyMethodDef module_methods[] = {
     {"build_records", (PyCFunction)(void (*)(void))build_records, METH_FASTCALL,
      "build_records(buf, rows, count, topic, partition, record_type) -> list"},
+    {"partition_for_key", (PyCFunction)(void (*)(void))partition_for_key, METH_FASTCALL,
+     "partition_for_key(key, partitions) -> Kafka's default partition of a key"},
     {NULL, NULL, 0, NULL},
 };
 

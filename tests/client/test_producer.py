@@ -24,7 +24,7 @@ from shmbroker import (
     TopicPartition,
     shm,
 )
-from shmbroker._native import Decoded
+from shmbroker._native import Decoded, partition_for_key
 from shmbroker.compression import CODECS, decompress_batches
 from shmbroker.errors import (
     ConfigError,
@@ -548,3 +548,56 @@ def test_futures_of_threads_sending_at_once_name_their_own_records(
             stored.update((r.offset, r.value) for r in records)
     assert sorted(stored) == list(range(12_000))
     assert all(stored[offset] == value for value, offset in where.items())
+
+
+def test_threads_sending_keyed_records_with_headers_get_their_own_futures(
+    broker: EmbeddedBroker,
+) -> None:
+    """If several threads send records with keys and headers, some to a partition
+    they name (the lock-free path takes those too) while batches fill and the
+    linger thread appends them, then every future names the partition and offset
+    that hold its own record, key and headers included, and a keyed record without
+    a partition is where Kafka's partitioner puts its key."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("keyed-threads", 3)
+    sent: dict[bytes, tuple[bytes, int | None, object]] = {}
+    with Producer(broker.data_dir, batch_records=7, linger_ms=1) as producer:
+
+        def sender(t: int) -> None:
+            for i in range(2000):
+                value, key = b"%d-%d" % (t, i), b"k%d" % (i % 50)
+                partition = i % 3 if i % 4 == 0 else None
+                future = producer.send(
+                    "keyed-threads",
+                    value,
+                    key=key,
+                    headers=[("thread", b"%d" % t), ("i", b"%d" % i)],
+                    partition=partition,
+                )
+                sent[value] = (key, partition, future)
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # threads switch as often as they can
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        producer.flush()
+        where = {v: f.get(timeout=10) for v, (_, _, f) in sent.items()}  # type: ignore[attr-defined]
+    stored = {
+        (r.partition, r.offset): r
+        for r in read_all(broker.data_dir, "keyed-threads", 3)
+    }
+    assert len(stored) == len(sent) == 8000
+    for value, (key, partition, _) in sent.items():
+        meta = where[value]
+        record = stored[(meta.partition, meta.offset)]
+        assert (record.value, record.key) == (value, key)
+        t, i = value.split(b"-")
+        assert record.headers == (("thread", t), ("i", i))
+        want = partition if partition is not None else partition_for_key(key, 3)
+        assert meta.partition == want, (value, key)
