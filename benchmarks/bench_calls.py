@@ -14,7 +14,9 @@ Rows, 100 B values, `--records` records (default 200,000):
   - `Consumer.poll_batch()` (max_poll_records 500) until it holds every record of a
     topic filled before the clock starts: ns per record, Records built;
   - `Consumer.poll_columns(1 << 20)` the same way (RecordColumns; values not made
-    into bytes): ns per record, where the package has it.
+    into bytes): ns per record, where the package has it;
+  - `Consumer.poll_batch()` of the keyed sends' records (a key and a header each,
+    4 partitions).
 `--before DIR` runs the same rows against the shmbroker package in DIR (an export of
 an older commit, its C core built in place) in a fresh interpreter, alternating
 round by round with this tree, and prints both: the baseline in the same run.
@@ -106,6 +108,19 @@ def rows_here(n: int) -> dict[str, float]:
                         sum(map(len, got)) if method == "poll_columns" else len(got)
                     )
                 out[row] = (time.perf_counter_ns() - t0) / n
+        # the keyed sends' records: a key and a header each, on 4 partitions
+        with Consumer(data_dir, auto_offset_reset="earliest") as consumer:
+            consumer.assign([("keyed", p) for p in range(4)])
+            count = 0
+            t0 = time.perf_counter_ns()
+            while count < n:
+                got = consumer.poll_batch(None, 5)
+                if not got:
+                    raise RuntimeError(
+                        f"keyed poll_batch: nothing for 5 s after {count}"
+                    )
+                count += len(got)
+            out["Consumer.poll_batch key + header"] = (time.perf_counter_ns() - t0) / n
     return out
 
 

@@ -17,7 +17,7 @@
  * holds its lock, and a refused sender waits for that lock.
  *
  * build_records: the consumer's Records of a decode (shmb_batches_decode's rows),
- * one vectorcall each, for records without headers. */
+ * one vectorcall each, headers included. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -462,24 +462,110 @@ static PyTypeObject BuilderType = {
  * key_pos, key_end, value_pos, value_end, header_count, first_header) indexing buf;
  * each record is record_type(topic, partition, offset, timestamp, key, value). The
  * caller builds records with headers itself (header_count must be 0). */
+/* A decoder's span within a buffer of len bytes: pos = end = -1 is a null. Positions
+ * come from the decoder over this buffer: checked anyway, a bad row must not read
+ * outside it. */
+static inline int span_ok(int64_t pos, int64_t end, Py_ssize_t len) {
+    return end < 0 ? pos == end : 0 <= pos && pos <= end && end <= len;
+}
+
+static inline PyObject *bytes_or_none(const uint8_t *b, int64_t pos, int64_t end) {
+    return end < 0 ? Py_NewRef(Py_None)
+                   : PyBytes_FromStringAndSize((const char *)b + pos, end - pos);
+}
+
+/* Header keys are few and repeat record after record (a trace id, a content type):
+ * one build_records call decodes each distinct key once. */
+#define KEY_CACHE 16
+typedef struct {
+    int n;
+    const uint8_t *at[KEY_CACHE];
+    int64_t len[KEY_CACHE];
+    PyObject *str[KEY_CACHE];
+} key_cache;
+
+static PyObject *header_key(key_cache *c, const uint8_t *p, int64_t n) {
+    for (int i = 0; i < c->n; i++)
+        if (c->len[i] == n && memcmp(c->at[i], p, (size_t)n) == 0)
+            return Py_NewRef(c->str[i]);
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)p, n, "replace");
+    if (key && c->n < KEY_CACHE) {
+        c->at[c->n] = p;
+        c->len[c->n] = n;
+        c->str[c->n++] = Py_NewRef(key);
+    }
+    return key;
+}
+
+static void key_cache_clear(key_cache *c) {
+    for (int i = 0; i < c->n; i++) Py_DECREF(c->str[i]);
+    c->n = 0;
+}
+
+/* A record's headers: a tuple of (key as str, undecodable bytes replaced, value bytes
+ * or None), from its header rows. */
+static PyObject *build_headers(key_cache *keys, const uint8_t *b, Py_ssize_t len,
+                               const int64_t *rows, int64_t count) {
+    PyObject *out = PyTuple_New(count);
+    if (!out) return NULL;
+    for (int64_t j = 0; j < count; j++) {
+        int64_t h[SHMB_DECODED_HEADER_FIELDS];
+        memcpy(h, rows + j * SHMB_DECODED_HEADER_FIELDS, sizeof h);
+        if (h[1] < 0 || !span_ok(h[0], h[1], len) || !span_ok(h[2], h[3], len)) {
+            PyErr_Format(PyExc_ValueError, "build_records: header row %lld is not a "
+                         "header in %zd bytes", (long long)j, len);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *key = header_key(keys, b + h[0], h[1] - h[0]);
+        PyObject *value = bytes_or_none(b, h[2], h[3]);
+        PyObject *pair = key && value ? PyTuple_Pack(2, key, value) : NULL;
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (!pair) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject_GC_UnTrack(pair); /* (str, bytes): no cycle; see below */
+        PyTuple_SET_ITEM(out, j, pair);
+    }
+    /* Only str, bytes and None inside: as CPython untracks such tuples itself, but
+     * only once a collection has looked at them. Tracked, a poll's thousands of them
+     * made the cyclic GC most of the consumer's time. */
+    PyObject_GC_UnTrack(out);
+    return out;
+}
+
+/* build_records(buf, rows, count, topic, partition, record_type[, header_rows,
+ * headers]): record_type(topic, partition, offset, timestamp, key, value[, headers])
+ * for each of count decoded record rows over buf, headers from header_rows (of which
+ * there are `headers`) for the records that have some. */
 static PyObject *build_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError,
-                        "build_records(buf, rows, count, topic, partition, record_type)");
+    if (nargs != 6 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "build_records(buf, rows, count, topic, "
+                        "partition, record_type[, header_rows, headers])");
         return NULL;
     }
     Py_ssize_t count = PyLong_AsSsize_t(args[2]);
     if (count == -1 && PyErr_Occurred()) return NULL;
-    Py_buffer buf, rows;
+    Py_ssize_t headers = 0;
+    if (nargs == 8) {
+        headers = PyLong_AsSsize_t(args[7]);
+        if (headers == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer buf, rows, hrows = {0};
     if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0) return NULL;
     if (PyObject_GetBuffer(args[1], &rows, PyBUF_SIMPLE) < 0) {
         PyBuffer_Release(&buf);
         return NULL;
     }
     PyObject *out = NULL;
-    if (count < 0 || rows.len < count * SHMB_DECODED_RECORD_FIELDS * (Py_ssize_t)8) {
-        PyErr_Format(PyExc_ValueError, "build_records: %zd rows of %zd bytes", count,
-                     rows.len);
+    key_cache keys = {0};
+    if (nargs == 8 && PyObject_GetBuffer(args[6], &hrows, PyBUF_SIMPLE) < 0) goto done;
+    if (count < 0 || rows.len < count * SHMB_DECODED_RECORD_FIELDS * (Py_ssize_t)8 ||
+        headers < 0 || hrows.len < headers * SHMB_DECODED_HEADER_FIELDS * (Py_ssize_t)8) {
+        PyErr_Format(PyExc_ValueError, "build_records: %zd rows of %zd bytes, %zd header "
+                     "rows of %zd", count, rows.len, headers, hrows.len);
         goto done;
     }
     out = PyList_New(count);
@@ -488,32 +574,32 @@ static PyObject *build_records(PyObject *module, PyObject *const *args, Py_ssize
     for (Py_ssize_t i = 0; i < count; i++) {
         int64_t row[SHMB_DECODED_RECORD_FIELDS];
         memcpy(row, (const uint8_t *)rows.buf + i * (Py_ssize_t)sizeof row, sizeof row);
-        /* positions come from the decoder over this buf: check anyway, a bad row
-         * must not read outside it */
-        if (row[6] != 0 || row[3] > buf.len || row[5] > buf.len || row[2] > row[3] ||
-            row[4] > row[5]) {
-            PyErr_Format(PyExc_ValueError, "build_records: row %zd is not a record "
-                         "without headers in %zd bytes", i, buf.len);
+        if (!span_ok(row[2], row[3], buf.len) || !span_ok(row[4], row[5], buf.len) ||
+            row[6] < 0 || (row[6] > 0 && (row[7] < 0 || row[7] > headers - row[6]))) {
+            PyErr_Format(PyExc_ValueError, "build_records: row %zd is not a record in %zd "
+                         "bytes with %zd headers", i, buf.len, headers);
             Py_CLEAR(out);
             goto done;
         }
-        PyObject *key = row[3] < 0 ? Py_NewRef(Py_None)
-                                   : PyBytes_FromStringAndSize((const char *)b + row[2],
-                                                               row[3] - row[2]);
-        PyObject *value = row[5] < 0 ? Py_NewRef(Py_None)
-                                     : PyBytes_FromStringAndSize((const char *)b + row[4],
-                                                                 row[5] - row[4]);
+        PyObject *key = bytes_or_none(b, row[2], row[3]);
+        PyObject *value = bytes_or_none(b, row[4], row[5]);
         PyObject *offset = PyLong_FromLongLong(row[0]);
         PyObject *timestamp = PyLong_FromLongLong(row[1]);
+        PyObject *hs = row[6] == 0 ? NULL
+                                   : build_headers(&keys, b, buf.len,
+                                                   (const int64_t *)hrows.buf +
+                                                       row[7] * SHMB_DECODED_HEADER_FIELDS,
+                                                   row[6]);
         PyObject *record = NULL;
-        if (key && value && offset && timestamp) {
-            PyObject *call[6] = {args[3], args[4], offset, timestamp, key, value};
-            record = PyObject_Vectorcall(args[5], call, 6, NULL);
+        if (key && value && offset && timestamp && (row[6] == 0 || hs)) {
+            PyObject *call[7] = {args[3], args[4], offset, timestamp, key, value, hs};
+            record = PyObject_Vectorcall(args[5], call, hs ? 7 : 6, NULL);
         }
         Py_XDECREF(key);
         Py_XDECREF(value);
         Py_XDECREF(offset);
         Py_XDECREF(timestamp);
+        Py_XDECREF(hs);
         if (!record) {
             Py_CLEAR(out);
             goto done;
@@ -521,6 +607,8 @@ static PyObject *build_records(PyObject *module, PyObject *const *args, Py_ssize
         PyList_SET_ITEM(out, i, record);
     }
 done:
+    key_cache_clear(&keys);
+    if (hrows.obj) PyBuffer_Release(&hrows);
     PyBuffer_Release(&rows);
     PyBuffer_Release(&buf);
     return out;
@@ -562,7 +650,8 @@ static PyObject *partition_for_key(PyObject *module, PyObject *const *args, Py_s
 
 static PyMethodDef module_methods[] = {
     {"build_records", (PyCFunction)(void (*)(void))build_records, METH_FASTCALL,
-     "build_records(buf, rows, count, topic, partition, record_type) -> list"},
+     "build_records(buf, rows, count, topic, partition, record_type[, header_rows, "
+     "headers]) -> list"},
     {"partition_for_key", (PyCFunction)(void (*)(void))partition_for_key, METH_FASTCALL,
      "partition_for_key(key, partitions) -> Kafka's default partition of a key"},
     {NULL, NULL, 0, NULL},

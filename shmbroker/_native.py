@@ -252,6 +252,10 @@ class Decoded(_DecodeCounts):
         """The record rows as bytes over the C array (what build_records reads)."""
         return ffi.buffer(self._keep[0])
 
+    def header_rows_buffer(self) -> Any:
+        """The header rows as bytes over the C array (what build_records reads)."""
+        return ffi.buffer(self._keep[1])
+
     def record_rows(self) -> list[int]:
         """All record rows of the last decode, flat: RECORD_FIELDS ints a record."""
         return self._records[: self.struct.records * RECORD_FIELDS].tolist()

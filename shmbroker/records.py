@@ -11,8 +11,6 @@ zero-copy pyarrow RecordBatch (binary views over that buffer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
@@ -24,7 +22,6 @@ if TYPE_CHECKING:
     import pyarrow
 
 Header = tuple[str, "bytes | None"]
-SMALL_POLL = 8  # up to this many records, build them row by row
 
 
 class Record(msgspec.Struct, frozen=True, gc=False):
@@ -86,66 +83,22 @@ def decode_records(
 def build_records(
     decoded: _native.Decoded, buf: Any, topic: str, partition: int
 ) -> list[Record]:
-    """Records of the last decode; buf is what was decoded, and its slices are bytes.
-
-    Without headers, in C (_native.build_records: one vectorcall a record);
-    otherwise columns come from strided slices of the C rows (only the fields used
-    become Python ints) and Records from map()."""
-    b, n = buf, decoded.records
+    """Records of the last decode; buf is what was decoded. In C, one vectorcall a
+    record (_native.build_records), headers included."""
     if not decoded.headers:
-        rows = decoded.rows_buffer()
-        return _native.build_records(b, rows, n, topic, partition, Record)  # type: ignore[no-any-return]
-    if n <= SMALL_POLL:
-        return _build_few(decoded, decoded.record_rows(), b, topic, partition)
-    column = decoded.record_column
-    vp, ve = column(4), column(5)
-    if decoded.null_values:
-        values = [b[p:e] if e >= 0 else None for p, e in zip(vp, ve, strict=True)]
-    else:
-        values = [b[p:e] for p, e in zip(vp, ve, strict=True)]
-    keys: Iterable[bytes | None]
-    if decoded.null_keys == n:
-        keys = repeat(None)
-    else:
-        kp, ke = column(2), column(3)
-        keys = [b[p:e] if e >= 0 else None for p, e in zip(kp, ke, strict=True)]
-    topics, partitions = repeat(topic), repeat(partition)
-    offsets, timestamps = column(0), column(1)
-    if not decoded.headers:
-        return list(map(Record, topics, partitions, offsets, timestamps, keys, values))
-    headers = _headers(decoded, b, column(6), column(7))
-    return list(
-        map(Record, topics, partitions, offsets, timestamps, keys, values, headers)
+        return _native.build_records(  # type: ignore[no-any-return]
+            buf, decoded.rows_buffer(), decoded.records, topic, partition, Record
+        )
+    return _native.build_records(  # type: ignore[no-any-return]
+        buf,
+        decoded.rows_buffer(),
+        decoded.records,
+        topic,
+        partition,
+        Record,
+        decoded.header_rows_buffer(),
+        decoded.headers,
     )
-
-
-def _build_few(
-    decoded: _native.Decoded, rows: list[int], b: Any, topic: str, partition: int
-) -> list[Record]:
-    """Row by row: for a handful of records the column machinery costs more than it
-    saves (a one-record poll is what a latency-bound consumer sees)."""
-    out = []
-    for i in range(0, len(rows), 8):
-        offset, ts, kp, ke, vp, ve, hcount, first = rows[i : i + 8]
-        key = b[kp:ke] if ke >= 0 else None
-        value = b[vp:ve] if ve >= 0 else None
-        if hcount:
-            headers = _headers(decoded, b, [hcount], [first])[0]
-            out.append(Record(topic, partition, offset, ts, key, value, headers))
-        else:
-            out.append(Record(topic, partition, offset, ts, key, value))
-    return out
-
-
-def _headers(
-    decoded: _native.Decoded, b: Any, counts: list[int], firsts: list[int]
-) -> list[tuple[Header, ...]]:
-    it = iter(decoded.header_rows())
-    flat = [
-        (b[kp:ke].decode(errors="replace"), b[vp:ve] if ve >= 0 else None)
-        for kp, ke, vp, ve in zip(it, it, it, it, strict=False)
-    ]
-    return [tuple(flat[f : f + c]) for c, f in zip(counts, firsts, strict=True)]
 
 
 class RecordColumns:

@@ -1,8 +1,8 @@
 """csrc/shmb_py.c. The producer's BatchBuilder: records encoded one call each must
 make the batch kafka-python's independent decoder reads back, timestamps as the
 module says, and the per-record call must refuse what it must leave to the caller.
-build_records: Records of a decode, and a bad row refused, never read past the
-buffer."""
+build_records: Records of a decode, headers included, as kafka-python reads them,
+and a bad row refused, never read past the buffer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shmbroker import _native
-from shmbroker.records import Record
+from shmbroker.records import Record, build_records
 from tests.native.kafka_python import DefaultRecordBatch
 
 HEADER = _native.BATCH_HEADER_BYTES
@@ -159,10 +159,44 @@ def test_build_records_makes_the_records_of_a_decode_and_refuses_bad_rows() -> N
         Record("t", 2, 1, 9, b"k", None),
         Record("t", 2, 2, 9, b"", b"ccc"),
     ]
-    with pytest.raises(ValueError, match="row 0 is not a record without headers"):
+    with pytest.raises(ValueError, match="row 0 is not a record in 5 bytes"):
         _native.build_records(batch[:5], rows, 1, "t", 2, Record)  # past the end
     with pytest.raises(ValueError, match="4096 rows"):
         _native.build_records(batch, rows[:64], 4096, "t", 2, Record)
+
+
+@settings(deadline=None)
+@given(records)
+def test_build_records_reads_headers_as_kafka_python(recs: list[Any]) -> None:
+    """If a batch holds records with and without headers (null header values, empty
+    and repeated keys, non-ASCII keys), then build_records makes each Record with
+    the fields and headers kafka-python's decoder reads."""
+    b = _native.BatchBuilder(10_000, 1 << 20, 1 << 20)
+    for value, key, ts, headers in recs:
+        b.append(value, key, ts, headers or None)
+    batch = sealed(b)
+    decoded = _native.Decoded(4, 2)  # small: the decode grows its arrays
+    decoded.decode(batch, 0, len(batch))
+    got = build_records(decoded, batch, "t", 1)
+    assert [
+        (r.offset, r.timestamp, r.key, r.value, list(r.headers)) for r in got
+    ] == kafka_read(batch)
+
+
+def test_build_records_refuses_header_rows_outside_the_buffer() -> None:
+    b = _native.BatchBuilder(100, 1 << 20, 1 << 20)
+    b.append(b"v", None, 5, [("k", b"hv"), ("k2", None)])
+    batch = sealed(b)
+    decoded = _native.Decoded()
+    decoded.decode(batch, 0, len(batch))
+    rows, headers = decoded.rows_buffer(), decoded.header_rows_buffer()
+    assert _native.build_records(batch, rows, 1, "t", 0, Record, headers, 2) == [
+        Record("t", 0, 0, 5, None, b"v", (("k", b"hv"), ("k2", None)))
+    ]
+    with pytest.raises(ValueError, match="row 0 is not a record"):  # 1 of its 2
+        _native.build_records(batch, rows, 1, "t", 0, Record, headers, 1)
+    with pytest.raises(ValueError, match="header row 0 is not a header"):
+        _native.build_records(batch[:-8], rows, 1, "t", 0, Record, headers, 2)
 
 
 def test_extend_encodes_a_list_in_one_call() -> None:
