@@ -320,22 +320,22 @@ static PyObject *builder_extend(Builder *b, PyObject *args) {
     return taken < 0 ? NULL : PyLong_FromSsize_t(taken);
 }
 
-/* The per-record path: append_value(value, key=None, headers=None), a record without
- * a timestamp into the middle of a batch. The record's future (future_type(token,
+/* The per-record path: append_value(value, key=None, headers=None, timestamp=None),
+ * a record into the middle of a batch. The record's future (future_type(token,
  * index)), or its index without a future_type; None when the caller must take the
  * slow way (the batch starts or fills with it, it is sealed, value or key is not
- * bytes). */
+ * bytes, its timestamp is too far from the batch's). */
 static PyObject *builder_append_value(Builder *b, PyObject *const *args, Py_ssize_t n) {
-    if (n < 1 || n > 3) {
-        PyErr_Format(PyExc_TypeError, "append_value takes 1 to 3 arguments, not %zd", n);
+    if (n < 1 || n > 4) {
+        PyErr_Format(PyExc_TypeError, "append_value takes 1 to 4 arguments, not %zd", n);
         return NULL;
     }
     PyObject *value = args[0], *key = n > 1 ? args[1] : Py_None;
-    PyObject *headers = n > 2 ? args[2] : Py_None;
+    PyObject *headers = n > 2 ? args[2] : Py_None, *timestamp = n > 3 ? args[3] : Py_None;
     if ((value != Py_None && !PyBytes_CheckExact(value)) ||
         (key != Py_None && !PyBytes_CheckExact(key)))
         Py_RETURN_NONE;
-    int rc = append(b, value, key, Py_None, headers, 1);
+    int rc = append(b, value, key, timestamp, headers, 1);
     if (rc == -2) return NULL;
     if (rc < 0) Py_RETURN_NONE;
     PyObject *index = PyLong_FromLong(rc);
@@ -410,8 +410,8 @@ static PyMethodDef builder_methods[] = {
      "append(value, key=None, timestamp=None, headers=None) -> index, or -1 if it does "
      "not fit this batch"},
     {"append_value", (PyCFunction)(void (*)(void))builder_append_value, METH_FASTCALL,
-     "append_value(value, key=None, headers=None) -> future (or index), or None: take "
-     "the slow way"},
+     "append_value(value, key=None, headers=None, timestamp=None) -> future (or index), "
+     "or None: take the slow way"},
     {"extend", (PyCFunction)builder_extend, METH_VARARGS,
      "extend(values, keys=None, timestamp=None) -> how many records went in"},
     {"drop_last", (PyCFunction)builder_drop_last, METH_NOARGS, "undo the last append"},

@@ -315,24 +315,23 @@ class Producer:
         RecordTooLarge, and nothing queued, if its batch alone (key, value and
         headers; compressed, with compression_type) is over max.message.bytes."""
         t = self._topics.get(topic) or self._topic(topic)
-        if timestamp is None:
-            # the commonest sends: a record into the middle of its partition's open
-            # batch, one C call and no lock (it holds the GIL); None: the slow way
-            queues = t.queues
-            if partition is not None:
-                queue = queues[partition] if 0 <= partition < len(queues) else None
-            elif key is None:
-                queue = t.sticky
-            else:
-                queue = queues[_native.partition_for_key(key, len(queues))]
-            if queue is not None:
-                future: RecordFuture | None = queue.open.append_value(
-                    value, key, headers
-                )
-                if future is not None:
-                    return future
         if t.log_append_time:
             timestamp = None  # the append stamps it
+        # the commonest sends: a record into the middle of its partition's open batch,
+        # one C call and no lock (it holds the GIL); None: the slow way
+        queues = t.queues
+        if partition is not None:
+            queue = queues[partition] if 0 <= partition < len(queues) else None
+        elif key is None:
+            queue = t.sticky
+        else:
+            queue = queues[_native.partition_for_key(key, len(queues))]
+        if queue is not None:
+            future: RecordFuture | None = queue.open.append_value(
+                value, key, headers, timestamp
+            )
+            if future is not None:
+                return future
         with self._lock:
             try:
                 queue = self._queue(t, key, partition)

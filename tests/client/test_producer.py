@@ -260,10 +260,37 @@ def test_log_append_time_topic_ignores_producer_timestamps(
 ) -> None:
     with Admin(broker.data_dir) as admin:
         admin.create_topic("lat", 1, {"message.timestamp.type": "LogAppendTime"})
-    with Producer(broker.data_dir) as producer:
-        producer.send("lat", b"x", timestamp=1000).get()
-    (record,) = read_all(broker.data_dir, "lat", 1)
-    assert record.timestamp > 1_600_000_000_000
+    with Producer(broker.data_dir) as producer:  # into one batch: the C path too
+        futures = [producer.send("lat", b"x", timestamp=1000 + i) for i in range(10)]
+        producer.flush()
+        assert [f.get().offset for f in futures] == list(range(10))
+    records = read_all(broker.data_dir, "lat", 1)
+    assert len(records) == 10
+    assert all(r.timestamp > 1_600_000_000_000 for r in records)
+
+
+def test_records_keep_the_timestamps_they_were_sent_with(
+    broker: EmbeddedBroker,
+) -> None:
+    """If records of one batch come with timestamps (near, far apart, the epoch) or
+    without, then each reads back with its own, or with the clock."""
+    stamps = [1000, 1001, None, 5, 2**40, 1002, None, 0, 7] * 3
+    before = int(time.time() * 1000)
+    with Producer(broker.data_dir, linger_ms=1000) as producer:
+        futures = [
+            producer.send("stamps", b"%d" % i, partition=0, timestamp=ts)
+            for i, ts in enumerate(stamps)
+        ]
+        producer.flush()
+        assert [f.get().offset for f in futures] == list(range(len(stamps)))
+    after = int(time.time() * 1000)
+    records = read_all(broker.data_dir, "stamps", 1)
+    assert [r.value for r in records] == [b"%d" % i for i in range(len(stamps))]
+    for record, ts in zip(records, stamps, strict=True):
+        if ts is None:
+            assert before <= record.timestamp <= after, record
+        else:
+            assert record.timestamp == ts, record
 
 
 def test_keyless_records_stick_to_one_partition_per_batch(
