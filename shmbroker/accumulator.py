@@ -2,9 +2,9 @@
 RecordAccumulator): `send` encodes the record into the open batch in C, one call
 (`_native.BatchBuilder`, csrc/shmb_py.c), and the batch is sealed and appended to
 the ring when it holds `batch_records` records or `batch_bytes` bytes, or on `flush`.
-A record without a timestamp (a value, a key, headers) sent into the middle of a batch
-needs no Python at all beyond the call (`BatchBuilder.append_value`: the producer's
-per-record path, ~100 ns). `Ring.append`
+A record (value, key, headers, timestamp) sent into the middle of a batch needs no
+Python at all beyond the call (`BatchBuilder.append_value`: the producer's per-record
+path, ~100 ns). `Ring.append`
 is the path that returns each record's offset at once.
 
 No batch is larger than `max_batch_bytes` (the topic's max.message.bytes, counted on the
