@@ -315,23 +315,38 @@ class Producer:
         RecordTooLarge, and nothing queued, if its batch alone (key, value and
         headers; compressed, with compression_type) is over max.message.bytes."""
         t = self._topics.get(topic) or self._topic(topic)
-        if t.log_append_time:
+        if timestamp is not None and t.log_append_time:
             timestamp = None  # the append stamps it
-        # the commonest sends: a record into the middle of its partition's open batch,
-        # one C call and no lock (it holds the GIL); None: the slow way
-        queues = t.queues
-        if partition is not None:
-            queue = queues[partition] if 0 <= partition < len(queues) else None
-        elif key is None:
-            queue = t.sticky
-        else:
-            queue = queues[_native.partition_for_key(key, len(queues))]
-        if queue is not None:
-            future: RecordFuture | None = queue.open.append_value(
-                value, key, headers, timestamp
+        if partition is None:
+            queues = t.queues
+            queue = (
+                t.sticky
+                if key is None
+                else queues[_native.partition_for_key(key, len(queues))]
             )
-            if future is not None:
-                return future
+        elif 0 <= partition < len(t.queues):
+            queue = t.queues[partition]
+        else:  # as Kafka: refresh the metadata, then decide
+            return self._send_locked(t, value, key, headers, partition, timestamp)
+        # the commonest send: a record into the middle of its partition's open batch,
+        # one C call and no lock (it holds the GIL); None: the locked way
+        future: RecordFuture | None = queue.open.append_value(
+            value, key, headers, timestamp
+        )
+        if future is None:
+            return self._send_locked(t, value, key, headers, partition, timestamp)
+        return future
+
+    def _send_locked(
+        self,
+        t: _Topic,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[Header] | None,
+        partition: int | None,
+        timestamp: int | None,
+    ) -> RecordFuture:
+        """send, when its record starts or fills a batch, or does not fit it."""
         with self._lock:
             try:
                 queue = self._queue(t, key, partition)
@@ -340,7 +355,7 @@ class Producer:
                 if not self.linger:
                     queue.flush()
             except errors.UnknownTopic:
-                self._forget(topic)
+                self._forget(t.name)
                 raise
         return RecordFuture(batch, index)
 
