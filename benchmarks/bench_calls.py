@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 SHM_PREFIX = "shmb.bench."
 SIZE, BATCH = 100, 1000
@@ -125,7 +123,9 @@ def rows_here(n: int) -> dict[str, float]:
 
 
 def rows_before(directory: str, n: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(Path(directory).resolve()))
+    from machine import before_env
+
+    env = before_env(directory)
     done = subprocess.run(
         [sys.executable, __file__, "--child", "--records", str(n)],
         env=env,

@@ -54,7 +54,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from bench_ring import CLOCK, BenchRing, _percentiles, header, run_pair
-from machine import publish
+from machine import before_env, publish
 
 import shmbroker
 from shmbroker.client.admin import Admin
@@ -289,7 +289,7 @@ def run_here(
 
 def run_before(args: argparse.Namespace, row: str) -> dict[str, Any]:
     """One row against the package in args.before, in a fresh interpreter."""
-    env = dict(os.environ, PYTHONPATH=str(Path(args.before).resolve()))
+    env = before_env(args.before)
     cmd = [sys.executable, __file__, "--json", "--only", row, "--inner", "--repeat=1"]
     cmd += ["--rate", str(args.rate), "--seconds", str(args.seconds)]
     cmd += ["--idle", str(args.idle)]

@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import json
 import multiprocessing as mp
-import os
 import signal
 import statistics
 import subprocess
@@ -56,7 +55,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from bench_ring import header, queue_produce, run_pair
-from machine import fmt_size, publish
+from machine import before_env, fmt_size, publish
 from peers import (
     STALL_S,
     KiB,
@@ -192,7 +191,7 @@ class Runner:
 
 def rows_before(directory: str, argv: list[str]) -> dict[tuple[str, str, int], Any]:
     """One round of the shmbroker paths with the shmbroker package in directory."""
-    env = dict(os.environ, PYTHONPATH=str(Path(directory).resolve()))
+    env = before_env(directory)
     done = subprocess.run(
         [sys.executable, __file__, "--child", "--rounds", "1", *argv],
         env=env,

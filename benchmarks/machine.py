@@ -5,10 +5,12 @@ Imported by the bench_*.py scripts from their own directory (they run as scripts
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +62,35 @@ def cpu_busy(seconds: float = 0.5) -> float:
     except (OSError, ValueError, IndexError):
         return float("nan")
     return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+@functools.cache
+def before_env(directory: str) -> dict[str, str]:
+    """The environment that runs the shmbroker package exported to directory (the
+    `--before` baseline), after checking that its compiled modules are its own: a
+    module the export lacks would silently come from this tree's editable install.
+    """
+    env = dict(os.environ, PYTHONPATH=str(Path(directory).resolve()))
+    names = ("shmbroker", "shmbroker._shmb", "shmbroker._shmb_py")
+    probe = (
+        "import importlib; print(*(importlib.import_module(n).__file__ for n in %r))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe % (names,)],  # -P: no working directory
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    root = Path(directory).resolve()
+    files = done.stdout.split()
+    if done.returncode != 0 or not all(Path(f).is_relative_to(root) for f in files):
+        raise RuntimeError(
+            f"--before {directory}: {' '.join(names)} import from {files or '?'} "
+            f"{done.stderr[-500:]}; build the export's C core in it: "
+            f"pip wheel --no-deps -w {directory}/wheel {directory}, then unzip the "
+            f"wheel's shmbroker/*.so into {directory}/shmbroker/"
+        )
+    return env
 
 
 def fmt_size(size: int) -> str:
