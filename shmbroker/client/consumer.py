@@ -131,6 +131,11 @@ class Consumer:
         self._assigned: dict[TopicPartition, _Assigned] = {}
         self._order: list[_Assigned] = []  # unpaused, in the order poll visits them
         self._next = 0
+        # the partition the last poll() returned a record of, with the _order it was
+        # in (a new one after an assignment or a pause: then it is stale), and how
+        # many more of its records poll() may return before the next partition's
+        self._polled: tuple[list[_Assigned], _Assigned] | None = None
+        self._polled_left = 0
         # waits on the rings of _order (which it was made for): see _visit_assigned
         self._waiter: tuple[list[_Assigned], _native.RingWaiter] | None = None
         self._closed = False
@@ -485,9 +490,33 @@ class Consumer:
     # ---- reading --------------------------------------------------------------------
 
     def poll(self, timeout: float | None = None) -> Record | None:
-        """The next record, or None if none came within timeout (None: wait)."""
+        """The next record, or None if none came within timeout (None: wait). Up to
+        max_poll_records records a partition's read fetched come one a call without
+        a visit of the partitions (~0.2 us, where a visit costs ~1.5), as Kafka's
+        consumer returns up to max.poll.records of a fetch; then the next partition
+        in turn."""
+        polled, group = self._polled, self._group
+        if (
+            polled is not None
+            and self._polled_left > 0
+            and polled[0] is self._order
+            and (group is None or not group.needs_rejoin)
+        ):
+            a = polled[1]
+            if a.at < len(a.buffer):
+                if group is not None:
+                    group.poll_started()
+                    self._auto_commit()
+                self._polled_left -= 1
+                a.at += 1
+                return a.buffer[a.at - 1]
         records = self.poll_batch(1, timeout)
-        return records[0] if records else None
+        if not records:
+            return None
+        order = self._order
+        self._polled = (order, order[(self._next - 1) % len(order)])
+        self._polled_left = self.max_poll_records - 1
+        return records[0]
 
     def poll_batch(
         self, max_records: int | None = None, timeout: float | None = 0
