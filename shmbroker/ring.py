@@ -441,7 +441,7 @@ class RingReader:
         self._new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._skip_below = -1  # after a seek into a batch: drop its earlier records
-        self._scan: _native.Scan | None = None  # read_view's, made on first use
+        self._scan: _native.Scan | None = None  # read_span's, made on first use
 
     def _new_buffer(self, size: int) -> None:
         # decoded straight from this C buffer; values are sliced out as bytes once
@@ -486,13 +486,6 @@ class RingReader:
         self._at = self._have
         return bytes(out)
 
-    def read_view(self, max_bytes: int, timeout: float | None = None) -> memoryview:
-        """The next whole batches as a view of this reader's buffer, valid until its
-        next read: at most max_bytes unless the first batch alone is larger (Kafka's
-        KIP-74); empty if none came within timeout."""
-        start, end = self.read_span(max_bytes, timeout)
-        return memoryview(self._bytes)[start:end]
-
     @property
     def buffer(self) -> tuple[Any, Any]:
         """This reader's C buffer (what the decoders take) and its bytes (whose
@@ -503,8 +496,9 @@ class RingReader:
     def read_span(
         self, max_bytes: int, timeout: float | None = None
     ) -> tuple[int, int]:
-        """As read_view, but where the batches are in `buffer`: (start, end), start
-        == end if none came within timeout."""
+        """The next whole batches, in this reader's `buffer` from start to end and
+        valid until its next read: at most max_bytes unless the first batch alone
+        is larger (Kafka's KIP-74); start == end if none came within timeout."""
         if not self._fill(timeout):
             return 0, 0
         start, end = self._at, min(self._have, self._at + max_bytes)
