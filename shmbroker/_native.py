@@ -766,6 +766,12 @@ def new_buffer(size: int) -> Any:
     return ffi.new("uint8_t[]", size)
 
 
+def buffer_over(data: bytearray) -> Any:
+    """A C buffer over data's own memory, as new_buffer's (what the decoders take,
+    and buffer_bytes slices): data cannot be resized while it lives."""
+    return ffi.from_buffer(data)
+
+
 def buffer_bytes(buf: Any) -> Any:
     """The buffer's bytes as an object whose slices are `bytes` copies."""
     return ffi.buffer(buf)

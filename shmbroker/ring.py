@@ -441,7 +441,7 @@ class RingReader:
         self._new_buffer(buffer_bytes)
         self._decoded = _native.Decoded(max_records, max_records)
         self._skip_below = -1  # after a seek into a batch: drop its earlier records
-        self._scan: _native.Scan | None = None  # read_view's, made on first use
+        self._scan: _native.Scan | None = None  # read_span's, made on first use
 
     def _new_buffer(self, size: int) -> None:
         # decoded straight from this C buffer; values are sliced out as bytes once
@@ -486,12 +486,21 @@ class RingReader:
         self._at = self._have
         return bytes(out)
 
-    def read_view(self, max_bytes: int, timeout: float | None = None) -> memoryview:
-        """The next whole batches as a view of this reader's buffer, valid until its
-        next read: at most max_bytes unless the first batch alone is larger (Kafka's
-        KIP-74); empty if none came within timeout."""
+    @property
+    def buffer(self) -> tuple[Any, Any]:
+        """This reader's C buffer (what the decoders take) and its bytes (whose
+        slices are bytes copies), which read_span's positions index. Each read may
+        overwrite them, or put a new buffer in their place."""
+        return self._buf, self._bytes
+
+    def read_span(
+        self, max_bytes: int, timeout: float | None = None
+    ) -> tuple[int, int]:
+        """The next whole batches, in this reader's `buffer` from start to end and
+        valid until its next read: at most max_bytes unless the first batch alone
+        is larger (Kafka's KIP-74); start == end if none came within timeout."""
         if not self._fill(timeout):
-            return memoryview(b"")
+            return 0, 0
         start, end = self._at, min(self._have, self._at + max_bytes)
         if end < self._have:  # cut at a batch boundary
             if self._scan is None:
@@ -502,7 +511,7 @@ class RingReader:
                 length = self._bytes[start + 8 : start + 12]
                 end = start + int.from_bytes(length, "big") + 12
         self._at = end
-        return memoryview(self._bytes)[start:end]
+        return start, end
 
     def poll(self, timeout: float | None = None) -> list[Record]:
         """The next records (at least one batch's worth), or [] after timeout."""

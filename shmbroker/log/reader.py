@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from shmbroker import _native, errors
 from shmbroker.log.segment import LOG_SUFFIX, LogSegment, file_name
@@ -225,9 +225,14 @@ class LogReader:
         self._scan = _native.Scan()
         self._decoded = _native.Decoded()
         self._records_read = 0  # in the batches of the last read
-        # segment reads land here (no page faults of fresh memory each read), then
-        # are copied out whole batches only, as the ring reader's buffer is
+        # segment reads land here (no page faults of fresh memory each read), and
+        # poll decodes them where they are, as it does the ring reader's buffer
         self._buffer = bytearray()
+        self._buffer_in = _over(self._buffer)
+        # what the view the last read returned is of: a C buffer (what the decoders
+        # take), its bytes (whose slices are bytes copies) and where the view starts
+        # in them; None when it is of fresh bytes (read_slice from the segments)
+        self._read_in: tuple[Any, Any, int] | None = None
 
     def seek(self, offset: int) -> None:
         """Go on from offset (the next read starts at the batch holding it)."""
@@ -271,6 +276,8 @@ class LogReader:
                 if data:
                     if isinstance(data.obj, bytearray) and data.obj is not buffer:
                         self._buffer = buffer = data.obj  # grown for a larger batch
+                        self._buffer_in = _over(buffer)
+                    self._read_in = None if buffer is None else self._buffer_in
                     assert after is not None
                     self._source = (
                         f"{log.directory / file_name(after.base_offset, LOG_SUFFIX)} "
@@ -286,13 +293,17 @@ class LogReader:
                         raise
                     continue  # spilled between the two looks: the segments have it
             try:
-                view = self._ring_reader.read_view(max_bytes, timeout)
+                start, end = self._ring_reader.read_span(max_bytes, timeout)
             except errors.Lapped:  # lapped means spilled: read the segments
                 self._ring_reader = None
                 self._next = None
                 continue
+            if start == end:
+                return EMPTY
+            buf, whole = self._ring_reader.buffer
+            self._read_in = (buf, whole, start)
             self._source = f"ring {log.ring.name}"
-            return self._advance(view, "ring") if view else EMPTY
+            return self._advance(memoryview(whole)[start:end], "ring")
         raise errors.BrokenError(
             f"partition {log.name}: offset {self.offset} is neither in the segments "
             f"nor in the ring"
@@ -321,41 +332,45 @@ class LogReader:
     def poll(self, timeout: float | None = 0) -> list[Record]:
         """The next records from self.offset on, or [] after timeout."""
         first = self.offset
-        data = self.read_batches(timeout)
+        data = self._read(timeout, self.max_bytes, self._buffer)
         if not data:
             return []
-        log, at = self.log, 0
+        # decoded where the read left them, with no copy out: each key, value and
+        # header becomes bytes of its own, so the records outlive the next read
+        assert self._read_in is not None  # of self._buffer or the ring reader's
+        buf, whole, start = self._read_in
+        log, at, end = self.log, start, start + len(data)
         records: list[Record] = []
-        while at < len(data):  # all of it: self.offset is already past it
+        while at < end:  # all of it: self.offset is already past it
             try:
                 got, consumed = decode_records(
                     self._decoded,
-                    data,
-                    data,
+                    buf,
+                    whole,
                     at,
-                    len(data),
+                    end,
                     log.topic,
                     log.partition,
                     self.check_crcs,
                 )
             except errors.CorruptError as exc:
-                bad, damage = self._damaged(data, at, exc)
-                if records or bad > at:
-                    self.seek(int.from_bytes(data[bad : bad + 8], "big"))
-                    while at < bad:  # the good batches before it
-                        got, consumed = decode_records(
-                            self._decoded, data, data, at, bad, log.topic,
-                            log.partition, self.check_crcs,
-                        )  # fmt: skip
-                        records += got
-                        at += consumed
-                    break
-                raise damage from exc
+                bad, damage = self._damaged(data, at - start, first, exc)
+                bad += start
+                if not records and bad == at:
+                    raise damage from exc
+                while at < bad:  # the good batches before it
+                    got, consumed = decode_records(
+                        self._decoded, buf, whole, at, bad, log.topic,
+                        log.partition, self.check_crcs,
+                    )  # fmt: skip
+                    records += got
+                    at += consumed
+                break
             if not consumed:  # whole batches by _advance: cannot happen
                 raise errors.CorruptError(
                     f"partition {log.name}: no record batch decodes at byte "
-                    f"{at} of {len(data)} read for offset {first}; the bytes there "
-                    f"begin {data[at : at + 32].hex()}"
+                    f"{at - start} of {len(data)} read for offset {first}; the bytes "
+                    f"there begin {whole[at : at + 32].hex()}"
                 )
             records += got
             at += consumed
@@ -378,30 +393,39 @@ class LogReader:
                 self.check_crcs,
             )  # fmt: skip
         except errors.CorruptError as exc:
-            bad, damage = self._damaged(data, 0, exc)
+            bad, damage = self._damaged(data, 0, first, exc)
             if not bad:
                 raise damage from exc
-            self.seek(int.from_bytes(data[bad : bad + 8], "big"))
             return decode_columns(
                 data[:bad], self._records_read, log.topic, log.partition, first,
                 self.check_crcs,
             )  # fmt: skip
 
     def _damaged(
-        self, data: bytes, at: int, exc: errors.CorruptError
+        self, data: bytes | memoryview, at: int, first: int, exc: errors.CorruptError
     ) -> tuple[int, errors.CorruptError]:
         """Where the damaged batch of data[at:] begins (the ones before it are good,
-        and are returned first), and the error that names it."""
+        and are returned first), and the error that names it. The reader goes back
+        to it (to first, if that is inside it): each poll raises until a seek past
+        it, as in Kafka, never skipping it and the batches after it unread."""
         self._scan.scan(data, at, len(data), verify=True)
         bad = at + self._scan.bytes_consumed
         if bad >= len(data):  # CRCs fine: a compressed payload that is not
             bad = at  # what its codec says; blame the batch that raised
         base = int.from_bytes(data[bad : bad + 8], "big")
+        self.seek(max(first, base))
         return bad, errors.CorruptError(
             f"partition {self.log.name}: the batch at offset {base} ({bad} bytes "
             f"into what was read from {self._source}) fails its CRC32C or "
             f"record checks: {exc}"
         )
+
+
+def _over(buffer: bytearray) -> tuple[Any, Any, int]:
+    """What a LogReader's reads of the segments into buffer are in (its _read_in):
+    LogSegment.read's view of buffer starts at its first byte."""
+    buf = _native.buffer_over(buffer)
+    return buf, _native.buffer_bytes(buf), 0
 
 
 def offset_for_time(view: PartitionView, timestamp: int) -> int | None:

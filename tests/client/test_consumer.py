@@ -199,6 +199,53 @@ def test_reads_offsets_older_than_the_ring_from_segments_then_the_ring(broker):
     assert [r.value for r in got] == expected
 
 
+def test_records_polled_keep_their_bytes_after_later_polls_of_a_lapped_consumer(
+    broker,
+):
+    """If a consumer is lapped again and again by producers (plain and gzip, keys,
+    null values, headers), so that it reads the segment files (and the ring, when
+    it gets there before the spill), then every record it polled still holds its
+    own key, value and headers after all the later polls have overwritten the
+    buffers they were decoded in (poll decodes where the read landed;
+    tests/log/test_reader_poll.py reads each source for sure)."""
+    with Admin(broker.data_dir) as admin:
+        admin.create_topic("lap", 1, {"ring.bytes": 1 << 16, "segment.bytes": 1 << 18})
+    expected, kept, polls = [], [], 0
+    with (
+        Producer(broker.data_dir) as plain,
+        Producer(broker.data_dir, compression_type="gzip") as gz,
+        Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer,
+    ):
+        consumer.assign([("lap", 0)])
+
+        def send(n):
+            """n records, in runs of 50 from one producer (flushed: in order)."""
+            for run in range(0, n, 50):
+                producer = gz if len(expected) % 200 == 0 else plain
+                for _ in range(min(50, n - run)):
+                    i = len(expected)
+                    key = None if i % 5 == 0 else b"k%d" % i
+                    value = None if i % 11 == 3 else b"v%d-%s" % (i, b"x" * 200)
+                    headers = (("i", b"%d" % i), ("none", None)) if i % 3 else ()
+                    producer.send("lap", value, key, headers)
+                    expected.append((key, value, headers))
+                producer.flush()
+
+        for _ in range(4):
+            send(4000)  # ~900 KB: 14 rings' worth, so the consumer is lapped
+            for _ in range(5):
+                send(50)
+                while len(kept) < len(expected):
+                    kept += consumer.poll_batch(10_000, timeout=5) or pytest.fail(
+                        f"stalled at {len(kept)} of {len(expected)} records"
+                    )
+                    polls += 1
+    assert polls > 20
+    assert [r.offset for r in kept] == list(range(len(expected)))
+    assert [(r.key, r.value, r.headers) for r in kept] == expected
+    assert {type(r.value) for r in kept} == {bytes, type(None)}
+
+
 def test_auto_offset_reset_earliest_and_latest(broker):
     produce(broker, "t", values(5))
     with (
