@@ -27,6 +27,7 @@ LOG_SUFFIX = ".log"
 DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
+LENGTH_END = 12  # a batch begins with its base offset (8 bytes) and length (4)
 # a scan row's fields (rows are flat lists: rows[i + LAST_OFFSET])
 F = _native.SCAN_FIELDS
 POSITION, BYTES, LAST_OFFSET = _native.POSITION, _native.BYTES, _native.LAST_OFFSET
@@ -193,6 +194,15 @@ class LogSegment:
         if self.readonly:
             self.size = os.fstat(self._fd).st_size
 
+    def reaches(self, position: int) -> bool:
+        """Whether the file holds bytes at position; an fstat (read-only) only when
+        the size known does not say so already, as a sequential reader's next
+        position mostly is."""
+        if position < self.size:
+            return True
+        self.refresh()
+        return position < self.size
+
     def find(self, offset: int) -> list[int] | None:
         """The scan row of the batch holding offset, or None if offset >= next."""
         self.refresh()
@@ -221,13 +231,22 @@ class LogSegment:
         The view is of buffer when one is given (a new, larger bytearray if it is too
         small: the view's obj is the one to pass next time), else of fresh bytes. A
         reused buffer spares the page faults of fresh memory on every read; the cut
-        at a batch boundary is a view, never a copy."""
-        size = max(0, min(max_bytes, self.size - position))
+        at a batch boundary is a view, never a copy.
+
+        Read-only: the size known bounds the read, and an fstat refreshes it only
+        when it leaves less than max_bytes (a reader near the owner's writes): a
+        lapped reader far behind them reads without one."""
+        if self.size - position < max_bytes:
+            self.refresh()
+        # at least a batch's length, which says how much the first batch needs
+        size = max(0, min(max(max_bytes, LENGTH_END), self.size - position))
         data = self._pread(size, position, buffer)
+        if len(data) < size:  # cut shorter (recovery): the next reaches() says so
+            self.refresh()
         scan = _scan()
         rows = scan.scan(data, 0, len(data))
-        if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= 12:
-            total = int.from_bytes(data[8:12], "big") + 12
+        if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= LENGTH_END:
+            total = int.from_bytes(data[8:LENGTH_END], "big") + LENGTH_END
             buffer = data.obj if isinstance(data.obj, bytearray) else None
             data = self._pread(total, position, buffer)  # short while being written
             rows = scan.scan(data, 0, len(data))
@@ -328,10 +347,19 @@ class LogSegment:
 
     # ---- lifecycle ------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
+        """Idempotent. Reads after it raise EBADF (never read another file that
+        got the descriptor's number)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
         self.offset_index.close()
         self.time_index.close()
-        os.close(self._fd)
+        os.close(fd)
 
     def delete(self) -> None:
         """Rename the files to .deleted, then unlink them. Readers holding the fd
