@@ -28,6 +28,7 @@ DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
 LENGTH_END = 12  # a batch begins with its base offset (8 bytes) and length (4)
+LAST_OFFSET_DELTA_END = 27  # then leader epoch, magic, CRC, attributes, last delta
 # a scan row's fields (rows are flat lists: rows[i + LAST_OFFSET])
 F = _native.SCAN_FIELDS
 POSITION, BYTES, LAST_OFFSET = _native.POSITION, _native.BYTES, _native.LAST_OFFSET
@@ -207,7 +208,7 @@ class LogSegment:
         """The scan row of the batch holding offset, or None if offset >= next."""
         self.refresh()
         _, position = self.offset_index.lookup(offset)
-        for row in self.batches(position):
+        for row in self.batches(self._skip_large_batches(position, offset)):
             if row[LAST_OFFSET] >= offset:
                 return row
         if self.scan_stop < 0:
@@ -216,6 +217,29 @@ class LogSegment:
                 f"batch after position {position}: {_native.strerror(self.scan_stop)}"
             )
         return None
+
+    def _skip_large_batches(self, position: int, offset: int) -> int:
+        """Where the scan for offset may start: past the whole batches from position
+        on that are larger than a scan's chunk and end below offset, by their
+        headers alone. A read-only index is a snapshot, and the owner writes its
+        entries through a page (512 entries) at a time: with batches of a MiB, a
+        lapped reader's lookup lands hundreds of MiB back, which the scan would
+        read whole."""
+        while True:
+            head = os.pread(self._fd, LAST_OFFSET_DELTA_END, position)
+            if len(head) < LAST_OFFSET_DELTA_END:
+                return position
+            total = int.from_bytes(head[8:LENGTH_END], "big") + LENGTH_END
+            last = int.from_bytes(head[:8], "big") + int.from_bytes(
+                head[LAST_OFFSET_DELTA_END - 4 :], "big"
+            )
+            if (
+                total <= SCAN_CHUNK_BYTES
+                or last >= offset
+                or position + total > self.size
+            ):
+                return position  # the scan checks this batch, and reads it if needed
+            position += total
 
     def read(
         self,

@@ -323,3 +323,34 @@ def test_a_segment_truncated_under_a_reader_raises_naming_the_missing_offsets(
         assert 2 * 4096 < len(offsets) // 20 * 300 <= cut  # a batch: ~300 bytes
     finally:
         view.close()
+
+
+def test_a_lapped_reader_finds_offsets_its_index_snapshot_lacks(
+    open_log, tmp_path, ring_name
+):
+    """If a reader in another process opened the active segment while it was short
+    (its offset index a snapshot; the owner writes entries through a page at a
+    time) and the segment then grew by batches larger than a scan's chunk and small
+    ones, then a lookup of any offset lands on the batch holding it, as the owner's
+    own lookup does, and a read there (a lapped reader's: no hint) starts with it."""
+    log = open_log(TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 30))
+    log.ring.append_batch([b"first"] * 10)
+    spill_all(log)
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        assert read_segments(view, 0, 4096)[0]  # opens the segment: a snapshot
+        rng = random.Random(5)
+        for _ in range(60):
+            count = rng.choice([1, 3, 100, 300])  # 1 KB values: 100 KB batches
+            log.ring.append_batch([b"v" * 1000] * count)
+            spill_all(log)
+        (mine,) = view.segments()
+        assert mine.offset_index.entries == 0  # nothing written through yet
+        for offset in [*rng.sample(range(log.spilled_offset()), 200), 10]:
+            row = mine.find(offset)
+            assert row == log.active.find(offset), offset
+            data, _ = read_segments(view, offset, 1)
+            (base, batch), *_ = batches_of(data)
+            assert base <= offset <= DefaultRecordBatch(batch).last_offset
+    finally:
+        view.close()
