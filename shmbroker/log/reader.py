@@ -8,6 +8,9 @@ header after each write (`Ring.spilled_offset`), never up to the file size, whic
 multi-MB pwrite grows while it is still copying; the ring is read only up to its
 tail. Bytes that hold no whole batch where one must be are `CorruptError`, naming
 the partition, the position and the bytes: never a loop that makes no progress.
+A sequential reader reads on in the segment it read last (`SegmentPosition`), with
+no directory listing, and no fstat while the size it knows covers the read; it
+lists the segments again when that one runs out (a roll) or was closed.
 """
 
 from __future__ import annotations
