@@ -28,6 +28,9 @@ DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
 LENGTH_END = 12  # a batch begins with its base offset (8 bytes) and length (4)
+# a read-only offset index this far behind the log is loaded again (the owner
+# writes entries through 512 at a time: ~2 MiB of log at 4 KiB intervals)
+STALE_INDEX_BYTES = 8 << 20
 LAST_OFFSET_DELTA_END = 27  # then leader epoch, magic, CRC, attributes, last delta
 # a scan row's fields (rows are flat lists: rows[i + LAST_OFFSET])
 F = _native.SCAN_FIELDS
@@ -207,8 +210,18 @@ class LogSegment:
     def find(self, offset: int) -> list[int] | None:
         """The scan row of the batch holding offset, or None if offset >= next."""
         self.refresh()
-        _, position = self.offset_index.lookup(offset)
-        for row in self.batches(self._skip_large_batches(position, offset)):
+        entry = self.offset_index.lookup(offset)
+        if (
+            self.readonly
+            and self.size - entry.position > STALE_INDEX_BYTES
+            and entry == self.offset_index.last_entry
+        ):
+            # a snapshot from when the segment was shorter (a lapped reader's): the
+            # entries the owner wrote since spare a scan of every batch after it
+            index = OffsetIndex.load(self.offset_index.path, self.base_offset)
+            self.offset_index, entry = index, index.lookup(offset)
+        position = self._skip_large_batches(entry.position, offset)
+        for row in self.batches(position):
             if row[LAST_OFFSET] >= offset:
                 return row
         if self.scan_stop < 0:

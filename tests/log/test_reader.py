@@ -14,7 +14,7 @@ import pytest
 from shmbroker import CorruptError, OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
 from shmbroker.log.reader import LogReader, PartitionReader, read_segments
-from shmbroker.log.segment import LogSegment
+from shmbroker.log.segment import STALE_INDEX_BYTES, LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
 
 LOG = "00000000000000000000.log"
@@ -325,8 +325,13 @@ def test_a_segment_truncated_under_a_reader_raises_naming_the_missing_offsets(
         view.close()
 
 
+@pytest.mark.parametrize(
+    ("values", "counts", "batches", "reloads"),
+    [(b"v" * 1000, [1, 3, 100, 300], 60, False), (b"v" * 100, [30, 100], 1400, True)],
+    ids=["large batches", "small batches past the stale index bound"],
+)
 def test_a_lapped_reader_finds_offsets_its_index_snapshot_lacks(
-    open_log, tmp_path, ring_name
+    open_log, tmp_path, ring_name, values, counts, batches, reloads
 ):
     """If a reader in another process opened the active segment while it was short
     (its offset index a snapshot; the owner writes entries through a page at a
@@ -340,17 +345,19 @@ def test_a_lapped_reader_finds_offsets_its_index_snapshot_lacks(
     try:
         assert read_segments(view, 0, 4096)[0]  # opens the segment: a snapshot
         rng = random.Random(5)
-        for _ in range(60):
-            count = rng.choice([1, 3, 100, 300])  # 1 KB values: 100 KB batches
-            log.ring.append_batch([b"v" * 1000] * count)
+        for _ in range(batches):
+            log.ring.append_batch([values] * rng.choice(counts))
             spill_all(log)
         (mine,) = view.segments()
-        assert mine.offset_index.entries == 0  # nothing written through yet
+        assert mine.offset_index.entries == 0  # the snapshot
         for offset in [*rng.sample(range(log.spilled_offset()), 200), 10]:
             row = mine.find(offset)
             assert row == log.active.find(offset), offset
             data, _ = read_segments(view, offset, 1)
             (base, batch), *_ = batches_of(data)
             assert base <= offset <= DefaultRecordBatch(batch).last_offset
+        # far enough behind, the index is loaded again: its entries were used
+        assert (mine.size > STALE_INDEX_BYTES) == reloads
+        assert (mine.offset_index.entries > 0) == reloads
     finally:
         view.close()
