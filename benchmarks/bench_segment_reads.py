@@ -3,18 +3,22 @@ path issue 13's profile found under bench_peers' consumer, without a producer an
 spill competing for the two cores (which makes bench_peers' rows swing by 2x here).
 
 A PartitionLog fills a topic of `--mib` MiB (16 MiB ring, 1 GiB segments: the
-defaults) and spills all of it before the clock starts; a PartitionReader (what a
-consumer in another process opens: read-only segments) then reads it from offset 0
-with a LogReader, every read from the segments, as a consumer the producer lapped
-does. Rows, at 100 B, 4 KiB and 64 KiB values (1000, 256, 16 a batch, as
-bench_peers): `read_batches` (raw batches, copied out) and `poll_columns` (columns,
-CRCs checked), reads of `--max-bytes` (the LogReader's 1 MiB; a lapped consumer
-reads that much), each the CPU ns per record and per read of this process (CPU, not
-wall: other work on the machine shows less in it). The files are in the page cache
-(just written): page-cache copies, not disk. Left out: the producer, the spill,
-other processes, keys, headers. `--before DIR` runs the same rows against the
-shmbroker package in DIR (an export of an older commit, its C core built in place)
-in a fresh interpreter, alternating round by round: the baseline in the same run.
+defaults) and spills all of it before the clock starts. A PartitionReader (what a
+consumer in another process opens: read-only segments), which opened the segment
+when it held a 16th of that (its index a snapshot, as at a consumer's first lap),
+reads it from offset 0 with a LogReader, every read from the segments, as a
+consumer the producer lapped does. Rows, at 100 B, 4 KiB and 64 KiB values (1000,
+256, 16 a batch, as bench_peers): `read_batches` (raw batches, copied out),
+`poll_columns` (columns, CRCs checked), and `read_batches` right after a seek to
+each of 16 offsets spread over the log (a lap: no position, so the index lookup
+and the scan). Reads of at most `--max-bytes` (the LogReader's 1 MiB: a lapped
+consumer reads that much). Each row is the CPU ns per record and per read of this
+process (CPU, not wall: other work on the machine shows less in it). The files are
+in the page cache (just written): page-cache copies, not disk. Left out: the
+producer, the spill, other processes, keys, headers. `--before DIR` runs the same
+rows against the shmbroker package in DIR (an export of an older commit, its C
+core built in place) in a fresh interpreter, alternating round by round: the
+baseline in the same run.
 
     .venv/bin/python benchmarks/bench_segment_reads.py --before /tmp/old   # ~1 min
     .venv/bin/python benchmarks/bench_segment_reads.py --smoke             # seconds
@@ -32,9 +36,22 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 SIZES = {100: 1000, 4096: 256, 65536: 16}  # value bytes: values a batch
 MiB = 1 << 20
+LAPS = 16  # seeks a row, evenly spread over the log
+
+
+def fill(log: Any, values: list[bytes], until: int) -> None:
+    """Append values until the log holds offsets below until, all spilled."""
+    while log.ring.high_watermark() < until:
+        log.ring.append_batch(values, timeout=30)
+    deadline = time.monotonic() + 60
+    while log.spilled_offset() < until:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"spilled {log.spilled_offset()} of {until}")
+        time.sleep(0.01)
 
 
 def rows_here(mib: int, max_bytes: int) -> dict[str, float]:
@@ -56,16 +73,14 @@ def rows_here(mib: int, max_bytes: int) -> dict[str, float]:
             )
             try:
                 log.start()
-                for _ in range(n // batch):
-                    log.ring.append_batch(values, timeout=30)
-                deadline = time.monotonic() + 60
-                while log.spilled_offset() < n:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"spilled {log.spilled_offset()} of {n}")
-                    time.sleep(0.01)
+                # the reader opens the segment while it is short, as a consumer does
+                # at its first lap: its offset index is a snapshot from then
+                fill(log, values, n // 16 // batch * batch or batch)
                 view = PartitionReader.open(
                     directory, ring_name, topic="t", partition=0
                 )
+                LogReader(view, 0).read_batches(0)
+                fill(log, values, n)
                 try:
                     for row in ("read_batches", "poll_columns"):
                         reader = LogReader(view, 0, max_bytes=max_bytes)
@@ -87,6 +102,17 @@ def rows_here(mib: int, max_bytes: int) -> dict[str, float]:
                         out[f"{size}/{row}/record"] = ns / n
                         out[f"{size}/{row}/read"] = ns / reads
                         out[f"{size}/{row}/reads"] = reads
+                    # a lap: the reader goes on at an offset it has no position for
+                    reader, ns = LogReader(view, 0, max_bytes=max_bytes), 0
+                    for k in range(LAPS):
+                        reader.seek(n * k // LAPS)
+                        t0 = time.process_time_ns()
+                        if not reader.read_batches(0):
+                            raise RuntimeError(
+                                f"after a seek: nothing at {reader.offset}"
+                            )
+                        ns += time.process_time_ns() - t0
+                    out[f"{size}/after a seek/read"] = ns / LAPS
                 finally:
                     view.close()
             finally:
@@ -178,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
                 reads = a[f"{key}/reads"]
                 print(f"  {size:>6} {row:13} {reads:>6.0f} {ns:>10.1f} {was:>8}"
                       f" {us:>8.1f} {was_read:>8} {ratio:>6}")  # fmt: skip
+            key = f"{size}/after a seek/read"
+            us, old = a[key] / 1000, b.get(key)
+            was = "" if old is None else f"{old / 1000:.1f}"
+            ratio = "" if old is None else f"{old / a[key]:.2f}x"
+            print(f"  {size:>6} {'after a seek':13} {LAPS:>6} {'':>10} {'':>8}"
+                  f" {us:>8.1f} {was:>8} {ratio:>6}")  # fmt: skip
 
     publish("bench_segment_reads", result, smoke=args.smoke, as_json=args.json,
             print_report=report)  # fmt: skip
