@@ -87,7 +87,9 @@ def read_segments(
             segment = hint.segment
             if segment is not None and not segment.closed:
                 if segment.reaches(hint.position):
-                    read = _read(segment, hint.position, max_bytes, end_offset, buffer)
+                    read = _read_from(
+                        segment, hint.position, max_bytes, end_offset, buffer
+                    )
                     if read[0]:
                         return read
                 # ran out (a roll: the next segment has it) or was cut shorter
@@ -116,7 +118,7 @@ def read_segments(
                 row = segment.find(offset)
                 position = None if row is None else row[_native.POSITION]
             if position is not None:
-                read = _read(segment, position, max_bytes, end_offset, buffer)
+                read = _read_from(segment, position, max_bytes, end_offset, buffer)
                 if not read[0]:  # below the spilled offset a whole batch must be
                     raise errors.CorruptError(
                         f"partition {view.name}: offset {offset} is missing from "
@@ -132,13 +134,14 @@ def read_segments(
     return EMPTY, None
 
 
-def _read(
+def _read_from(
     segment: LogSegment,
     position: int,
     max_bytes: int,
     end_offset: int,
     buffer: bytearray | None,
 ) -> tuple[memoryview, SegmentPosition | None]:
+    """segment.read, and the position after what it read (None if it read none)."""
     data = segment.read(position, max_bytes, end_offset, buffer)
     if not data:
         return EMPTY, None
