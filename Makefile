@@ -121,6 +121,7 @@ bench-smoke: $(BENCH_STAMP) benchmarks/bench_ring_c
 	$(BIN)/python benchmarks/bench_groups.py --smoke
 	$(BIN)/python benchmarks/bench_check_crcs.py --smoke
 	$(BIN)/python benchmarks/bench_consumer_wait.py --smoke
+	$(BIN)/python benchmarks/bench_segment_reads.py --smoke
 	$(BIN)/python benchmarks/bench_calls.py --smoke
 	$(BIN)/python benchmarks/bench_peers.py --smoke
 	$(BIN)/python benchmarks/bench_gateway.py --smoke

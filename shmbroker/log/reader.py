@@ -8,6 +8,9 @@ header after each write (`Ring.spilled_offset`), never up to the file size, whic
 multi-MB pwrite grows while it is still copying; the ring is read only up to its
 tail. Bytes that hold no whole batch where one must be are `CorruptError`, naming
 the partition, the position and the bytes: never a loop that makes no progress.
+A sequential reader reads on in the segment it read last (`SegmentPosition`), with
+no directory listing, and no fstat while the size it knows covers the read; it
+lists the segments again when that one runs out (a roll) or was closed.
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ class PartitionView(Protocol):
 class SegmentPosition(NamedTuple):
     """Where a sequential reader's next batch is: no index lookup and no scan for
     it (a read-only index is a snapshot: without this, a reader following the
-    active segment would scan from its last index entry on every read)."""
+    active segment would scan from its last index entry on every read), and no
+    directory listing while the segment read last holds it."""
 
     base_offset: int  # of the segment
     position: int  # of the batch in the segment file
     offset: int  # the batch's base offset
+    segment: LogSegment | None = None  # the one read last, while it is open
 
 
 def read_segments(
@@ -69,46 +74,79 @@ def read_segments(
     """Whole batches from the segments, the first holding offset, and where the
     batch after them is; empty when offset is not (yet, or any more) in them. The
     view is of buffer (or of a larger bytearray in its place, see LogSegment.read)
-    when one is given, else of fresh bytes."""
+    when one is given, else of fresh bytes.
+
+    A hint naming the offset reads on in its segment without listing the segments;
+    they are listed when that segment runs out (a roll: the batch is in the next),
+    was closed (retention, or a listing that opened it again), or with no hint."""
     end_offset = view.spilled_offset()
     if offset >= end_offset:
         return EMPTY, None
-    segments = view.segments()
-    for k in range(len(segments) - 1, -1, -1):
-        if segments[k].base_offset <= offset:
-            break
-    else:
-        return EMPTY, None
-    for segment in segments[k:]:
-        if segment.base_offset > offset:  # the segment before ended below offset
-            raise errors.CorruptError(
-                f"partition {view.name}: offsets {offset}..{segment.base_offset - 1} "
-                f"are missing from the log: the segment before {segment.path} ends "
-                f"below them (truncated or deleted while the broker was stopped)"
-            )
-        try:
+    try:
+        if hint is not None and hint.offset == offset:
+            segment = hint.segment
+            if segment is not None and not segment.closed:
+                if segment.reaches(hint.position):
+                    read = _read_from(
+                        segment, hint.position, max_bytes, end_offset, buffer
+                    )
+                    if read[0]:
+                        return read
+                # ran out (a roll: the next segment has it) or was cut shorter
+                hint = hint._replace(segment=None)
+        segments = view.segments()
+        for k in range(len(segments) - 1, -1, -1):
+            if segments[k].base_offset <= offset:
+                break
+        else:
+            return EMPTY, None
+        for segment in segments[k:]:
+            if segment.base_offset > offset:  # the segment before ended below offset
+                raise errors.CorruptError(
+                    f"partition {view.name}: offsets {offset}.."
+                    f"{segment.base_offset - 1} are missing from the log: the segment "
+                    f"before {segment.path} ends below them (truncated or deleted "
+                    f"while the broker was stopped)"
+                )
             if (
                 hint is not None
                 and hint.offset == offset
                 and hint.base_offset == segment.base_offset
             ):
-                segment.refresh()
-                position = hint.position if hint.position < segment.size else None
+                position = hint.position if segment.reaches(hint.position) else None
             else:
                 row = segment.find(offset)
                 position = None if row is None else row[_native.POSITION]
             if position is not None:
-                data = segment.read(position, max_bytes, end_offset, buffer)
-                if not data:
-                    return EMPTY, None
-                return data, SegmentPosition(
-                    segment.base_offset, position + len(data), -1
-                )
-        except OSError as exc:  # retention closed it under us: the log start moved
-            if exc.errno != errno.EBADF:
-                raise
-            return EMPTY, None
+                read = _read_from(segment, position, max_bytes, end_offset, buffer)
+                if not read[0]:  # below the spilled offset a whole batch must be
+                    raise errors.CorruptError(
+                        f"partition {view.name}: offset {offset} is missing from "
+                        f"the log: {segment.path} ends at byte {segment.size}, "
+                        f"inside the batch at position {position}, below the "
+                        f"spilled offset {end_offset} (cut shorter under the "
+                        f"reader, by a recovery?)"
+                    )
+                return read
+    except OSError as exc:  # retention closed it under us: the log start moved
+        if exc.errno != errno.EBADF:
+            raise
     return EMPTY, None
+
+
+def _read_from(
+    segment: LogSegment,
+    position: int,
+    max_bytes: int,
+    end_offset: int,
+    buffer: bytearray | None,
+) -> tuple[memoryview, SegmentPosition | None]:
+    """segment.read, and the position after what it read (None if it read none)."""
+    data = segment.read(position, max_bytes, end_offset, buffer)
+    if not data:
+        return EMPTY, None
+    after = position + len(data)
+    return data, SegmentPosition(segment.base_offset, after, -1, segment)
 
 
 class PartitionReader:

@@ -27,6 +27,11 @@ LOG_SUFFIX = ".log"
 DELETED_SUFFIX = ".deleted"
 # a lookup scans from an index entry at most index.interval.bytes (+ one batch) back
 SCAN_CHUNK_BYTES = 64 << 10
+LENGTH_END = 12  # a batch begins with its base offset (8 bytes) and length (4)
+# a read-only offset index this far behind the log is loaded again (the owner
+# writes entries through 512 at a time: ~2 MiB of log at 4 KiB intervals)
+STALE_INDEX_BYTES = 8 << 20
+LAST_OFFSET_DELTA_END = 27  # then leader epoch, magic, CRC, attributes, last delta
 # a scan row's fields (rows are flat lists: rows[i + LAST_OFFSET])
 F = _native.SCAN_FIELDS
 POSITION, BYTES, LAST_OFFSET = _native.POSITION, _native.BYTES, _native.LAST_OFFSET
@@ -193,10 +198,29 @@ class LogSegment:
         if self.readonly:
             self.size = os.fstat(self._fd).st_size
 
+    def reaches(self, position: int) -> bool:
+        """Whether the file holds bytes at position; an fstat (read-only) only when
+        the size known does not say so already, as a sequential reader's next
+        position mostly is."""
+        if position < self.size:
+            return True
+        self.refresh()
+        return position < self.size
+
     def find(self, offset: int) -> list[int] | None:
         """The scan row of the batch holding offset, or None if offset >= next."""
         self.refresh()
-        _, position = self.offset_index.lookup(offset)
+        entry = self.offset_index.lookup(offset)
+        if (
+            self.readonly
+            and self.size - entry.position > STALE_INDEX_BYTES
+            and entry == self.offset_index.last_entry
+        ):
+            # a snapshot from when the segment was shorter (a lapped reader's): the
+            # entries the owner wrote since spare a scan of every batch after it
+            index = OffsetIndex.load(self.offset_index.path, self.base_offset)
+            self.offset_index, entry = index, index.lookup(offset)
+        position = self._skip_large_batches(entry.position, offset)
         for row in self.batches(position):
             if row[LAST_OFFSET] >= offset:
                 return row
@@ -206,6 +230,29 @@ class LogSegment:
                 f"batch after position {position}: {_native.strerror(self.scan_stop)}"
             )
         return None
+
+    def _skip_large_batches(self, position: int, offset: int) -> int:
+        """Where the scan for offset may start: past the whole batches from position
+        on that are larger than a scan's chunk and end below offset, by their
+        headers alone. A read-only index is a snapshot, and the owner writes its
+        entries through a page (512 entries) at a time: with batches of a MiB, a
+        lapped reader's lookup lands hundreds of MiB back, which the scan would
+        read whole."""
+        while True:
+            head = os.pread(self._fd, LAST_OFFSET_DELTA_END, position)
+            if len(head) < LAST_OFFSET_DELTA_END:
+                return position
+            total = int.from_bytes(head[8:LENGTH_END], "big") + LENGTH_END
+            last = int.from_bytes(head[:8], "big") + int.from_bytes(
+                head[LAST_OFFSET_DELTA_END - 4 :], "big"
+            )
+            if (
+                total <= SCAN_CHUNK_BYTES
+                or last >= offset
+                or position + total > self.size
+            ):
+                return position  # the scan checks this batch, and reads it if needed
+            position += total
 
     def read(
         self,
@@ -221,13 +268,22 @@ class LogSegment:
         The view is of buffer when one is given (a new, larger bytearray if it is too
         small: the view's obj is the one to pass next time), else of fresh bytes. A
         reused buffer spares the page faults of fresh memory on every read; the cut
-        at a batch boundary is a view, never a copy."""
-        size = max(0, min(max_bytes, self.size - position))
+        at a batch boundary is a view, never a copy.
+
+        Read-only: the size known bounds the read, and an fstat refreshes it only
+        when it leaves less than max_bytes (a reader near the owner's writes): a
+        lapped reader far behind them reads without one."""
+        if self.size - position < max_bytes:
+            self.refresh()
+        # at least a batch's length, which says how much the first batch needs
+        size = max(0, min(max(max_bytes, LENGTH_END), self.size - position))
         data = self._pread(size, position, buffer)
+        if len(data) < size:  # cut shorter (recovery): the next reaches() says so
+            self.refresh()
         scan = _scan()
         rows = scan.scan(data, 0, len(data))
-        if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= 12:
-            total = int.from_bytes(data[8:12], "big") + 12
+        if not rows and scan.stop == _native.SCAN_PARTIAL and len(data) >= LENGTH_END:
+            total = int.from_bytes(data[8:LENGTH_END], "big") + LENGTH_END
             buffer = data.obj if isinstance(data.obj, bytearray) else None
             data = self._pread(total, position, buffer)  # short while being written
             rows = scan.scan(data, 0, len(data))
@@ -328,10 +384,19 @@ class LogSegment:
 
     # ---- lifecycle ------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
+        """Idempotent. Reads after it raise EBADF (never read another file that
+        got the descriptor's number)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
         self.offset_index.close()
         self.time_index.close()
-        os.close(self._fd)
+        os.close(fd)
 
     def delete(self) -> None:
         """Rename the files to .deleted, then unlink them. Readers holding the fd

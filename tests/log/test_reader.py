@@ -4,16 +4,17 @@ for a Fetch; offset_for_time from any process. Real rings, real files."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import random
 
 import pytest
 
-from shmbroker import CorruptError, Ring, shm
+from shmbroker import CorruptError, OffsetOutOfRange, Ring, shm
 from shmbroker.config import TopicConfig
 from shmbroker.log.reader import LogReader, PartitionReader, read_segments
-from shmbroker.log.segment import LogSegment
+from shmbroker.log.segment import STALE_INDEX_BYTES, LogSegment
 from tests.native.kafka_python import DefaultRecordBatch
 
 LOG = "00000000000000000000.log"
@@ -200,3 +201,163 @@ def test_offset_for_time_from_another_process_matches_the_writer(
                 assert reader.offset_for_time(target) == want, target
     finally:
         reader.close()
+
+
+def follow(view, offset, until, hint=None, max_bytes=4096):
+    """Read offset..until from the segments as a LogReader does (each read's hint
+    is the one before's); returns the base offsets of the batches read, and the
+    hint for the next read."""
+    bases, buffer = [], bytearray()
+    while offset < until:
+        data, after = read_segments(view, offset, max_bytes, hint, buffer)
+        assert data, f"nothing read at offset {offset} (spilled up to {until})"
+        if isinstance(data.obj, bytearray):
+            buffer = data.obj
+        batches = [DefaultRecordBatch(b) for _, b in batches_of(data)]
+        bases += [b.base_offset for b in batches]
+        offset = batches[-1].last_offset + 1
+        hint = after._replace(offset=offset)
+    return bases, hint
+
+
+def test_a_reader_following_the_active_segment_lists_the_directory_only_at_rolls(
+    open_log, tmp_path, ring_name, monkeypatch
+):
+    """If another process reads a partition sequentially while its owner spills and
+    rolls, then it reads every batch whole and in order across each roll, and lists
+    the segment directory only when a segment runs out (a roll), not on every
+    read."""
+    log = open_log(TopicConfig(ring_bytes=1 << 16, segment_bytes=1 << 14))
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(
+        os, "listdir", lambda path: listings.append(path) or real_listdir(path)
+    )
+    try:
+        bases, offset, hint = [], 0, None
+        for _ in range(60):  # follow the spill closely: the active segment grows
+            for _ in range(10):
+                log.ring.append_batch([b"%08d" % i for i in range(20)])
+            spill_all(log)
+            got, hint = follow(view, offset, log.spilled_offset(), hint)
+            bases += got
+            offset = log.spilled_offset()
+        rolls = len(log.segments()) - 1
+        assert rolls >= 3
+        assert bases == list(range(0, offset, 20))
+        reads = offset // 20 // 10  # at least one read per follow()
+        assert len(listings) <= 2 * rolls + 2 < reads, (len(listings), rolls)
+        # each segment once the active, now sealed: opened again from its files
+        sealed = view.segments()[:-1]
+        assert all(s.largest_timestamp > 0 for s in sealed)
+    finally:
+        view.close()
+
+
+def test_retention_under_a_sequential_reader_moves_it_on_or_names_the_start(
+    open_log, tmp_path, ring_name
+):
+    """If the owner's retention deletes segments under a reader in another process,
+    then a reader whose offset went with them gets OffsetOutOfRange naming the new
+    log start, and one at the start of the first segment kept reads on from it,
+    every batch whole (not the deleted file it still holds open)."""
+    log = open_log(TopicConfig(ring_bytes=1 << 16, segment_bytes=1 << 14))
+    for _ in range(200):
+        log.ring.append_batch([b"%08d" % i for i in range(20)])
+        spill_all(log)
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        behind, at_boundary = view.reader(0), view.reader(0)
+        behind.max_bytes = at_boundary.max_bytes = 1024
+        assert behind.poll(0)[0].offset == 0  # now in the middle of segment 0
+        second = log.segments()[1].base_offset
+        while at_boundary.offset < second:  # a read never crosses a segment's end
+            at_boundary.poll(0)
+        assert at_boundary.offset == second
+        sizes = [s.size for s in log.segments()]
+        log.config = dataclasses.replace(
+            log.config, retention_bytes=sum(sizes) - sizes[0]
+        )
+        assert log.enforce_retention() == 1
+        with pytest.raises(OffsetOutOfRange, match=f"log starts at {second}"):
+            behind.poll(0)
+        offsets = []
+        while at_boundary.offset < log.high_watermark:
+            offsets += [r.offset for r in at_boundary.poll(0)]
+        assert offsets == list(range(second, log.high_watermark))
+    finally:
+        view.close()
+
+
+def poll_on(reader, offsets, polls=100):
+    """Poll, adding the offsets read to offsets (each poll moves on or raises)."""
+    for _ in range(polls):
+        offsets += [r.offset for r in reader.poll(0)]
+
+
+def test_a_segment_truncated_under_a_reader_raises_naming_the_missing_offsets(
+    open_log, tmp_path, ring_name
+):
+    """If a segment file is cut shorter under a reader in another process (recovery
+    cuts a damaged tail), then the reader returns the whole batches still there and
+    then raises CorruptError naming the offsets missing from the log: never a hang
+    (it was a BrokenError after 1000 passes) or bytes past the cut."""
+    log = open_log(TopicConfig(ring_bytes=1 << 16, segment_bytes=1 << 17))
+    for _ in range(600):
+        log.ring.append_batch([b"%08d" % i for i in range(20)])
+        spill_all(log)
+    first = log.segments()[0]
+    assert len(log.segments()) > 1
+    assert first.size > 5 * 4096
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        reader = view.reader(0)
+        reader.max_bytes = 4096
+        offsets = [r.offset for r in reader.poll(0)]  # learns the file's size
+        cut = 3 * 4096 + 100  # ahead of the reader: it has not read these pages
+        os.truncate(first.path, cut)
+        with pytest.raises(CorruptError, match=r"offsets? \d+.* missing from the log"):
+            poll_on(reader, offsets)
+        assert offsets == list(range(len(offsets)))
+        assert 2 * 4096 < len(offsets) // 20 * 300 <= cut  # a batch: ~300 bytes
+    finally:
+        view.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "counts", "batches", "reloads"),
+    [(b"v" * 1000, [1, 3, 100, 300], 60, False), (b"v" * 100, [30, 100], 1400, True)],
+    ids=["large batches", "small batches past the stale index bound"],
+)
+def test_a_lapped_reader_finds_offsets_its_index_snapshot_lacks(
+    open_log, tmp_path, ring_name, values, counts, batches, reloads
+):
+    """If a reader in another process opened the active segment while it was short
+    (its offset index a snapshot; the owner writes entries through a page at a
+    time) and the segment then grew by batches larger than a scan's chunk and small
+    ones, then a lookup of any offset lands on the batch holding it, as the owner's
+    own lookup does, and a read there (a lapped reader's: no hint) starts with it."""
+    log = open_log(TopicConfig(ring_bytes=1 << 20, segment_bytes=1 << 30))
+    log.ring.append_batch([b"first"] * 10)
+    spill_all(log)
+    view = PartitionReader.open(tmp_path / "t-0", ring_name, topic="t", partition=0)
+    try:
+        assert read_segments(view, 0, 4096)[0]  # opens the segment: a snapshot
+        rng = random.Random(5)
+        for _ in range(batches):
+            log.ring.append_batch([values] * rng.choice(counts))
+            spill_all(log)
+        (mine,) = view.segments()
+        assert mine.offset_index.entries == 0  # the snapshot
+        for offset in [*rng.sample(range(log.spilled_offset()), 200), 10]:
+            row = mine.find(offset)
+            assert row == log.active.find(offset), offset
+            data, _ = read_segments(view, offset, 1)
+            (base, batch), *_ = batches_of(data)
+            assert base <= offset <= DefaultRecordBatch(batch).last_offset
+        # far enough behind, the index is loaded again: its entries were used
+        assert (mine.size > STALE_INDEX_BYTES) == reloads
+        assert (mine.offset_index.entries > 0) == reloads
+    finally:
+        view.close()
