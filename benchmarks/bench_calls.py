@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 
@@ -134,21 +133,9 @@ def rows_child(n: int, directory: str | None = None) -> dict[str, float]:
     """Every row once in a fresh interpreter: this tree's, or with directory the
     package there. Both sides alike: a long-lived parent (its heap, its imports)
     ran this tree's sends ~15% slower than a fresh child ran the same code."""
-    from machine import before_env
+    from machine import run_child
 
-    env = None if directory is None else before_env(directory)
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", "--records", str(n)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the run against {directory or 'this tree'} failed:\n{done.stderr[-3000:]}"
-        )
-    return dict(json.loads(done.stdout))
+    return dict(run_child(__file__, ["--records", str(n)], directory))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,14 +48,13 @@ import json
 import multiprocessing as mp
 import signal
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 from bench_ring import header, queue_produce, run_pair
-from machine import before_env, fmt_size, publish
+from machine import fmt_size, publish, run_child
 from peers import (
     STALL_S,
     KiB,
@@ -191,19 +190,8 @@ class Runner:
 
 def rows_before(directory: str, argv: list[str]) -> dict[tuple[str, str, int], Any]:
     """One round of the shmbroker paths with the shmbroker package in directory."""
-    env = before_env(directory)
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", "--rounds", "1", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the run against {directory} failed:\n{done.stderr[-3000:]}"
-        )
-    return {(r["kind"], r["api"], r["size"]): r for r in json.loads(done.stdout)}
+    rows = run_child(__file__, ["--rounds", "1", *argv], directory)
+    return {(r["kind"], r["api"], r["size"]): r for r in rows}
 
 
 def median_rate(runs: list[dict[str, Any]]) -> float:

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -122,20 +120,10 @@ def rows_here(mib: int, max_bytes: int) -> dict[str, float]:
 
 
 def rows_before(directory: str, mib: int, max_bytes: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(Path(directory).resolve()))
+    from machine import run_child
+
     sizes = [f"--mib={mib}", f"--max-bytes={max_bytes}"]
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", *sizes],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"the run against {directory} failed:\n{done.stderr[-3000:]}"
-        )
-    return dict(json.loads(done.stdout))
+    return dict(run_child(__file__, sizes, directory))
 
 
 def main(argv: list[str] | None = None) -> int:

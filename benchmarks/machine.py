@@ -93,6 +93,24 @@ def before_env(directory: str) -> dict[str, str]:
     return env
 
 
+def run_child(script: str, args: list[str], directory: str | None = None) -> Any:
+    """script --child args in a fresh interpreter, with this tree's shmbroker or,
+    with directory, the package exported there (before_env): the JSON it prints."""
+    env = None if directory is None else before_env(directory)
+    done = subprocess.run(
+        [sys.executable, script, "--child", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the run against {directory or 'this tree'} failed:\n{done.stderr[-3000:]}"
+        )
+    return json.loads(done.stdout)
+
+
 def fmt_size(size: int) -> str:
     return f"{size // KiB} KiB" if size >= KiB and size % KiB == 0 else f"{size} B"
 

@@ -538,6 +538,20 @@ def test_delivery_timeout_must_be_positive(tmp_path) -> None:
         Producer(str(tmp_path), delivery_timeout_ms=0)
 
 
+def race(target, n: int) -> None:
+    """target(t) on n threads at once, switching as often as they can."""
+    threads = [threading.Thread(target=target, args=(t,)) for t in range(n)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 def test_futures_of_threads_sending_at_once_name_their_own_records(
     broker: EmbeddedBroker,
 ) -> None:
@@ -554,16 +568,7 @@ def test_futures_of_threads_sending_at_once_name_their_own_records(
                 value = b"%d-%d" % (t, i)
                 futures[value] = producer.send("threads", value)
 
-        threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-6)  # threads switch as often as they can
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        finally:
-            sys.setswitchinterval(interval)
+        race(sender, 4)
         producer.flush()
         where = {value: f.get(timeout=10).offset for value, f in futures.items()}
     with Consumer(broker.data_dir, auto_offset_reset="earliest") as consumer:
@@ -603,16 +608,7 @@ def test_threads_sending_keyed_records_with_headers_get_their_own_futures(
                 )
                 sent[value] = (key, partition, future)
 
-        threads = [threading.Thread(target=sender, args=(t,)) for t in range(4)]
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(1e-6)  # threads switch as often as they can
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        finally:
-            sys.setswitchinterval(interval)
+        race(sender, 4)
         producer.flush()
         where = {v: f.get(timeout=10) for v, (_, _, f) in sent.items()}  # type: ignore[attr-defined]
     stored = {
