@@ -158,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if args.smoke else args.rounds
     after: list[dict[str, float]] = []
     before: list[dict[str, float]] = []
-    for _ in range(rounds):  # alternating: drift hits both alike
+    for k in range(rounds):  # alternating, who first too: drift hits both alike
+        if args.before and k % 2:
+            before.append(rows_child(n, args.before))
         after.append(rows_child(n))
-        if args.before:
+        if args.before and not k % 2:
             before.append(rows_child(n, args.before))
 
     def medians(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -375,7 +375,20 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[dict[str, Any]] = []
     tables: list[dict[tuple[str, str, int], dict[str, Any]]] = []
     before: list[dict[tuple[str, str, int], dict[str, Any]]] = []
+
+    def before_round(k: int) -> None:
+        try:
+            before.append(rows_before(args.before, child_argv))
+        except RuntimeError as exc:
+            failures.append({"config": "before", "round": k, "error": str(exc)})
+            print(f"bench_peers: before FAILED: {exc}", file=sys.stderr)
+
     for k in range(rounds):
+        # who goes first alternates: the first shmbroker run after a pause writes
+        # page-cache pages the VM gave back to its host, at ~8x the CPU of pages
+        # freed a moment before (benchmarks/README.md, "Issue 13")
+        if args.before and k % 2 == 1:
+            before_round(k)
         table = {}
         with EmbeddedBroker(shm_prefix=SHM_PREFIX) as broker:
             runner = Runner(broker, ctx, 60.0 if args.smoke else 300.0)
@@ -390,13 +403,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 runner.admin.close()
         tables.append(table)
-        # after this tree's broker stopped (one metrics port), so that both alternate
-        if args.before:
-            try:
-                before.append(rows_before(args.before, child_argv))
-            except RuntimeError as exc:
-                failures.append({"config": "before", "round": k, "error": str(exc)})
-                print(f"bench_peers: before FAILED: {exc}", file=sys.stderr)
+        # when this tree's broker is stopped (one metrics port); first in odd rounds
+        if args.before and k % 2 == 0:
+            before_round(k)
     if args.child:  # the rows of the one round, for rows_before
         print(json.dumps(list(tables[0].values())))
         return 1 if failures else 0
