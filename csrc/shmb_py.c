@@ -457,11 +457,6 @@ static PyTypeObject BuilderType = {
     .tp_as_buffer = &builder_buffer,
 };
 
-/* build_records(buf, rows, count, topic, partition, record_type) -> list: rows is
- * a buffer of int64 record rows (SHMB_DECODED_RECORD_FIELDS each: offset, timestamp,
- * key_pos, key_end, value_pos, value_end, header_count, first_header) indexing buf;
- * each record is record_type(topic, partition, offset, timestamp, key, value). The
- * caller builds records with headers itself (header_count must be 0). */
 /* A decoder's span within a buffer of len bytes: pos = end = -1 is a null. Positions
  * come from the decoder over this buffer: checked anyway, a bad row must not read
  * outside it. */
@@ -537,9 +532,10 @@ static PyObject *build_headers(key_cache *keys, const uint8_t *b, Py_ssize_t len
 }
 
 /* build_records(buf, rows, count, topic, partition, record_type[, header_rows,
- * headers]): record_type(topic, partition, offset, timestamp, key, value[, headers])
- * for each of count decoded record rows over buf, headers from header_rows (of which
- * there are `headers`) for the records that have some. */
+ * headers]) -> list: rows is a buffer of int64 record rows (SHMB_DECODED_RECORD_FIELDS
+ * each: offset, timestamp, key_pos, key_end, value_pos, value_end, header_count,
+ * first_header) indexing buf, header_rows one of `headers` header rows; each record
+ * is record_type(topic, partition, offset, timestamp, key, value[, headers]). */
 static PyObject *build_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 6 && nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "build_records(buf, rows, count, topic, "
