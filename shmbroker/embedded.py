@@ -43,11 +43,14 @@ class EmbeddedBroker:
         remove: bool | None = None,
         gateway: bool = False,
         gateway_options: Mapping[str, str] | None = None,
+        metrics_listener: str | None = "127.0.0.1:0",
     ) -> None:
         """remove: delete the data directory and the rings on stop (default: only
         when the directory is a temporary one made here). gateway: run the Kafka
         protocol gateway on a free port; gateway_options: more `serve` flags for it
-        (e.g. {"--gateway-processes": "2"})."""
+        (e.g. {"--gateway-processes": "2"}). metrics_listener: where /metrics is
+        served (default any free port, so that embedded brokers run side by side;
+        `metrics_url()` says where), None for none."""
         self._temporary = data_dir is None
         self.data_dir = Path(
             tempfile.mkdtemp(prefix="shmbroker-") if data_dir is None else data_dir
@@ -62,6 +65,11 @@ class EmbeddedBroker:
             "--num-partitions", str(num_partitions),
             "--auto-create-topics" if auto_create_topics else "--no-auto-create-topics",
         ]  # fmt: skip
+        self.args += (
+            ["--no-metrics"]
+            if metrics_listener is None
+            else ["--metrics-listen", metrics_listener]
+        )
         for key, value in (topic_defaults or {}).items():
             self.args += ["--topic-config", f"{key}={value}"]
         self.gateway = gateway
@@ -215,13 +223,20 @@ class EmbeddedBroker:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedBroker:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # no __exit__ follows: leave nothing behind now
+            self.kill()
+            if self.remove:
+                self.cleanup()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         code = self.stop()
+        tail = self.log_tail() if code != 0 else ""  # before cleanup removes it
         if self.remove:
             self.cleanup()
         if code != 0 and exc[0] is None:
             raise errors.BrokenError(
-                f"the supervisor exited with {code} on stop: {self.log_tail()}"
+                f"the supervisor exited with {code} on stop: {tail}"
             )

@@ -114,6 +114,11 @@ class Supervisor:
                 min_session_timeout_ms=self.config.group_min_session_timeout_ms,
                 max_session_timeout_ms=self.config.group_max_session_timeout_ms,
             )
+            # before the control socket: a port taken fails the start, not a
+            # broker clients have already found
+            if self.config.metrics_address is not None:
+                self.metrics = MetricsServer(self, self.config.metrics_address)
+                self.metrics.start()
             self._server = ControlServer(
                 self.config.control_socket,
                 self.handle,
@@ -124,9 +129,6 @@ class Supervisor:
                 _share(self.config.control_socket, self._gid, 0o660)
             if self.gateways is not None:  # it asks the control socket first
                 self.gateways.start()
-            if self.config.metrics_address is not None:
-                self.metrics = MetricsServer(self, self.config.metrics_address)
-                self.metrics.start()
         except BaseException:
             self.stop()
             raise

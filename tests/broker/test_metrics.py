@@ -228,8 +228,9 @@ def test_gateway_requests_bytes_and_connections(
 def test_no_metrics_flag_serves_none(tmp_path: Path, shm_prefix: str) -> None:
     """If serve gets --no-metrics, then it writes no metrics state and a bad
     metrics listener is refused by name."""
-    embedded = EmbeddedBroker(tmp_path / "data", shm_prefix=shm_prefix, remove=True)
-    embedded.args.append("--no-metrics")
+    embedded = EmbeddedBroker(
+        tmp_path / "data", shm_prefix=shm_prefix, remove=True, metrics_listener=None
+    )
     with embedded:
         assert not (embedded.data_dir / "metrics.json").exists()
     with pytest.raises(ConfigError, match=r"metrics\.listener"):
@@ -244,8 +245,12 @@ def test_metrics_port_taken_is_a_clear_error(tmp_path: Path, shm_prefix: str) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        embedded = EmbeddedBroker(tmp_path / "data", shm_prefix=shm_prefix, remove=True)
-        embedded.args += ["--metrics-listen", f"127.0.0.1:{port}"]
+        embedded = EmbeddedBroker(
+            tmp_path / "data",
+            shm_prefix=shm_prefix,
+            remove=True,
+            metrics_listener=f"127.0.0.1:{port}",
+        )
         with pytest.raises(Exception, match=str(port)):
             embedded.start()
         embedded.cleanup()

@@ -100,6 +100,41 @@ def test_an_embedded_broker_on_a_served_data_dir_fails_to_start(broker, shm_pref
         assert admin.connection.hello.pid == broker.pid
 
 
+def test_embedded_brokers_run_side_by_side_each_with_its_own_metrics(
+    shm_prefix, monkeypatch
+):
+    """If two EmbeddedBrokers run at once (two scripts, two test sessions) and no
+    metrics listener is configured, then both start, each serving /metrics on a
+    port of its own (before: both took 127.0.0.1:9644, and the second failed)."""
+    monkeypatch.delenv("SHMBROKER_METRICS_LISTENER", raising=False)
+    with (
+        EmbeddedBroker(shm_prefix=shm_prefix) as first,
+        EmbeddedBroker(shm_prefix=shm_prefix) as second,
+    ):
+        assert first.metrics_url() != second.metrics_url()
+        for broker in (first, second):
+            with Admin(broker.data_dir) as admin:
+                assert admin.list_topics() == {}
+
+
+def test_an_embedded_broker_that_fails_to_start_leaves_nothing_behind(shm_prefix):
+    """If the supervisor of a temporary EmbeddedBroker exits while starting (here:
+    its metrics port is taken), then `with` raises naming why, and neither its
+    data directory nor its shared memory is left (before: both were, and gc
+    keeps a stopped broker's objects for its next start)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = EmbeddedBroker(
+            shm_prefix=shm_prefix, metrics_listener=f"127.0.0.1:{port}"
+        )
+        with pytest.raises(BrokenError, match="Address already in use"), broker:
+            pass
+    assert not broker.data_dir.exists()
+    assert list(shm.list_names(shm_prefix)) == []
+
+
 def hello_pid(data_dir) -> int | None:
     """The pid of the supervisor answering on data_dir, or None."""
     try:
