@@ -227,7 +227,7 @@ class EmbeddedBroker:
             return self.start()
         except BaseException:  # no __exit__ follows: leave nothing behind now
             self.kill()
-            if self.remove:
+            if self._temporary:  # made here: no other supervisor can be serving it
                 self.cleanup()
             raise
 
