@@ -279,11 +279,17 @@ static inline void unlock_writer(shmb_ring_t *r) { pthread_mutex_unlock(&r->hdr-
  * load(waiters): one of the two sees the other, so no wake-up is lost. The stopper
  * stores *stop, bumps the word and wakes all without looking at the count: a sleeper
  * that read the word before the bump fails its futex_wait or is woken, and one that
- * read it after sees *stop. */
+ * read it after sees *stop. kick, if not NULL: a futex word to bump and wake once the
+ * count is up, for a thread that acts on the count but sleeps on that word. */
 static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32_t *word,
-                                    uint32_t *waiters, int64_t need, int64_t deadline) {
+                                    uint32_t *waiters, uint32_t *kick, int64_t need,
+                                    int64_t deadline) {
     int64_t seen;
     shmb_fetch_add(waiters, 1);
+    if (kick != NULL) {
+        shmb_fetch_add(kick, 1);
+        futex_wake_all(kick);
+    }
     for (;;) {
         uint32_t w = shmb_load_acquire(word);
         /* acquire, and before the value: a value read after a set *stop is at least
@@ -304,8 +310,8 @@ static int64_t sleep_until_at_least(int64_t *value, const uint32_t *stop, uint32
 static int wait_for_spill(shmb_ring_t *r, int64_t need, int64_t deadline) {
     shmb_ring_header_t *h = r->hdr;
     int64_t seen = sleep_until_at_least(&h->spill.spill_position, &h->offsets.deleted,
-                                        &h->spill.futex_word, &h->spill.waiters, need,
-                                        deadline);
+                                        &h->spill.futex_word, &h->spill.waiters, NULL,
+                                        need, deadline);
     if (seen == SHMB_EINTR) return SHMB_EINTR;
     if (seen >= need) return SHMB_OK; /* claim checks the flag again under the lock */
     /* relaxed: it only picks the error; the sleep read it with acquire */
@@ -544,10 +550,12 @@ int shmb_ring_durable_advance(shmb_ring_t *r, int64_t offset) {
 int shmb_ring_wait_durable(shmb_ring_t *r, int64_t offset, int32_t timeout_ms) {
     shmb_ring_header_t *h = r->hdr;
     if (shmb_load_acquire(&h->durable.durable_offset) >= offset) return SHMB_OK;
-    /* the waiter count also tells the spill thread to fsync at once */
+    /* the waiter count tells the spill thread to fsync at once, and the kick wakes
+     * it to look: it sleeps on new data, and the data came before this wait (an
+     * acks=all send waited out its 100 ms idle wake, IDLE_WAKE_MS, before) */
     int64_t seen = sleep_until_at_least(&h->durable.durable_offset, &h->offsets.deleted,
-                                        &h->durable.futex_word, &h->durable.waiters, offset,
-                                        deadline_ns(timeout_ms));
+                                        &h->durable.futex_word, &h->durable.waiters,
+                                        &h->data.futex_word, offset, deadline_ns(timeout_ms));
     if (seen == SHMB_EINTR) return SHMB_EINTR;
     if (seen >= offset) return SHMB_OK;
     /* relaxed: it only picks the error; the sleep read it with acquire */
@@ -646,7 +654,7 @@ static int64_t wait_for_data(shmb_ring_t *r, int64_t position, int32_t timeout_m
     if (idle_until(tail_is_past, &past, idle, deadline))
         return shmb_load_acquire(&h->tail.tail_position);
     tail = sleep_until_at_least(&h->tail.tail_position, &h->offsets.deleted,
-                                &h->data.futex_word, &h->data.waiters, position + 1,
+                                &h->data.futex_word, &h->data.waiters, NULL, position + 1,
                                 deadline);
     return tail > position || tail == SHMB_EINTR ? tail : tail_unless_deleted(r, position);
 }

@@ -340,6 +340,28 @@ def test_wait_durable_wakes_when_deleted(ring):
     assert ring.wait_durable(last + 1, timeout=0)  # durable is durable, deleted or not
 
 
+def test_a_durability_waiter_wakes_the_spill_thread_asleep_on_the_ring(ring):
+    """If the spill thread sleeps on the ring (nothing new to spill) when a producer
+    starts waiting for an fsync of what it spilled already, then the waiter wakes it
+    to look at the waiter count and fsync (before: it slept on until its 100 ms idle
+    wake, and every synchronous acks=all send took 100 ms)."""
+    last = ring.append(b"spilled, not yet fsynced")
+    tail = ring.stat().tail_position
+    ring.spill_advance(tail, last + 1)
+    spill_woke = start_thread(lambda: ring.wait_committed(tail, 30.0))
+    wait_until(lambda: ring.stat().data_waiters == 1, 10, "the spill thread asleep")
+    durable = start_thread(lambda: ring.wait_durable(last + 1, 30.0))
+    wait_until(lambda: ring.stat().durable_waiters == 1, 10, "the durability waiter")
+    wait_until(
+        lambda: ring.stat().data_waiters == 0,
+        10,
+        "the spill thread woken by the waiter",
+    )
+    assert spill_woke() is None  # woken with nothing new: it looks at why
+    ring.native.durable_advance(last + 1)  # as its fsync does
+    assert durable()
+
+
 APPEND_UNTIL_DELETED = """
 import sys
 from shmbroker import Ring

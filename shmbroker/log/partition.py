@@ -51,6 +51,13 @@ RETENTION_INTERVAL = 30.0  # seconds between retention checks (Kafka: 300). With
 # wake it): 2,000 idle partitions waking every 100 ms kept the GIL so busy that
 # control requests took seconds
 SPILL_RETRY_MAX = 1.0  # seconds between retries of a failing spill, at most
+# After a spill, while no producer waits on it (for room or for an fsync) and the
+# ring is less than half full, the spill thread lets the batches gather this long
+# instead of sleeping on the ring's futex: woken by every append, at 10k records/s
+# it took 0.2 of a core and every append a wake-up syscall, and the consumer's
+# latency 3-5 us (bench_consumer_wait: p50 19.7-21.9 -> 17.0-17.8 us, the
+# supervisor 0.20 -> 0.07 CPU-s/s). An fsync waited on comes at most this late.
+SPILL_LINGER = 0.001
 
 
 class PartitionLog:
@@ -299,6 +306,9 @@ class PartitionLog:
         Waits up to timeout for new bytes. Raises OSError (ENOSPC, EIO) with nothing
         half-written left behind; the next call retries the same bytes."""
         ring = self.ring
+        # a producer that began to wait for an fsync while this thread was busy or
+        # lingering kicked a futex nobody slept on: look at the waiters before sleeping
+        self._maybe_flush()
         if ring.wait_committed(self._spill_position, timeout) is None:
             if ring.stat().deleted:  # its topic is going: wait to be closed
                 self._stop.wait(timeout)
@@ -454,7 +464,9 @@ class PartitionLog:
         while not self._stop.is_set():
             try:
                 busy = self._unflushed_records or self.spill_error is not None
-                self.spill(IDLE_WAKE_MS / 1000 if busy else RETENTION_INTERVAL)
+                moved = self.spill(IDLE_WAKE_MS / 1000 if busy else RETENTION_INTERVAL)
+                if moved and not self._awaited():
+                    self._stop.wait(SPILL_LINGER)
                 now = time.monotonic()
                 if now - self._last_retention >= RETENTION_INTERVAL:
                     self._last_retention = now
@@ -478,6 +490,15 @@ class PartitionLog:
                 self.ring.set_spill_errno(self.spill_error.errno or errno.EIO)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, SPILL_RETRY_MAX)
+
+    def _awaited(self) -> bool:
+        """Whether a producer waits on the spill (for room or for an fsync), or the
+        ring is half full of unspilled bytes: no time to let batches gather."""
+        s = self.ring.stat()
+        unspilled = s.tail_position - s.spill_position
+        return bool(s.spill_waiters or s.durable_waiters) or (
+            2 * unspilled >= s.capacity_bytes
+        )
 
     def reconfigure(self, config: TopicConfig) -> None:
         """New topic configs (alter): retention is checked again at once."""
