@@ -51,13 +51,17 @@ RETENTION_INTERVAL = 30.0  # seconds between retention checks (Kafka: 300). With
 # wake it): 2,000 idle partitions waking every 100 ms kept the GIL so busy that
 # control requests took seconds
 SPILL_RETRY_MAX = 1.0  # seconds between retries of a failing spill, at most
-# After a spill, while no producer waits on it (for room or for an fsync) and the
-# ring is less than half full, the spill thread lets the batches gather this long
-# instead of sleeping on the ring's futex: woken by every append, at 10k records/s
-# it took 0.2 of a core and every append a wake-up syscall, and the consumer's
-# latency 3-5 us (bench_consumer_wait: p50 19.7-21.9 -> 17.0-17.8 us, the
-# supervisor 0.20 -> 0.07 CPU-s/s). An fsync waited on comes at most this late.
+# After a small spill (a trickle of batches), while no producer waits on it (for
+# room or for an fsync) and the ring is less than half full, the spill thread lets
+# the batches gather this long instead of sleeping on the ring's futex: woken by
+# every append, at 10k records/s it took 0.2 of a core and every append a wake-up
+# syscall, and the consumer's latency 4-6 us (bench_consumer_wait: p50 19.7-21.9 ->
+# 15.1-15.7 us, the supervisor 0.20 -> 0.07 CPU-s/s). Not after a large one: at full
+# speed the wake-ups are few, and a producer freed of them laps its consumer
+# sooner (bench_peers, 100 B per record: 0.85x). An fsync waited on comes at most
+# this late.
 SPILL_LINGER = 0.001
+SPILL_LINGER_BYTES = 64 << 10  # a spill this large or larger is not a trickle
 
 
 class PartitionLog:
@@ -465,7 +469,7 @@ class PartitionLog:
             try:
                 busy = self._unflushed_records or self.spill_error is not None
                 moved = self.spill(IDLE_WAKE_MS / 1000 if busy else RETENTION_INTERVAL)
-                if moved and not self._awaited():
+                if 0 < moved < SPILL_LINGER_BYTES and not self._awaited():
                     self._stop.wait(SPILL_LINGER)
                 now = time.monotonic()
                 if now - self._last_retention >= RETENTION_INTERVAL:
