@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
@@ -153,31 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows_here(n)))
         return 0
     from bench_ring import header
-    from machine import publish
+    from machine import alternate, publish
 
     rounds = 1 if args.smoke else args.rounds
-    after: list[dict[str, float]] = []
-    before: list[dict[str, float]] = []
-    for k in range(rounds):  # alternating, who first too: drift hits both alike
-        if args.before and k % 2:
-            before.append(rows_child(n, args.before))
-        after.append(rows_child(n))
-        if args.before and not k % 2:
-            before.append(rows_child(n, args.before))
-
-    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-        return (
-            {k: statistics.median(r[k] for r in runs) for k in runs[0]} if runs else {}
-        )
-
+    after, before, runs = alternate(
+        rounds,
+        lambda: rows_child(n),
+        (lambda: rows_child(n, args.before)) if args.before else None,
+    )
     result = {
         "header": header(),
         "records": n,
         "rounds": rounds,
-        "after": medians(after),
-        "before": medians(before),
+        "after": after,
+        "before": before,
         "before_package": args.before,
-        "runs": {"after": after, "before": before},
+        "runs": runs,
     }
 
     def report() -> None:

@@ -17,8 +17,8 @@ process (CPU, not wall: other work on the machine shows less in it). The files a
 in the page cache (just written): page-cache copies, not disk. Left out: the
 producer, the spill, other processes, keys, headers. `--before DIR` runs the same
 rows against the shmbroker package in DIR (an export of an older commit, its C
-core built in place) in a fresh interpreter, alternating round by round: the
-baseline in the same run.
+core built in place); each side runs in a fresh interpreter, round by round, who
+goes first alternating: the baseline in the same run.
 
     .venv/bin/python benchmarks/bench_segment_reads.py --before /tmp/old   # ~1 min
     .venv/bin/python benchmarks/bench_segment_reads.py --smoke             # seconds
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -119,13 +118,6 @@ def rows_here(mib: int, max_bytes: int) -> dict[str, float]:
     return out
 
 
-def rows_before(directory: str, mib: int, max_bytes: int) -> dict[str, float]:
-    from machine import run_child
-
-    sizes = [f"--mib={mib}", f"--max-bytes={max_bytes}"]
-    return dict(run_child(__file__, sizes, directory))
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=int, help="MiB of values a size (default 256)")
@@ -143,30 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows_here(mib, args.max_bytes)))
         return 0
     from bench_ring import header
-    from machine import publish
+    from machine import alternate, publish, run_child
 
     rounds = 1 if args.smoke else args.rounds
-    after: list[dict[str, float]] = []
-    before: list[dict[str, float]] = []
-    for _ in range(rounds):  # alternating: drift hits both alike
-        after.append(rows_here(mib, args.max_bytes))
-        if args.before:
-            before.append(rows_before(args.before, mib, args.max_bytes))
-
-    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
-        return (
-            {k: statistics.median(r[k] for r in runs) for k in runs[0]} if runs else {}
-        )
-
+    sizes = [f"--mib={mib}", f"--max-bytes={args.max_bytes}"]
+    after, before, runs = alternate(
+        rounds,
+        lambda: dict(run_child(__file__, sizes)),
+        (lambda: dict(run_child(__file__, sizes, args.before)))
+        if args.before
+        else None,
+    )
     result = {
         "header": header(),
         "mib": mib,
         "max_bytes": args.max_bytes,
         "rounds": rounds,
-        "after": medians(after),
-        "before": medians(before),
+        "after": after,
+        "before": before,
         "before_package": args.before,
-        "runs": {"after": after, "before": before},
+        "runs": runs,
     }
 
     def report() -> None:

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -109,6 +110,31 @@ def run_child(script: str, args: list[str], directory: str | None = None) -> Any
             f"the run against {directory or 'this tree'} failed:\n{done.stderr[-3000:]}"
         )
     return json.loads(done.stdout)
+
+
+def alternate(
+    rounds: int,
+    here: Callable[[], dict[str, float]],
+    before: Callable[[], dict[str, float]] | None = None,
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """here() and before() (the --before baseline, if any) once a round, who goes
+    first alternating, so that drift hits both alike: their rows' medians, and the
+    runs themselves."""
+    after: list[dict[str, float]] = []
+    old: list[dict[str, float]] = []
+    for k in range(rounds):
+        if before is not None and k % 2:
+            old.append(before())
+        after.append(here())
+        if before is not None and not k % 2:
+            old.append(before())
+
+    def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+        return (
+            {k: statistics.median(r[k] for r in runs) for k in runs[0]} if runs else {}
+        )
+
+    return medians(after), medians(old), {"after": after, "before": old}
 
 
 def fmt_size(size: int) -> str:
