@@ -256,7 +256,9 @@ class LogReader:
         self.offset = offset  # the next offset this reader returns
         self.max_bytes = max_bytes
         self.check_crcs = check_crcs  # Kafka's check.crcs: poll verifies each batch
-        self._source = ""  # where the last bytes read came from, for errors
+        # where the last bytes read came from, for errors: (segment base offset,
+        # byte), or None for the ring; named only when an error needs it
+        self._source: tuple[int, int] | None = None
         self._spin = spin
         self._ring_reader: RingReader | None = None
         self._next: SegmentPosition | None = None  # after the last segment read
@@ -317,10 +319,7 @@ class LogReader:
                         self._buffer_in = _over(buffer)
                     self._read_in = None if buffer is None else self._buffer_in
                     assert after is not None
-                    self._source = (
-                        f"{log.directory / file_name(after.base_offset, LOG_SUFFIX)} "
-                        f"at byte {after.position - len(data)}"
-                    )
+                    self._source = (after.base_offset, after.position - len(data))
                     view = self._advance(memoryview(data), "segments")
                     self._next = after and after._replace(offset=self.offset)
                     return view
@@ -340,7 +339,7 @@ class LogReader:
                 return EMPTY
             buf, whole = self._ring_reader.buffer
             self._read_in = (buf, whole, start)
-            self._source = f"ring {log.ring.name}"
+            self._source = None
             return self._advance(memoryview(whole)[start:end], "ring")
         raise errors.BrokenError(
             f"partition {log.name}: offset {self.offset} is neither in the segments "
@@ -439,6 +438,12 @@ class LogReader:
                 self.check_crcs,
             )  # fmt: skip
 
+    def _source_name(self) -> str:
+        if self._source is None:
+            return f"ring {self.log.ring.name}"
+        base, at = self._source
+        return f"{self.log.directory / file_name(base, LOG_SUFFIX)} at byte {at}"
+
     def _damaged(
         self, data: bytes | memoryview, at: int, first: int, exc: errors.CorruptError
     ) -> tuple[int, errors.CorruptError]:
@@ -454,7 +459,7 @@ class LogReader:
         self.seek(max(first, base))
         return bad, errors.CorruptError(
             f"partition {self.log.name}: the batch at offset {base} ({bad} bytes "
-            f"into what was read from {self._source}) fails its CRC32C or "
+            f"into what was read from {self._source_name()}) fails its CRC32C or "
             f"record checks: {exc}"
         )
 
